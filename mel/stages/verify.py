@@ -1,0 +1,56 @@
+"""Verify stage: score every rollout with the verifier of its problem's kind (code sandbox, math-verify, regex)."""
+from __future__ import annotations
+
+import time
+
+from mel import artifacts, schemas
+from mel.config import Config
+from mel.data import Problem
+from mel.stages.common import StageResult, step_dir
+from mel.verify import verify_problems
+
+
+def run_verify(cfg: Config, run_dir: str, step: int, rollouts_uri: str) -> StageResult:
+    out = artifacts.join(step_dir(run_dir, step), "verdicts.parquet")
+    if artifacts.is_complete(out):
+        return StageResult("verify", step, out, reused=True, summary=_summary(artifacts.read_manifest(out)))
+    t0 = time.perf_counter()
+    rollouts = artifacts.read_table(rollouts_uri, schemas.ROLLOUTS).to_pylist()
+    parsed: dict[str, Problem] = {}
+    problems = [parsed.setdefault(r["problem_json"], Problem.from_json(r["problem_json"])) for r in rollouts]
+    verdicts = verify_problems(
+        problems,
+        [r["completion_text"] for r in rollouts],
+        timeout_s=cfg.verify.timeout_s,
+        memory_mb=cfg.verify.memory_mb,
+        workers=cfg.verify.workers,
+    )
+    rows = [
+        {
+            "step": step,
+            "prompt_index": r["prompt_index"],
+            "sample_index": r["sample_index"],
+            "problem_id": r["problem_id"],
+            "passed": v.passed,
+            "status": v.status,
+            "detail": v.detail[:2000],
+            "reward": v.reward,
+            "tests_passed": v.tests_passed,
+            "tests_total": v.tests_total,
+            "seconds": v.seconds,
+        }
+        for r, v in zip(rollouts, verdicts)
+    ]
+    seconds = time.perf_counter() - t0
+    statuses: dict[str, int] = {}
+    for v in verdicts:
+        statuses[v.status] = statuses.get(v.status, 0) + 1
+    info = {"samples": len(rows), "passed": sum(v.passed for v in verdicts), "statuses": statuses,
+            "seconds": seconds}
+    artifacts.write_rows(out, rows, schemas.VERDICTS, **info)
+    return StageResult("verify", step, out, seconds=seconds, summary=_summary(info))
+
+
+def _summary(info: dict) -> str:
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(info["statuses"].items()))
+    return f"{info['passed']}/{info['samples']} passed ({statuses})"

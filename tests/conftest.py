@@ -1,0 +1,38 @@
+"""Shared fixtures: one Prefect test server for the session, the tiny random model, quiet libraries."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path() -> str:
+    from mel.config import ModelConfig
+    from mel.models import resolve_model
+
+    return resolve_model(ModelConfig(source="tiny-random"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_path):
+    from mel.models import load_model_and_tokenizer
+
+    return load_model_and_tokenizer(tiny_model_path)
