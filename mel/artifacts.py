@@ -74,8 +74,10 @@ def write_table(uri: str, table: pa.Table, schema: pa.Schema, **manifest_info: A
     fs, path = _fs(uri)
     fs.makedirs(fs._parent(path), exist_ok=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
     with fs.open(tmp, "wb") as f:
-        pq.write_table(table, f)
+        f.write(sink.getvalue().to_pybytes())
     fs.mv(tmp, path)
     write_manifest(uri, rows=table.num_rows, columns=schema.names, **manifest_info)
     return uri
@@ -88,8 +90,11 @@ def write_rows(uri: str, rows: list[dict[str, Any]], schema: pa.Schema, **manife
 def read_table(uri: str, schema: pa.Schema | None = None) -> pa.Table:
     if not is_complete(uri):
         raise FileNotFoundError(f"{uri} is not a complete artifact (no manifest)")
+    # Parquet goes through memory, not through pyarrow reading a Python file object: that path leaves pyarrow I/O
+    # threads that abort the interpreter at exit now and then ("terminate called without an active exception"), and
+    # so does its decoding thread pool: these small tables are decoded on the calling thread.
     with fsspec.open(uri, "rb") as f:
-        table = pq.read_table(f)
+        table = pq.read_table(pa.BufferReader(f.read()), use_threads=False)
     if schema is not None and table.schema.names != schema.names:
         raise ValueError(f"{uri}: columns {table.schema.names} do not match the schema's {schema.names}")
     return table

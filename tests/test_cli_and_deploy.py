@@ -1,0 +1,52 @@
+"""The CLI documents itself and rejects bad configs before starting anything; deployments are discovered."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from mel.cli import build_parser, main
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["config", "--help"]])
+def test_every_command_has_help(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(argv)
+    assert exit_.value.code == 0
+    assert "usage: mel" in capsys.readouterr().out
+
+
+def test_bad_override_is_a_clear_error_without_starting_prefect(capsys):
+    code = main(["run", str(REPO / "configs" / "tiny.yaml"), "--set", "rollout.group_size=1"])
+    assert code == 2
+    assert "rollout.group_size: must be at least 2" in capsys.readouterr().err
+
+
+def test_config_command_prints_hash(capsys):
+    assert main(["config", str(REPO / "configs" / "tiny.yaml"), "--set", "run.steps=3"]) == 0
+    out = capsys.readouterr().out
+    assert "steps: 3" in out and "# config hash: " in out
+
+
+def test_console_script_entry_point():
+    out = subprocess.run([sys.executable, "-m", "mel.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "run" in out.stdout and "config" in out.stdout
+
+
+def test_sweep_grid_is_a_cartesian_product():
+    from flows.sweep import grid_overrides
+
+    points = grid_overrides({"optimizer.lr": [0.001, 0.01], "run.seed": [0, 1, 2]})
+    assert len(points) == 6
+    assert ["optimizer.lr=0.001", "run.seed=0"] in points and ["optimizer.lr=0.01", "run.seed=2"] in points
+
+
+def test_deployments_are_discovered_from_flows():
+    from deploy.deploy import build_deployments, discover_flows
+
+    assert {"mel-train", "mel-step", "mel-sweep"} <= set(discover_flows())
+    deployments = {d.name: d for d in build_deployments()}
+    assert set(deployments) == {"mel-train-deployment", "mel-sweep-deployment"}
+    assert deployments["mel-sweep-deployment"].schedules  # the nightly sweep is scheduled
