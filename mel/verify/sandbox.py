@@ -1,39 +1,44 @@
-"""Code verification v0: each completion runs in its own sandboxed process; the trusted parent decides the verdict.
+"""Code verification: candidate programs run in pre-started, isolated sandbox workers; a trusted process decides.
 
-How one sample runs (`verify_code`):
+How a sample runs (`verify_code`):
   1. `extract_code` turns the raw completion into a program (never raises).
-  2. A fresh process ``python -I mel/verify/_harness.py FD ...`` starts in a new session (its own process group), in a
-     fresh scratch directory as cwd, with a cleaned environment (PATH, LANG, HOME=TMPDIR=scratch), wrapped by the
-     strongest isolation that works here (`isolation_mode()`, probed once and cached):
-       ``netns+nobody``  (running as root) ``unshare --net`` then ``setpriv`` to uid/gid 65534, no new privileges,
-                         empty capability bounding set;
-       ``userns+netns``  ``unshare --user --net --map-root-user``;
-       ``nobody``        (root, no namespaces) ``setpriv`` only;   ``none``  plain process.
-  3. The harness sets its own rlimits FIRST, before it reads the job (CPU seconds, RLIMIT_AS, RLIMIT_FSIZE,
-     RLIMIT_NOFILE, no core dumps, RLIMIT_NPROC only for the nobody modes since it counts per user). They are set there
-     rather than in a ``preexec_fn`` because ``preexec_fn`` is unsafe in a threaded parent (and ours is); no untrusted
-     code runs before the job is read, so the effect is the same.
-  4. The job (program + tests; never the expected io outputs) goes over stdin as JSON. The harness sends one JSON line
-     per test AFTER it ran, then ``{"done": true}``, over a separate pipe (``pass_fds``), never stdout.
-  5. The parent drains stdin/stdout/stderr/results with a wall deadline, caps output, then SIGKILLs the whole process
-     group, reaps, and removes the scratch directory. PASSED iff "done" arrived, every test reported in order, and every
-     test is ok -- for io tests "ok" is the PARENT's comparison of the tagged plain return value with the expected
-     literal (floats: ``math.isclose(rel_tol=1e-9, abs_tol=atol)``). Exit codes and stdout never count.
+  2. A sandbox worker -- ``python -I mel/verify/_zygote.py``, started once and reused, inside the strongest isolation
+     that works here (`isolation_mode()`, probed once and reported) -- receives the program, forks a CHILD that runs
+     it, and only then receives the tests. The worker itself never runs candidate code: it evaluates the test code
+     with every name the program defines replaced by a proxy that calls into the child and gets back the returned
+     value as plain data (exact builtin types), rebuilt as fresh objects. See `_zygote.py` for the protocol.
+  3. The host decides: for ``io`` tests it compares the returned values with the expected outputs itself (they never
+     enter the sandbox; floats with ``atol``); for ``assert``/``check`` tests the worker reports each test after it
+     ran, computed on plain values in the worker. An exit code, printed text or a crash never counts as a pass.
 
-Covered: ``sys.exit``/``os._exit``/``SystemExit``/``KeyboardInterrupt`` anywhere (no "done" or a failed test -> not
-passed); fake results printed to stdout; objects with a custom ``__eq__``/``__lt__``/``__bool__``/arithmetic and
-builtin-type subclasses (io values are tagged by exact builtin type and compared by the parent; in assert/check test
-code every comparison, ``not``/``and``/``or`` operand and assert condition is rewritten to act on fresh plain copies);
-infinite loops (CPU rlimit + wall deadline); memory bombs (RLIMIT_AS); huge stdout/stderr (capped, killed beyond
-the limit); huge files (RLIMIT_FSIZE); network (only in the ``netns`` modes); children left in the process group
-(killed); writing to another sample's result pipe (``close_fds``).
-Not covered (v0): deliberately adversarial code that attacks the harness inside its own process (writes forged
-protocol lines to the result fd, monkeypatches the harness module; for assert/check styles the per-test verdict is
-computed in that process -- io verdicts are not, and io expected outputs never reach it); user-defined behaviour
-reached through calls inside asserts (``isinstance`` on a subclass, ``math.isclose`` via ``__float__``) and ``is``
-comparisons; processes that leave the process group (``setsid``) and fork bombs (RLIMIT_NPROC only in the nobody
-modes); network in the ``nobody``/``none`` modes; filesystem writes outside the scratch directory in the
-``userns+netns``/``none`` modes (caller's uid there); no seccomp, no PID or mount namespace, no cgroup.
+Isolation modes (first that works; ``isolation_mode()`` says which is in force):
+  ``bwrap``         bubblewrap as an unprivileged user (uid 65534 when we are root): new user, PID, network, IPC and
+                    UTS namespaces; a read-only view of /usr, /lib*, /bin, /etc and the interpreter only (no /work,
+                    /home, /root: the tests and datasets on disk are not visible); private tmpfs /tmp; no network;
+                    after each sample every process left in the namespace is killed.
+  ``netns+nobody``  (root, no bubblewrap) ``unshare --net`` then ``setpriv`` to uid 65534, no new privileges.
+  ``userns+netns``  (not root) ``unshare --user --net --map-root-user``.
+  ``none``          a plain process (no isolation beyond the limits below) -- reported loudly.
+  ``docker``        (``backend="docker"``, the ``docker`` SDK and an engine) the same worker in a container with
+                    ``--network none``, a read-only root, tmpfs /tmp, uid 65534 and a pids limit.
+Limits in every mode, on the child: CPU seconds, address space (``memory_mb``), file size, open files, processes (in
+the unprivileged-user modes), output bytes; a wall-clock deadline per sample after which the child's process group
+is killed (and, if the worker itself stops answering, the whole worker). Cleaned environment; a fresh scratch
+directory per sample as cwd.
+
+Covered: exits of every kind (``sys.exit``, ``os._exit``, ``atexit``/``excepthook`` tricks: no result -> not
+passed); custom ``__eq__``/``__hash__``/``__bool__``, builtin-type subclasses, patched builtins or ``AssertionError``
+(they live in the child; comparisons happen on fresh builtins in the worker or the host); forged protocol messages
+(the child holds no descriptor but its own call channel, and a forged reply is only a value); reading the tests (not
+in the child's memory, not on its file system in ``bwrap`` mode); infinite loops, sleeping children, memory bombs,
+huge output, fork bombs (limits, then the process group / PID namespace is killed); network (no interface but
+loopback in the netns modes); writing outside the scratch directory (read-only file system in ``bwrap`` mode;
+unprivileged uid elsewhere); killing the worker (the sample is retried once in a fresh worker, then
+``sandbox_error``).
+Not covered: escapes through kernel bugs (no seccomp filter); in the non-``bwrap`` modes, processes that leave the
+process group with ``setsid`` can outlive the sample, world-writable host directories (/tmp) are writable and
+world-readable files readable; ``none`` mode isolates nothing. A sample can slow other samples down (shared CPU).
+In-place changes a function makes to list/dict arguments are copied back; other argument mutations are not seen.
 """
 from __future__ import annotations
 
@@ -41,314 +46,350 @@ import ast
 import json
 import math
 import os
-import selectors
+import queue
+import select
 import shutil
 import signal
+import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from mel.data.types import CodeTests
-from mel.verify._harness import untag
+from mel.verify._zygote import untag
 from mel.verify.extract import extract_code
-from mel.verify.types import Status, Verdict
+from mel.verify.types import Verdict
 
-__all__ = ["verify_code", "isolation_mode", "HARNESS_PATH"]
+__all__ = ["verify_code", "call_outputs", "isolation_mode", "shutdown_sandbox_workers", "ZYGOTE_PATH"]
 
-HARNESS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_harness.py")
-OUTPUT_LIMIT = 8 * 1024 * 1024  # stdout+stderr bytes before the run is killed (status output_limit)
-RESULT_LIMIT = 32 * 1024 * 1024  # bytes on the result channel
-FSIZE_MB = 16
-KEEP_BYTES = 4096  # of stdout/stderr, kept for details
+ZYGOTE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_zygote.py")
 NOBODY = 65534
+NPROC = 256
+MAX_PROGRAM_BYTES = 1 << 20
 _SETPRIV = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--no-new-privs",
             "--bounding-set=-all", "--"]
-_MODES: dict[str, tuple[list[str], bool]] = {  # name -> (command prefix, runs as nobody)
-    "netns+nobody": (["unshare", "--net", "--", *_SETPRIV], True),
-    "userns+netns": (["unshare", "--user", "--net", "--map-root-user", "--"], False),
-    "nobody": (list(_SETPRIV), True),
-    "none": ([], False),
-}
-_mode_lock = threading.Lock()
-_mode: str | None = None
+_SANDBOX_ZYGOTE = "/opt/mel/_zygote.py"
 
 
-def _probe(prefix: list[str]) -> bool:
+def _bwrap_prefix(python: str) -> list[str]:
+    binds = []
+    for path in ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc"):
+        binds += ["--ro-bind-try", path, path]
+    prefix_dir = os.path.dirname(os.path.dirname(os.path.realpath(python)))
+    if not prefix_dir.startswith("/usr"):
+        binds += ["--ro-bind-try", prefix_dir, prefix_dir]
+    owner = _SETPRIV if os.geteuid() == 0 else []
+    return [*owner, "bwrap", "--unshare-all", "--die-with-parent", "--new-session", *binds,
+            "--ro-bind", ZYGOTE_PATH, _SANDBOX_ZYGOTE, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+            "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8", "--"]
+
+
+def _candidate_pythons() -> list[str]:
+    found = []
+    for p in (getattr(sys, "_base_executable", None), sys.executable, "/usr/bin/python3"):
+        if p and os.path.exists(p) and os.path.realpath(p) not in [os.path.realpath(f) for f in found]:
+            found.append(p)
+    return found
+
+
+class _Mode:
+    def __init__(self, name: str, command: list[str], sweep: bool, nproc: int) -> None:
+        self.name, self.command, self.sweep, self.nproc = name, command, sweep, nproc
+
+
+def _probe(command: list[str]) -> bool:
     try:
-        out = subprocess.run([*prefix, sys.executable, "-I", HARNESS_PATH, "--probe"], cwd="/", capture_output=True,
-                             timeout=30, env={"PATH": os.defpath, "LANG": "C.UTF-8"}, start_new_session=True)
-        return out.returncode == 0 and out.stdout.strip() == b"ok"
+        out = subprocess.run([*command, "--probe"], cwd="/", capture_output=True, timeout=30,
+                             env={"PATH": os.defpath, "LANG": "C.UTF-8"}, start_new_session=True)
+        return out.returncode == 0 and out.stdout.startswith(b"ok 3.")
     except (OSError, subprocess.SubprocessError):
         return False
 
 
-def isolation_mode() -> str:
-    """The isolation in force for code runs (probed once per process and cached): see the module docstring."""
+def _modes() -> list[_Mode]:
+    root = os.geteuid() == 0
+    modes = []
+    if shutil.which("bwrap"):
+        for py in _candidate_pythons():
+            modes.append(_Mode("bwrap", [*_bwrap_prefix(py), py, "-I", _SANDBOX_ZYGOTE], True, NPROC))
+    if shutil.which("unshare"):
+        if root:
+            modes.append(_Mode("netns+nobody", ["unshare", "--net", "--", *_SETPRIV, sys.executable, "-I",
+                                                ZYGOTE_PATH], False, NPROC))
+        modes.append(_Mode("userns+netns", ["unshare", "--user", "--net", "--map-root-user", "--", sys.executable,
+                                            "-I", ZYGOTE_PATH], False, 0))
+    modes.append(_Mode("none", [sys.executable, "-I", ZYGOTE_PATH], False, 0))
+    return modes
+
+
+_mode_lock = threading.Lock()
+_mode: _Mode | None = None
+
+
+def _current_mode() -> _Mode:
     global _mode
     with _mode_lock:
         if _mode is None:
-            root = os.geteuid() == 0
-            names = ["netns+nobody", "userns+netns", "nobody", "none"] if root else ["userns+netns", "none"]
-            _mode = next((n for n in names if n == "none" or _probe(_MODES[n][0])), "none")
+            _mode = next(m for m in _modes() if m.name == "none" or _probe(m.command))
+            if _mode.name == "none":
+                print("mel.verify: WARNING no sandbox isolation works here (install bubblewrap); code runs with "
+                      "resource limits only", file=sys.stderr)
         return _mode
 
 
-@dataclass
-class _Run:
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    ready: bool = False
-    done: bool = False
-    corrupt: str = ""
-    timed_out: bool = False
-    output_exceeded: str = ""
-    returncode: int | None = None
-    stderr: bytes = b""
+def isolation_mode() -> str:
+    """The isolation in force for code runs: ``bwrap``, ``netns+nobody``, ``userns+netns`` or ``none``."""
+    return _current_mode().name
 
 
-def _job(code: str, tests: CodeTests) -> bytes:
-    return json.dumps({"code": code, "style": tests.style, "entry_point": tests.entry_point,
-                       "setup_code": tests.setup_code, "asserts": list(tests.asserts),
-                       "check_code": tests.check_code, "inputs": list(tests.inputs)}).encode()
+# --------------------------------------------------------------------------------------------------- workers
+def _frame(obj: Any) -> bytes:
+    data = json.dumps(obj).encode()
+    return struct.pack(">I", len(data)) + data
 
 
-def _exited(pid: int) -> bool:
-    try:  # WNOWAIT: do not reap, so the pid (= process group id) cannot be reused before killpg
-        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True
+class WorkerDied(Exception):
+    pass
 
 
-def _parse_results(run: _Run, buf: bytes) -> bytes:
-    *lines, rest = buf.split(b"\n")
-    for line in lines:
-        if run.done:
-            run.corrupt = "data after the done message"
-            continue
+class _Worker:
+    """One sandbox worker process, used by one thread at a time."""
+
+    def __init__(self, mode: _Mode) -> None:
+        self.mode = mode
+        self.proc = subprocess.Popen(mode.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, cwd="/", start_new_session=True,
+                                     env={"PATH": os.defpath, "LANG": "C.UTF-8"})
+
+    def run(self, job: dict, tests: dict, deadline_s: float) -> dict:
+        """Send one sample, wait for its result; WorkerDied if the worker ends or stops answering."""
         try:
-            msg = json.loads(line)
-            if type(msg) is not dict:
-                raise ValueError("not an object")
-        except Exception:  # noqa: BLE001 - anything unparsable means the channel was tampered with
-            run.corrupt = "unparsable result line"
-            continue
-        if msg.get("ready") is True and not run.ready:
-            run.ready = True
-        elif msg.get("done") is True:
-            run.done = True
-        else:
-            run.messages.append(msg)
-    return rest
+            self.proc.stdin.write(_frame(job) + _frame(tests))
+            self.proc.stdin.flush()
+        except OSError as exc:
+            raise WorkerDied(f"worker gone: {exc}") from None
+        fd = self.proc.stdout.fileno()
+        end = time.monotonic() + deadline_s
+        buf = b""
+        need = 4
+        length = None
+        while len(buf) < need:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self.kill()
+                raise WorkerDied("worker stopped answering")
+            chunk = os.read(fd, max(need - len(buf), 65536) if length is None else need - len(buf))
+            if not chunk:
+                raise WorkerDied("worker ended")
+            buf += chunk
+            if length is None and len(buf) >= 4:
+                (length,) = struct.unpack(">I", buf[:4])
+                need = 4 + length
+        return json.loads(buf[4:need])
 
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
-def _drive(proc: subprocess.Popen, rfd: int, payload: bytes, deadline: float) -> _Run:
-    run, rbuf, sent, out_total = _Run(), b"", 0, 0
-    err_keep = bytearray()
-    sel = selectors.DefaultSelector()
-    assert proc.stdin and proc.stdout and proc.stderr
-    for f in (proc.stdin, proc.stdout, proc.stderr):
-        os.set_blocking(f.fileno(), False)
-    os.set_blocking(rfd, False)
-    sel.register(proc.stdin, selectors.EVENT_WRITE)
-    for f in (proc.stdout, proc.stderr, rfd):
-        sel.register(f, selectors.EVENT_READ)
-
-    def pump(key: selectors.SelectorKey) -> None:
-        nonlocal sent, out_total, rbuf
-        if key.fileobj is proc.stdin:
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        for stream in (self.proc.stdin, self.proc.stdout):
             try:
-                sent += os.write(key.fd, payload[sent:sent + 65536])
-            except BlockingIOError:
-                return
+                stream.close()
             except OSError:
-                sent = len(payload)
-            if sent >= len(payload):
-                sel.unregister(proc.stdin)
-                proc.stdin.close()
-            return
-        try:
-            data = os.read(key.fd, 65536)
-        except BlockingIOError:
-            return
-        if not data:
-            sel.unregister(key.fileobj)
-            return
-        if key.fileobj == rfd:
-            rbuf = _parse_results(run, rbuf + data)
-            if len(rbuf) > RESULT_LIMIT or len(run.messages) > 1_000_000:
-                run.output_exceeded = "result channel over its limit"
-        else:
-            out_total += len(data)
-            if key.fileobj is proc.stderr and len(err_keep) < KEEP_BYTES:
-                err_keep.extend(data[:KEEP_BYTES - len(err_keep)])
-            if out_total > OUTPUT_LIMIT:
-                run.output_exceeded = f"stdout+stderr over {OUTPUT_LIMIT} bytes"
-
-    try:
-        while not (run.done or run.output_exceeded or run.corrupt):
-            now = time.monotonic()
-            if now >= deadline:
-                run.timed_out = True
-                break
-            for key, _ in sel.select(timeout=min(0.05, deadline - now)):
-                pump(key)
-            if _exited(proc.pid):  # (pipes all closed but still running: keep waiting until the deadline)
-                for _ in range(64):  # drain what is still buffered in the pipes
-                    keys = [k for k, _ in sel.select(timeout=0)]
-                    if not keys:
-                        break
-                    for key in keys:
-                        pump(key)
-                break
-    finally:
-        sel.close()
-        for kill in (lambda: os.killpg(proc.pid, signal.SIGKILL), proc.kill):  # the group, then the leader itself
-            try:  # (before reaping: the pid cannot be reused meanwhile)
-                kill()
-            except (ProcessLookupError, PermissionError):
                 pass
-        run.returncode = proc.wait()
-        for f in (proc.stdin, proc.stdout, proc.stderr):
-            if f and not f.closed:
-                f.close()
-    run.stderr = bytes(err_keep)
-    return run
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
 
 
-def _same(a: Any, b: Any, atol: float) -> bool:
-    """Equality of fresh plain values (Python semantics) with a float tolerance."""
-    ta, tb = type(a), type(b)
-    num = (int, float, bool)
-    if ta in num and tb in num:
-        if ta is float or tb is float:
-            if math.isnan(a) and math.isnan(b):
-                return True
-            return a == b or math.isclose(a, b, rel_tol=1e-9, abs_tol=atol)
-        return a == b
-    if ta is complex or tb is complex:
-        return a == b or (ta in num + (complex,) and tb in num + (complex,)
-                          and math.isclose(abs(complex(a) - complex(b)), 0.0, abs_tol=max(atol, 1e-12)))
-    if ta in (list, tuple) and ta is tb:
-        return len(a) == len(b) and all(_same(x, y, atol) for x, y in zip(a, b))
-    if ta is dict and tb is dict:
-        return a.keys() == b.keys() and all(_same(a[k], b[k], atol) for k in a)
-    return bool(a == b)
+class _Pool:
+    def __init__(self) -> None:
+        self.idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
+        self.all: list[_Worker] = []
+        self.lock = threading.Lock()
+
+    def acquire(self, mode: _Mode) -> _Worker:
+        try:
+            worker = self.idle.get_nowait()
+            if worker.alive():
+                return worker
+            self._forget(worker)
+        except queue.Empty:
+            pass
+        worker = _Worker(mode)
+        with self.lock:
+            self.all.append(worker)
+        return worker
+
+    def release(self, worker: _Worker) -> None:
+        self.idle.put(worker)
+
+    def _forget(self, worker: _Worker) -> None:
+        worker.kill()
+        with self.lock:
+            if worker in self.all:
+                self.all.remove(worker)
+
+    def discard(self, worker: _Worker) -> None:
+        self._forget(worker)
+
+    def shutdown(self) -> None:
+        with self.lock:
+            workers, self.all = self.all, []
+        for worker in workers:
+            worker.kill()
+        self.idle = queue.LifoQueue()
 
 
-def _short(x: Any, n: int = 120) -> str:
-    s = repr(x)
-    return s if len(s) <= n else s[:n] + "..."
+_POOL = _Pool()
 
 
-def _test_name(tests: CodeTests, k: int) -> str:
+def shutdown_sandbox_workers() -> None:
+    """Stop every pre-started sandbox worker (they are also stopped at exit)."""
+    _POOL.shutdown()
+
+
+import atexit  # noqa: E402
+
+atexit.register(shutdown_sandbox_workers)
+
+
+# --------------------------------------------------------------------------------------------------- verdicts
+def _close(a: Any, b: Any, atol: float) -> bool:
+    """Expected ``b`` vs returned ``a``, both fresh builtins: exact, except floats within ``atol``."""
+    if type(a) is float or type(b) is float:
+        if type(a) not in (int, float) or type(b) not in (int, float) or type(a) is bool or type(b) is bool:
+            return False
+        if math.isnan(a) and math.isnan(b):
+            return True
+        return math.isclose(a, b, rel_tol=1e-9 if atol == 0 else 0.0, abs_tol=atol)
+    if type(a) is not type(b):
+        return False
+    if type(a) in (list, tuple):
+        return len(a) == len(b) and all(_close(x, y, atol) for x, y in zip(a, b))
+    if type(a) is dict:
+        return a.keys() == b.keys() and all(_close(a[k], b[k], atol) for k in a)
+    return a == b
+
+
+def _job(program: str, tests: CodeTests, timeout_s: float, memory_mb: int, mode: _Mode) -> tuple[dict, dict]:
+    job = {"program": program, "setup": tests.setup_code, "entry_point": tests.entry_point, "timeout_s": timeout_s,
+           "memory_mb": memory_mb, "nproc": mode.nproc, "sweep": mode.sweep}
     if tests.style == "io":
-        return f"test {k} ({tests.entry_point}(*{tests.inputs[k][:80]}))"
+        return job, {"style": "io", "inputs": list(tests.inputs)}
     if tests.style == "assert":
-        return f"test {k} ({_short(tests.asserts[k], 80)})"
-    return "test 0 (check)"
+        return job, {"style": "assert", "asserts": list(tests.asserts)}
+    return job, {"style": "check", "check_code": tests.check_code}
 
 
-def _decide(run: _Run, tests: CodeTests, expected: list[Any] | None) -> tuple[Status, str, int]:
-    n = tests.num_tests
-    first = run.messages[0] if run.messages else {}
-    if "syntax_error" in first:
-        return "syntax_error", str(first["syntax_error"]), 0
-    if "bad_tests" in first:
-        return "sandbox_error", f"test code does not compile: {first['bad_tests']}", 0
-    if "runtime_error" in first:
-        return ("memory" if first.get("memory") else "runtime_error"), str(first["runtime_error"]), 0
-    ok_count, failure, failure_memory = 0, "", False
-    for pos, msg in enumerate(run.messages):
-        if msg.get("i") != pos or pos >= n or type(msg.get("ok")) is not bool:
-            run.corrupt = run.corrupt or f"unexpected result message at position {pos}"
-            break
-        ok, err = msg["ok"], str(msg.get("err", ""))
-        if ok and expected is not None:
+def _verdict(raw: dict, tests: CodeTests) -> Verdict:
+    status, results = raw["status"], raw.get("results", [])
+    total = tests.num_tests
+    detail = raw.get("detail", "")
+    oks: list[bool] = []
+    first_error, first_raised = "", False
+    for k, r in enumerate(results):
+        if tests.style == "io" and r.get("value") is not None:
             try:
-                got = untag(msg["value"])
-                ok = _same(got, expected[pos], tests.atol)
-                err = "" if ok else f"returned {_short(got)}, expected {_short(expected[pos])}"
-            except Exception as e:  # noqa: BLE001 - a malformed value is a failure, never a crash
-                ok, err = False, f"invalid returned value ({type(e).__name__})"
-        ok_count += ok
-        if not ok and not failure:
-            failure, failure_memory = f"{_test_name(tests, pos)}: {err}", bool(msg.get("memory"))
-    if run.corrupt:
-        return "sandbox_error", f"result channel corrupted: {run.corrupt}", 0
-    if run.done and len(run.messages) == n:
-        if not failure:
-            return "passed", "", ok_count
-        return ("memory" if failure_memory else "failed"), failure, ok_count
-    progress = f"after {len(run.messages)} of {n} tests"
-    if run.timed_out:
-        return "timeout", f"wall time limit hit {progress}", ok_count
-    if run.output_exceeded:
-        return "output_limit", f"{run.output_exceeded} {progress}", ok_count
-    rc = run.returncode
-    if not run.ready:
-        return "sandbox_error", f"harness did not start (exit {rc}): {run.stderr[-500:].decode(errors='replace')}", 0
-    if rc in (-signal.SIGXCPU, -signal.SIGKILL):
-        return "timeout", f"CPU time limit hit {progress}", ok_count
-    if rc == -signal.SIGXFSZ:
-        return "output_limit", f"file size limit hit {progress}", ok_count
-    err = run.stderr.decode(errors="replace")
-    if any(s in err for s in ("MemoryError", "Cannot allocate memory", "bad_alloc", "out of memory")):
-        return "memory", f"out of memory {progress}", ok_count
-    if failure:
-        return "failed", failure, ok_count
-    return "runtime_error", f"process exited (code {rc}) {progress} without reporting completion", ok_count
+                value = untag(r["value"])
+                ok = _close(value, ast.literal_eval(tests.outputs[k]), tests.atol)
+                err = "" if ok else f"returned {value!r:.200}, expected {tests.outputs[k]:.200}"
+            except (ValueError, SyntaxError, IndexError) as exc:
+                ok, err = False, f"bad expected output: {exc}"
+        else:
+            ok, err = bool(r.get("ok")), r.get("err", "")
+        oks.append(ok)
+        if not ok and not first_error:
+            first_error, first_raised = f"test {k}: {err}", bool(r.get("raised"))
+    passed_count = sum(oks)
+    if status == "passed":
+        if len(oks) == total and all(oks):
+            return Verdict(True, "passed", "", passed_count, total, raw.get("seconds", 0.0))
+        if len(oks) < total:
+            status, detail = "sandbox_error", f"only {len(oks)} of {total} tests reported"
+        else:
+            status = "runtime_error" if first_raised else "failed"
+            if first_raised and first_error.split(": ", 2)[1:2] == ["MemoryError"]:
+                status = "memory"
+            detail = first_error
+    output = raw.get("output", "")
+    if output and status != "passed":
+        detail = f"{detail} | output: {output[:300]}"
+    return Verdict(False, status, detail[:2000], passed_count, total, raw.get("seconds", 0.0))
 
 
-def _run_one(completion: str, tests: CodeTests, timeout_s: float, memory_mb: int) -> Verdict:
+def _run_one(program: str, tests: CodeTests, timeout_s: float, memory_mb: int) -> Verdict:
     t0 = time.monotonic()
-    n = tests.num_tests
-    try:
-        expected = [ast.literal_eval(o) for o in tests.outputs] if tests.style == "io" else None
-    except Exception as e:  # noqa: BLE001
-        return Verdict(False, "sandbox_error", f"bad expected output literal: {e}", 0, n, time.monotonic() - t0)
-    scratch = ""
-    try:
-        code = extract_code(completion)
-        prefix, as_nobody = _MODES[isolation_mode()]
-        scratch = tempfile.mkdtemp(prefix="mel-sbx-")
-        if as_nobody:
-            os.chown(scratch, NOBODY, NOBODY)
-        cpu_s = max(1, math.ceil(timeout_s)) + 1
-        rfd, wfd = os.pipe()
+    if len(program.encode("utf-8", "replace")) > MAX_PROGRAM_BYTES:
+        return Verdict(False, "output_limit", "program larger than 1 MiB", 0, tests.num_tests, 0.0)
+    mode = _current_mode()
+    job, payload = _job(program, tests, timeout_s, memory_mb, mode)
+    last = ""
+    for _attempt in range(2):  # a worker killed by the sample (or stuck) is replaced, and the sample retried once
+        worker = _POOL.acquire(mode)
         try:
-            cmd = [*prefix, sys.executable, "-I", HARNESS_PATH, str(wfd), str(cpu_s), str(memory_mb), str(FSIZE_MB),
-                   str(128 if as_nobody else 0)]
-            env = {"PATH": os.defpath, "LANG": "C.UTF-8", "HOME": scratch, "TMPDIR": scratch}
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    cwd=scratch, env=env, pass_fds=(wfd,), close_fds=True, start_new_session=True)
+            raw = worker.run(job, payload, timeout_s + 10.0)
+        except WorkerDied as exc:
+            _POOL.discard(worker)
+            last = str(exc)
+            continue
         except BaseException:
-            os.close(rfd)
+            _POOL.discard(worker)
             raise
-        finally:
-            os.close(wfd)
-        try:
-            run = _drive(proc, rfd, _job(code, tests), t0 + timeout_s)
-        finally:
-            os.close(rfd)
-        status, detail, passed_count = _decide(run, tests, expected)
-        return Verdict(status == "passed", status, detail, passed_count, n, time.monotonic() - t0)
-    except Exception as e:  # noqa: BLE001 - the verifier never raises on a completion
-        return Verdict(False, "sandbox_error", f"{type(e).__name__}: {e}", 0, n, time.monotonic() - t0)
-    finally:
-        if scratch:
-            shutil.rmtree(scratch, ignore_errors=True)
+        _POOL.release(worker)
+        return _verdict(raw, tests)
+    return Verdict(False, "sandbox_error", last, 0, tests.num_tests, time.monotonic() - t0)
 
 
-def verify_code(completions: Sequence[str], tests: Sequence[CodeTests], *, timeout_s: float = 5.0,
-                memory_mb: int = 512, workers: int = 2) -> list[Verdict]:
-    """One verdict per (raw completion, tests) pair, in order; samples run concurrently on `workers` threads."""
+def verify_code(
+    completions: Sequence[str],
+    tests: Sequence[CodeTests],
+    *,
+    timeout_s: float = 5.0,
+    memory_mb: int = 512,
+    workers: int = 2,
+) -> list[Verdict]:
+    """One verdict per (completion, tests) pair, in order; never raises on any completion text."""
     if len(completions) != len(tests):
-        raise ValueError(f"{len(completions)} completions but {len(tests)} test sets")
-    if not completions:
-        return []
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(completions)))) as pool:
-        return list(pool.map(lambda ct: _run_one(ct[0], ct[1], timeout_s, memory_mb), zip(completions, tests)))
+        raise ValueError(f"{len(completions)} completions but {len(tests)} test specs")
+
+    def one(i: int) -> Verdict:
+        try:
+            return _run_one(extract_code(completions[i]), tests[i], timeout_s, memory_mb)
+        except Exception as exc:  # the verifier never crashes on an input
+            return Verdict(False, "sandbox_error", f"{type(exc).__name__}: {exc}"[:500], 0, tests[i].num_tests, 0.0)
+
+    if workers <= 1 or len(completions) <= 1:
+        return [one(i) for i in range(len(completions))]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, range(len(completions))))
+
+
+def call_outputs(
+    program: str, entry_point: str, inputs: Sequence[str], *, timeout_s: float = 5.0, memory_mb: int = 512
+) -> list[tuple[bool, str]]:
+    """Run ``entry_point(*args)`` of a (trusted or not) program in the sandbox for each input literal; returns
+    ``(True, repr of the value)`` or ``(False, error)`` per input (used to compute EvalPlus expected outputs)."""
+    tests = CodeTests(style="io", entry_point=entry_point, inputs=tuple(inputs), outputs=tuple("None" for _ in inputs))
+    mode = _current_mode()
+    job, payload = _job(program, tests, timeout_s, memory_mb, mode)
+    worker = _POOL.acquire(mode)
+    try:
+        raw = worker.run(job, payload, timeout_s + 10.0)
+    except WorkerDied as exc:
+        _POOL.discard(worker)
+        return [(False, f"sandbox_error: {exc}")] * len(inputs)
+    _POOL.release(worker)
+    if raw["status"] != "passed" and not raw.get("results"):
+        return [(False, f"{raw['status']}: {raw.get('detail', '')}")] * len(inputs)
+    out = [(True, repr(untag(r["value"]))) if r.get("value") is not None else (False, r.get("err", ""))
+           for r in raw.get("results", [])]
+    return out + [(False, f"{raw['status']}: {raw.get('detail', '')}")] * (len(inputs) - len(out))
+
