@@ -97,6 +97,8 @@ class VerifyConfig:
     """Address-space limit of a code sample's process."""
     workers: int = 2
     """Samples verified in parallel."""
+    backend: Literal["auto", "docker"] = "auto"
+    """Code sandbox: ``auto`` (bubblewrap, else unshare; see ``mel.verify.isolation_mode``) or ``docker``."""
 
     def __post_init__(self) -> None:
         _check(self.timeout_s > 0, "verify.timeout_s", "greater than 0")
@@ -183,7 +185,8 @@ class Config:
 
 
 # Fields that do not change any artifact; left out of the config hash.
-_UNHASHED = {("run", "steps"), ("run", "runs_root"), ("verify", "workers"), ("rollout", "batch_size")}
+_UNHASHED = {("run", "steps"), ("run", "runs_root"), ("verify", "workers"), ("verify", "backend"),
+             ("rollout", "batch_size")}
 
 
 class ConfigError(ValueError):

@@ -7,7 +7,7 @@ from mel import artifacts, schemas
 from mel.config import Config
 from mel.data import Problem
 from mel.stages.common import StageResult, step_dir
-from mel.verify import verify_problems
+from mel.verify import isolation_mode, verify_problems
 
 
 def run_verify(cfg: Config, run_dir: str, step: int, rollouts_uri: str) -> StageResult:
@@ -24,6 +24,7 @@ def run_verify(cfg: Config, run_dir: str, step: int, rollouts_uri: str) -> Stage
         timeout_s=cfg.verify.timeout_s,
         memory_mb=cfg.verify.memory_mb,
         workers=cfg.verify.workers,
+        backend=cfg.verify.backend,
     )
     rows = [
         {
@@ -46,11 +47,19 @@ def run_verify(cfg: Config, run_dir: str, step: int, rollouts_uri: str) -> Stage
     for v in verdicts:
         statuses[v.status] = statuses.get(v.status, 0) + 1
     info = {"samples": len(rows), "passed": sum(v.passed for v in verdicts), "statuses": statuses,
-            "seconds": seconds}
+            "seconds": seconds, "isolation": _isolation(cfg, problems)}
     artifacts.write_rows(out, rows, schemas.VERDICTS, **info)
     return StageResult("verify", step, out, seconds=seconds, summary=_summary(info))
 
 
+def _isolation(cfg: Config, problems: list[Problem]) -> str:
+    """The code sandbox's isolation mode, recorded with the verdicts (``-`` when no code was run)."""
+    if not any(p.kind == "code" for p in problems):
+        return "-"
+    return "docker" if cfg.verify.backend == "docker" else isolation_mode()
+
+
 def _summary(info: dict) -> str:
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(info["statuses"].items()))
-    return f"{info['passed']}/{info['samples']} passed ({statuses})"
+    sandbox = f", sandbox {info['isolation']}" if info.get("isolation", "-") != "-" else ""
+    return f"{info['passed']}/{info['samples']} passed ({statuses}){sandbox}"

@@ -26,7 +26,8 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from typing import Any, Sequence
 
 from mel.verify.extract import extract_answer
@@ -35,7 +36,9 @@ from mel.verify.types import Verdict
 __all__ = ["verify_math", "verify_regex", "shutdown_math_workers"]
 
 _STARTUP_LIMIT_S = 120.0
+_DEPTH = 2  # items a worker holds at once (see `_Pool`)
 _CACHE_MAX = 200_000
+_PARSE_CACHE_MAX = 20_000  # parsed golds/answers a worker keeps
 _cache: dict[tuple[str, str], Verdict] = {}
 _cache_lock = threading.Lock()
 _pool_lock = threading.Lock()
@@ -43,6 +46,40 @@ _pool_lock = threading.Lock()
 
 def _gold_text(gold: str) -> str:
     return gold if ("$" in gold or "\\boxed" in gold) else f"${gold}$"
+
+
+def _same_text(answer: str, gold: str) -> bool:
+    """The extracted answer is the gold text itself (runs of whitespace and enclosing ``$`` aside)."""
+    return " ".join(answer.strip().strip("$").split()) == " ".join(gold.strip().strip("$").split())
+
+
+_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
+_RATIO = re.compile(r"([-+]?\d+)\s*/\s*(\d+)|([-+]?)\\[dt]?frac\{(\d+)\}\{(\d+)\}")
+
+
+def _plain_value(text: str) -> Fraction | None:
+    """The exact value of a plain number (``-12``, ``3.50``, ``7/8``, ``\\frac{7}{8}``), else None."""
+    text = text.strip().strip("$").strip()
+    try:
+        if _NUMBER.fullmatch(text):
+            return Fraction(text)
+        m = _RATIO.fullmatch(text)
+        if m and m.group(1) is not None:
+            return Fraction(int(m.group(1)), int(m.group(2)))
+        if m:
+            return Fraction(int(m.group(3) + m.group(4)), int(m.group(5)))
+    except (ValueError, ZeroDivisionError):
+        return None
+    return None
+
+
+def _surely_equal(answer: str, gold: str) -> bool:
+    """Equal without math-verify: the gold's own text, or the same exact value as plain numbers. Only ever decides a
+    pass (math-verify agrees on these); everything else, every failure included, goes to math-verify."""
+    if _same_text(answer, gold):
+        return True
+    a = _plain_value(answer)
+    return a is not None and a == _plain_value(gold)
 
 
 def _worker_loop() -> None:
@@ -64,12 +101,21 @@ def _worker_loop() -> None:
     except Exception as e:  # noqa: BLE001
         send(["init_error", f"{type(e).__name__}: {e}"])
         return
+    parsed: dict[str, Any] = {}  # parse() is deterministic: a gold or answer seen before is not parsed again
+
+    def parse_once(text: str) -> Any:
+        if text not in parsed:
+            if len(parsed) >= _PARSE_CACHE_MAX:
+                parsed.clear()
+            parsed[text] = parse(text, parsing_timeout=None)
+        return parsed[text]
+
     send(["ready"])
     for line in sys.stdin:
         key, gold, answer = json.loads(line)
         try:
-            g = parse(_gold_text(gold), parsing_timeout=None)
-            p = parse("\\boxed{" + answer + "}", parsing_timeout=None)
+            g = parse_once(_gold_text(gold))
+            p = parse_once("\\boxed{" + answer + "}")
             if not g:
                 send([key, False, f"gold {gold!r} did not parse"])
             elif not p:
@@ -91,12 +137,18 @@ class _Worker:
     started: float
     buf: bytes = b""
     ready: bool = False
-    item: tuple[str, str, str] | None = None
-    since: float = 0.0
+    inflight: collections.deque = field(default_factory=collections.deque)  # written items, answered in this order
+    since: float = 0.0  # when the head of ``inflight`` started (its write, or the reply to the item before it)
 
 
 class _Pool:
-    """Persistent worker processes (fresh interpreters, so an unguarded ``__main__`` is never re-imported)."""
+    """Persistent worker processes (fresh interpreters, so an unguarded ``__main__`` is never re-imported).
+
+    Each worker holds up to ``_DEPTH`` items at once (written in one go, answered in order), so it never waits for the
+    parent between items; only the head item runs, and its clock starts when the previous reply arrived. A head item
+    over the timeout is answered ``timeout``, its worker killed and replaced, and the items queued behind it in that
+    worker go back to the front of the queue (they never ran).
+    """
 
     def __init__(self) -> None:
         self.workers: list[_Worker] = []
@@ -145,23 +197,35 @@ class _Pool:
         results: dict[tuple[str, str, str], tuple[str, str, float]] = {}
         queue = collections.deque(items)
         restarts_left = 2 * len(items) + n_workers + 2
+
+        def retire(w: _Worker, status: str, detail: str, now: float) -> None:
+            """Kill ``w``: its head item gets ``status``; the items behind it never ran and go back to the queue."""
+            if w.inflight:
+                results[w.inflight.popleft()] = (status, detail, now - w.since)
+                queue.extendleft(reversed(w.inflight))
+                w.inflight.clear()
+            self._kill(w)
+
         while len(self.workers) < n_workers:
             self._start()
-        while queue or any(w.item for w in self.workers):
+        while queue or any(w.inflight for w in self.workers):
             now = time.monotonic()
             for w in list(self.workers):
-                if w.ready and w.item is None and queue:
-                    w.item, w.since = queue.popleft(), now
+                if w.ready and queue and len(w.inflight) < _DEPTH:
+                    batch = [queue.popleft() for _ in range(min(_DEPTH - len(w.inflight), len(queue)))]
+                    if not w.inflight:
+                        w.since = now
+                    w.inflight.extend(batch)
                     try:
-                        w.proc.stdin.write((json.dumps(list(w.item)) + "\n").encode())  # type: ignore[union-attr]
+                        w.proc.stdin.write("".join(json.dumps(list(it)) + "\n" for it in batch).encode())  # type: ignore[union-attr]
                         w.proc.stdin.flush()  # type: ignore[union-attr]
-                    except Exception:  # noqa: BLE001 - dead worker: requeue, replace below
-                        queue.appendleft(w.item)
-                        w.item = None
+                    except Exception:  # noqa: BLE001 - dead worker: requeue everything it held, replace below
+                        queue.extendleft(reversed(w.inflight))
+                        w.inflight.clear()
                         self._kill(w)
                 elif not w.ready and now - w.started > _STARTUP_LIMIT_S:
                     self._kill(w)
-            waits = [w.since + timeout_s - now for w in self.workers if w.item] + [0.5]
+            waits = [w.since + timeout_s - now for w in self.workers if w.inflight] + [0.5]
             by_fd = {w.proc.stdout.fileno(): w for w in self.workers}  # type: ignore[union-attr]
             readable, _, _ = select.select(list(by_fd), [], [], max(0.0, min(waits))) if by_fd else ([], [], [])
             now = time.monotonic()
@@ -172,25 +236,21 @@ class _Pool:
                 except Exception:  # noqa: BLE001 - garbage on the protocol: treat like a dead worker
                     msgs = None
                 if msgs is None:
-                    if w.item:
-                        results[w.item] = ("sandbox_error", "math worker died", now - w.since)
-                    self._kill(w)
+                    retire(w, "sandbox_error", "math worker died", now)
                     continue
                 for msg in msgs:
                     if msg[0] == "ready":
                         w.ready = True
                     elif msg[0] == "init_error":
-                        for item in [*queue, *(x.item for x in self.workers if x.item)]:
+                        for item in [*queue, *(it for x in self.workers for it in x.inflight)]:
                             results[item] = ("sandbox_error", f"math worker cannot start: {msg[1]}", 0.0)
                         self.shutdown()
                         return results
-                    elif w.item is not None and msg[0] == w.item[0]:
-                        results[w.item] = ("passed" if msg[1] else "failed", str(msg[2]), now - w.since)
-                        w.item = None
-            for w in [w for w in self.workers if w.item and now - w.since > timeout_s]:
-                assert w.item is not None
-                results[w.item] = ("timeout", f"math-verify took over {timeout_s} s", now - w.since)
-                self._kill(w)
+                    elif w.inflight and msg[0] == w.inflight[0][0]:
+                        results[w.inflight.popleft()] = ("passed" if msg[1] else "failed", str(msg[2]), now - w.since)
+                        w.since = now
+            for w in [w for w in self.workers if w.inflight and now - w.since > timeout_s]:
+                retire(w, "timeout", f"math-verify took over {timeout_s} s", now)
             while len(self.workers) < n_workers and restarts_left > 0:
                 restarts_left -= 1
                 self._start()
@@ -234,6 +294,9 @@ def verify_math(predictions: Sequence[str], golds: Sequence[str], *, timeout_s: 
         answer = extract_answer(pred)
         if answer is None:
             out[i] = Verdict(False, "no_answer", "no \\boxed{} answer or number in the completion", 0, 1)
+            continue
+        if _surely_equal(answer, gold):  # passed without a worker round trip (see `_surely_equal`)
+            out[i] = Verdict(True, "passed", "", 1, 1, 0.0)
             continue
         pending.setdefault((gold, answer), []).append(i)
     if pending:

@@ -96,8 +96,9 @@ def _candidate_pythons() -> list[str]:
 
 
 class _Mode:
-    def __init__(self, name: str, command: list[str], sweep: bool, nproc: int) -> None:
+    def __init__(self, name: str, command: list[str], sweep: bool, nproc: int, worker_class: Any = None) -> None:
         self.name, self.command, self.sweep, self.nproc = name, command, sweep, nproc
+        self.worker_class = worker_class or _Worker
 
 
 def _probe(command: list[str]) -> bool:
@@ -127,10 +128,24 @@ def _modes() -> list[_Mode]:
 
 _mode_lock = threading.Lock()
 _mode: _Mode | None = None
+BACKENDS = ("auto", "docker")
 
 
-def _current_mode() -> _Mode:
+def _current_mode(backend: str = "auto") -> _Mode:
     global _mode
+    if backend == "docker":
+        from mel.verify.docker_backend import DEFAULT_IMAGE, DockerWorker, docker_available
+
+        ok, why = docker_available()
+        if not ok:
+            raise RuntimeError(f"backend 'docker' unavailable: {why}")
+
+        class _Docker(DockerWorker):
+            run = _Worker.run
+
+        return _Mode("docker", [DEFAULT_IMAGE], True, 0, _Docker)
+    if backend != "auto":
+        raise ValueError(f"unknown sandbox backend {backend!r}; known: {', '.join(BACKENDS)}")
     with _mode_lock:
         if _mode is None:
             _mode = next(m for m in _modes() if m.name == "none" or _probe(m.command))
@@ -164,24 +179,34 @@ class _Worker:
                                      stderr=subprocess.DEVNULL, cwd="/", start_new_session=True,
                                      env={"PATH": os.defpath, "LANG": "C.UTF-8"})
 
+    def send(self, data: bytes) -> None:
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def recv(self, n: int, timeout: float) -> bytes:
+        """Up to ``n`` bytes of the worker's output; b"" at its end; TimeoutError if none came in ``timeout``."""
+        fd = self.proc.stdout.fileno()
+        if timeout <= 0 or not select.select([fd], [], [], timeout)[0]:
+            raise TimeoutError
+        return os.read(fd, n)
+
     def run(self, job: dict, tests: dict, deadline_s: float) -> dict:
         """Send one sample, wait for its result; WorkerDied if the worker ends or stops answering."""
         try:
-            self.proc.stdin.write(_frame(job) + _frame(tests))
-            self.proc.stdin.flush()
+            self.send(_frame(job) + _frame(tests))
         except OSError as exc:
             raise WorkerDied(f"worker gone: {exc}") from None
-        fd = self.proc.stdout.fileno()
         end = time.monotonic() + deadline_s
         buf = b""
-        need = 4
-        length = None
+        need, length = 4, None
         while len(buf) < need:
-            left = end - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            try:
+                chunk = self.recv(need - len(buf) if length is not None else 65536, end - time.monotonic())
+            except TimeoutError:
                 self.kill()
-                raise WorkerDied("worker stopped answering")
-            chunk = os.read(fd, max(need - len(buf), 65536) if length is None else need - len(buf))
+                raise WorkerDied("worker stopped answering") from None
+            except OSError as exc:
+                raise WorkerDied(f"worker gone: {exc}") from None
             if not chunk:
                 raise WorkerDied("worker ended")
             buf += chunk
@@ -211,25 +236,29 @@ class _Worker:
 
 class _Pool:
     def __init__(self) -> None:
-        self.idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
+        self.idle: dict[str, queue.LifoQueue] = {}
         self.all: list[_Worker] = []
         self.lock = threading.Lock()
 
+    def _queue(self, name: str) -> queue.LifoQueue:
+        with self.lock:
+            return self.idle.setdefault(name, queue.LifoQueue())
+
     def acquire(self, mode: _Mode) -> _Worker:
         try:
-            worker = self.idle.get_nowait()
+            worker = self._queue(mode.name).get_nowait()
             if worker.alive():
                 return worker
             self._forget(worker)
         except queue.Empty:
             pass
-        worker = _Worker(mode)
+        worker = mode.worker_class(mode)
         with self.lock:
             self.all.append(worker)
         return worker
 
     def release(self, worker: _Worker) -> None:
-        self.idle.put(worker)
+        self._queue(worker.mode.name).put(worker)
 
     def _forget(self, worker: _Worker) -> None:
         worker.kill()
@@ -245,7 +274,8 @@ class _Pool:
             workers, self.all = self.all, []
         for worker in workers:
             worker.kill()
-        self.idle = queue.LifoQueue()
+        with self.lock:
+            self.idle = {}
 
 
 _POOL = _Pool()
@@ -325,11 +355,11 @@ def _verdict(raw: dict, tests: CodeTests) -> Verdict:
     return Verdict(False, status, detail[:2000], passed_count, total, raw.get("seconds", 0.0))
 
 
-def _run_one(program: str, tests: CodeTests, timeout_s: float, memory_mb: int) -> Verdict:
+def _run_one(program: str, tests: CodeTests, timeout_s: float, memory_mb: int, backend: str) -> Verdict:
     t0 = time.monotonic()
     if len(program.encode("utf-8", "replace")) > MAX_PROGRAM_BYTES:
         return Verdict(False, "output_limit", "program larger than 1 MiB", 0, tests.num_tests, 0.0)
-    mode = _current_mode()
+    mode = _current_mode(backend)
     job, payload = _job(program, tests, timeout_s, memory_mb, mode)
     last = ""
     for _attempt in range(2):  # a worker killed by the sample (or stuck) is replaced, and the sample retried once
@@ -355,14 +385,18 @@ def verify_code(
     timeout_s: float = 5.0,
     memory_mb: int = 512,
     workers: int = 2,
+    backend: str = "auto",
 ) -> list[Verdict]:
-    """One verdict per (completion, tests) pair, in order; never raises on any completion text."""
+    """One verdict per (completion, tests) pair, in order; never raises on any completion text.
+
+    ``backend``: ``auto`` (the strongest local isolation, see `isolation_mode`) or ``docker``."""
     if len(completions) != len(tests):
         raise ValueError(f"{len(completions)} completions but {len(tests)} test specs")
+    _current_mode(backend)  # a missing backend is a configuration error, raised once, not a verdict per sample
 
     def one(i: int) -> Verdict:
         try:
-            return _run_one(extract_code(completions[i]), tests[i], timeout_s, memory_mb)
+            return _run_one(extract_code(completions[i]), tests[i], timeout_s, memory_mb, backend)
         except Exception as exc:  # the verifier never crashes on an input
             return Verdict(False, "sandbox_error", f"{type(exc).__name__}: {exc}"[:500], 0, tests[i].num_tests, 0.0)
 
@@ -373,12 +407,13 @@ def verify_code(
 
 
 def call_outputs(
-    program: str, entry_point: str, inputs: Sequence[str], *, timeout_s: float = 5.0, memory_mb: int = 512
+    program: str, entry_point: str, inputs: Sequence[str], *, timeout_s: float = 5.0, memory_mb: int = 512,
+    backend: str = "auto",
 ) -> list[tuple[bool, str]]:
     """Run ``entry_point(*args)`` of a (trusted or not) program in the sandbox for each input literal; returns
     ``(True, repr of the value)`` or ``(False, error)`` per input (used to compute EvalPlus expected outputs)."""
     tests = CodeTests(style="io", entry_point=entry_point, inputs=tuple(inputs), outputs=tuple("None" for _ in inputs))
-    mode = _current_mode()
+    mode = _current_mode(backend)
     job, payload = _job(program, tests, timeout_s, memory_mb, mode)
     worker = _POOL.acquire(mode)
     try:
