@@ -2,6 +2,8 @@
 
     mel run CONFIG.yaml [--set section.field=value ...] [--run-dir URI]   train (resumes if run before)
     mel config CONFIG.yaml [--set ...]                                     print the resolved config and its hash
+    mel verify code INPUT.jsonl --out OUT.parquet [--timeout S] [--memory-mb N] [--workers N]
+    mel verify math INPUT.jsonl --out OUT.parquet [--timeout S] [--workers N]  verify a JSONL file of rows
 
 This module is the only part of the ``mel`` package that reaches the orchestration layer (``flows/``), and only
 inside a command, so importing ``mel`` never imports Prefect or Ray.
@@ -11,6 +13,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def _quiet_environment(verbose: bool) -> None:
@@ -65,6 +71,99 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+VERIFY_EXIT = """exit status: 0 when every row was verified (whatever the verdicts), 1 when some rows were bad (each
+named on stderr by file, line and field; left out of the output, every other row verified and written), 2 when the
+input cannot be read or the command line is wrong."""
+
+VERIFY_OUTPUT = """output (Parquet, one row per verified input row, in input order): line (1-based input line), {before}
+passed, status ({statuses}), detail, tests_passed, tests_total, seconds{after}, then every input field the
+verifier does not consume, unchanged (e.g. id, task_id; named input_<name> if it clashes with a column above; stored
+as JSON text unless all its values are scalars of one type)."""
+
+VERIFY_CODE_FORMATS = """input: JSONL (a path or fsspec URL, compression inferred from the name), one code row per
+line; the format is recognised by its fields:
+  MBPP       completion, test_list (list of assert statements), [test_setup_code]
+  EvalPlus   completion, entry_point, canonical_solution, base_input (list of argument lists), [plus_input],
+             [atol], [prompt], [task_id] -- expected outputs are what prompt + canonical_solution returns (run in
+             the sandbox once per task); task_id 'Mbpp/N' / 'HumanEval/N' selects EvalPlus's input conversions and
+             special oracles
+  HumanEval  completion, prompt, test (defines check(candidate)), entry_point
+For HumanEval and EvalPlus the program is prompt + completion unless the completion itself defines
+`def <entry_point>(`. Code in a fenced block is taken out of the completion first."""
+
+VERIFY_MATH_FORMAT = """input: JSONL (a path or fsspec URL, compression inferred from the name), one math row per
+line:
+  gold        the reference answer (a string, e.g. "\\frac{1}{2}", or a number)
+  prediction  the raw model output; its final answer is the last \\boxed{...}, else the last number in it
+math-verify compares them (gold first), in worker processes with a hard per-item timeout."""
+
+
+def _fill(text: str) -> str:
+    import textwrap
+
+    return textwrap.fill(" ".join(text.split()), width=100)
+
+
+def _verify_progress(label: str, t0: float) -> "Callable[[int, int], None]":
+    import time
+
+    last = [0.0]
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - last[0] < 2.0:
+            return
+        last[0] = now
+        rate = done / max(now - t0, 1e-9)
+        print(f"mel verify {label}: {done}/{total} rows ({100 * done / total:.0f}%), {rate:.1f} rows/s",
+              file=sys.stderr, flush=True)
+
+    return report
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    import collections
+    import time
+
+    from mel.data.loaders import DatasetError
+    from mel.verify import jsonl
+
+    t0 = time.monotonic()
+    try:
+        if args.kind == "code":
+            parsed = jsonl.parse_code_rows(args.input)
+            jsonl.resolve_io_tests(parsed, args.input, timeout_s=args.timeout, memory_mb=args.memory_mb,
+                                   workers=args.workers)
+        else:
+            parsed = jsonl.parse_math_rows(args.input)
+    except DatasetError as exc:
+        print(f"mel verify: {exc}", file=sys.stderr)
+        return 2
+    for message in parsed.errors:
+        print(f"mel verify: bad row: {message}", file=sys.stderr)
+    t_verify = time.monotonic()
+    progress = _verify_progress(args.kind, t_verify) if len(parsed.rows) > 256 or args.kind == "code" else None
+    if args.kind == "code":
+        records = jsonl.verify_code_rows(parsed.rows, timeout_s=args.timeout, memory_mb=args.memory_mb,
+                                         workers=args.workers, progress=progress)
+        columns = jsonl.CODE_COLUMNS
+    else:
+        records = jsonl.verify_math_rows(parsed.rows, timeout_s=args.timeout, workers=args.workers, progress=progress)
+        columns = jsonl.MATH_COLUMNS
+    seconds = time.monotonic() - t_verify
+    jsonl.write_parquet(jsonl.to_table(records, columns), args.out)
+    n = len(records)
+    passed = sum(r["passed"] for r in records)
+    by_status = collections.Counter(r["status"] for r in records)
+    bad = len(parsed.bad_lines)
+    print(f"mel verify {args.kind}: {n} rows verified in {seconds:.1f} s ({n / max(seconds, 1e-9):.1f} samples/s), "
+          f"passed {passed}/{n} ({100 * passed / max(n, 1):.1f}%); "
+          + ", ".join(f"{status} {count}" for status, count in by_status.most_common())
+          + (f"; {bad} bad rows skipped" if bad else "") + f"; wrote {args.out} ({time.monotonic() - t0:.1f} s in all)",
+          file=sys.stderr)
+    return 1 if bad else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mel", description="RLVR with Meta-Experience Learning.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +191,35 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override a config field (repeatable)")
     config.set_defaults(fn=_cmd_config)
+
+    from mel.verify.types import STATUSES
+
+    statuses = ", ".join(STATUSES)
+    verify = sub.add_parser("verify", help="verify a JSONL file of code or math rows, without training",
+                            description="Verify every row of a JSONL file and write one verdict per row to Parquet.")
+    verify_sub = verify.add_subparsers(dest="kind", required=True)
+    raw = argparse.RawDescriptionHelpFormatter
+    code = verify_sub.add_parser(
+        "code", help="code completions against MBPP, HumanEval or EvalPlus tests", formatter_class=raw,
+        description="Run each completion against its tests in the sandbox (mel.verify.sandbox).",
+        epilog="\n\n".join([VERIFY_CODE_FORMATS, _fill(VERIFY_OUTPUT.format(
+            before="format (mbpp, humaneval, evalplus),", after="", statuses=statuses)), _fill(VERIFY_EXIT)]))
+    math = verify_sub.add_parser(
+        "math", help="math answers against gold answers (math-verify)", formatter_class=raw,
+        description="Compare each prediction's final answer with its gold answer (mel.verify.math.verify_math).",
+        epilog="\n\n".join([VERIFY_MATH_FORMAT, _fill(VERIFY_OUTPUT.format(
+            before="", after=", extracted_answer (the final answer taken from the prediction; null if none)",
+            statuses=statuses)), _fill(VERIFY_EXIT)]))
+    for p in (code, math):
+        p.add_argument("input", metavar="INPUT.jsonl", help="JSONL rows: a path or fsspec URL")
+        p.add_argument("--out", required=True, metavar="OUT.parquet", help="output Parquet: a path or fsspec URL")
+        p.add_argument("--timeout", type=float, default=5.0, metavar="S",
+                       help="seconds per sample (code: the whole program and all its tests; math: one comparison); "
+                       "default 5")
+        p.add_argument("--workers", type=int, default=2, metavar="N", help="samples verified at once (default 2)")
+        p.set_defaults(fn=_cmd_verify)
+    code.add_argument("--memory-mb", type=int, default=512, metavar="N",
+                      help="address-space limit per sample in MiB (default 512)")
     return parser
 
 

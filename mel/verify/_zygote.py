@@ -166,7 +166,8 @@ def _child(job, chan_w, call_r, out_w, scratch):
         send({"syntax_error": _err(e)})
         os._exit(0)
     try:
-        exec(compile(job.get("setup") or "", "<setup>", "exec", dont_inherit=True), ns)
+        if job.get("setup"):
+            exec(compile(job["setup"], "<setup>", "exec", dont_inherit=True), ns)
         exec(program, ns)
     except BaseException as e:  # SystemExit included: the program did not define cleanly
         send({"runtime_error": _err(e), "memory": isinstance(e, MemoryError)})
@@ -259,7 +260,14 @@ class Session:
                 header += chunk
                 if len(header) == 4:
                     (n,) = struct.unpack(">I", header)
-                    return json.loads(self._read_body(n))
+                    body = self._read_body(n)
+                    try:
+                        message = json.loads(body)
+                        if type(message) is not dict:
+                            raise ValueError("not an object")
+                        return message
+                    except ValueError:  # the program tampered with its side of the protocol
+                        raise SampleOver("runtime_error", "the program broke the sandbox protocol") from None
 
     def _read_body(self, n):
         body = b""
@@ -371,6 +379,19 @@ def _proxy(session, name):
     return remote
 
 
+_CODE_CACHE = {}
+
+
+def _compiled(source, name):
+    """Test code is trusted and repeats across the samples of a prompt: compile each text once."""
+    code = _CODE_CACHE.get(source)
+    if code is None:
+        if len(_CODE_CACHE) > 512:
+            _CODE_CACHE.clear()
+        code = _CODE_CACHE[source] = compile(source, name, "exec", dont_inherit=True)
+    return code
+
+
 def evaluate(session, job, tests):
     """Run the tests against the session's child; the verdict fields for the host."""
     results = []
@@ -383,7 +404,8 @@ def evaluate(session, job, tests):
             return {"status": "memory" if first["memory"] else "runtime_error", "detail": first["runtime_error"],
                     "results": []}
         ns = {"__name__": "__mel_tests__", "__builtins__": builtins}
-        exec(compile(job.get("setup") or "", "<setup>", "exec"), ns)
+        if job.get("setup"):
+            exec(_compiled(job["setup"], "<setup>"), ns)
         for name, kind in first["ready"].items():
             ns[name] = _proxy(session, name) if kind == "call" else untag(kind[1])
         entry = job["entry_point"]
@@ -402,7 +424,7 @@ def evaluate(session, job, tests):
             units = tests["asserts"] if style == "assert" else [tests["check_code"]]
             for unit in units:
                 try:
-                    exec(compile(unit, "<test>", "exec"), ns)
+                    exec(_compiled(unit, "<test>"), ns)
                     if style == "check":
                         if entry not in ns:
                             raise NameError("%s is not defined" % entry)

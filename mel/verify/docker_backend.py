@@ -76,7 +76,7 @@ class DockerWorker:
         except Exception:
             return False
 
-    def kill(self) -> None:
+    def kill(self, grace_s: float = 0.0) -> None:
         try:
             self.container.kill()
         except Exception:

@@ -1,16 +1,23 @@
 """Math and regex verifiers.
 
-`verify_math`: the answer is extracted with `extract_answer` (none -> status ``no_answer``), then
-``math_verify.verify(parse(gold), parse(answer))`` decides -- GOLD FIRST (math-verify's comparison is not symmetric).
+`verify_math`: the answer is extracted with `extract_answer` (none -> status ``no_answer``). An answer that is the
+gold's own text (whitespace and enclosing ``$`` aside) or a plain number (``-3``, ``2.50``, ``5/8``, ``\\frac{5}{8}``)
+of exactly the gold's value passes at once (`_surely_equal`: it only ever decides a pass, on which math-verify agrees;
+an identical gold that math-verify cannot parse also passes). Everything else --
+``math_verify.verify(parse(gold), parse(answer))`` decides, GOLD FIRST (math-verify's comparison is not symmetric).
 The extracted answer is parsed as ``\\boxed{answer}`` and a gold without ``$``/``\\boxed`` as ``$gold$`` so that LaTeX
 and plain numbers both parse. math-verify's own timeouts use ``signal.alarm`` (which fails outside the main thread), so
 it is called with them disabled (``parsing_timeout=None``, ``timeout_seconds=None``) inside a pool of worker
 PROCESSES, each a fresh interpreter (spawn semantics: safe when the caller has torch/OpenMP threads; started with
 ``subprocess`` rather than ``multiprocessing`` so a caller's unguarded ``__main__`` is never re-imported) talking JSON
-lines over pipes; the parent enforces a hard per-item timeout by killing a stuck worker and starting a replacement.
+lines over pipes. A worker holds up to ``_DEPTH`` items (so it never idles waiting for the parent between items) and
+keeps the parses of golds/answers it has seen (``parse`` is deterministic; a group of samples shares one gold). The
+parent enforces a hard per-item timeout: the item a worker is running past ``timeout_s`` is answered ``timeout``, the
+worker killed and replaced, and the items queued behind it go back to the queue, so no item can stall the others.
 The pool persists between calls (sympy takes ~0.5 s to import); `shutdown_math_workers` stops it (also run at exit).
-Decided results (passed/failed, not timeouts) are cached in-process by ``(gold, prediction text)``; calls are
-serialized by a lock (safe from Prefect's thread-based task runner).
+Decided results (passed/failed, not timeouts) are cached in-process by ``(gold, prediction text)`` and identical
+(gold, answer) items of one call are verified once; `clear_math_caches` forgets all of it. Calls are serialized by a
+lock (safe from Prefect's thread-based task runner); each call spreads its items over the workers.
 
 `verify_regex`: passed iff ``re.match(pattern, completion.strip())``; patterns come from trusted task definitions.
 """
@@ -33,7 +40,7 @@ from typing import Any, Sequence
 from mel.verify.extract import extract_answer
 from mel.verify.types import Verdict
 
-__all__ = ["verify_math", "verify_regex", "shutdown_math_workers"]
+__all__ = ["verify_math", "verify_regex", "shutdown_math_workers", "clear_math_caches"]
 
 _STARTUP_LIMIT_S = 120.0
 _DEPTH = 2  # items a worker holds at once (see `_Pool`)
@@ -112,7 +119,14 @@ def _worker_loop() -> None:
 
     send(["ready"])
     for line in sys.stdin:
-        key, gold, answer = json.loads(line)
+        msg = json.loads(line)
+        if msg == ["clear"]:  # see `clear_math_caches`; no reply
+            from sympy.core.cache import clear_cache
+
+            parsed.clear()
+            clear_cache()
+            continue
+        key, gold, answer = msg
         try:
             g = parse_once(_gold_text(gold))
             p = parse_once("\\boxed{" + answer + "}")
@@ -179,6 +193,15 @@ class _Pool:
     def shutdown(self) -> None:
         for w in list(self.workers):
             self._kill(w)
+
+    def clear(self) -> None:
+        """Ask every idle worker to empty its caches (it acts on it before its next item); a dead one is replaced."""
+        for w in list(self.workers):
+            try:
+                w.proc.stdin.write(b'["clear"]\n')  # type: ignore[union-attr]
+                w.proc.stdin.flush()  # type: ignore[union-attr]
+            except Exception:  # noqa: BLE001
+                self._kill(w)
 
     def _messages(self, w: _Worker) -> list[Any] | None:
         """Complete messages from a readable worker; None at EOF (the worker died)."""
@@ -274,6 +297,16 @@ def shutdown_math_workers() -> None:
 
 
 atexit.register(shutdown_math_workers)
+
+
+def clear_math_caches() -> None:
+    """Forget every remembered result: the in-process verdict cache, and the workers' parsed golds/answers and sympy
+    caches (the workers stay up). For benchmarks and tests that must measure or exercise cold caches."""
+    with _cache_lock:
+        _cache.clear()
+    with _pool_lock:
+        if _pool is not None:
+            _pool.clear()
 
 
 def verify_math(predictions: Sequence[str], golds: Sequence[str], *, timeout_s: float = 5.0,

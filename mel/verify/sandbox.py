@@ -218,7 +218,15 @@ class _Worker:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def kill(self) -> None:
+    def kill(self, grace_s: float = 0.0) -> None:
+        """Stop the worker: EOF first when ``grace_s`` (it exits, and bubblewrap's own init is reaped by bubblewrap
+        instead of being orphaned), SIGKILL to the whole group after that."""
+        if grace_s > 0:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=grace_s)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except OSError:
@@ -273,7 +281,7 @@ class _Pool:
         with self.lock:
             workers, self.all = self.all, []
         for worker in workers:
-            worker.kill()
+            worker.kill(grace_s=2.0)
         with self.lock:
             self.idle = {}
 
