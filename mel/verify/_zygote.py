@@ -1,25 +1,27 @@
-"""Sandbox worker, executed BY PATH inside the isolation wrapper: ``python -I -S _zygote.py``. Standard library only.
+"""Sandbox worker, executed BY PATH inside the isolation wrapper: ``python -I _zygote.py``. Standard library only.
 
-The worker is trusted: it never runs candidate code. For each sample it forks a CHILD that runs the candidate program
-and answers calls; the worker itself evaluates the (trusted) test code, in which every name the program defines is a
-proxy: calling it sends plain arguments to the child, which calls the real function and sends back the returned
-value as tagged plain data (exact builtin types only), rebuilt here as fresh builtin objects. So comparisons,
-``assert``, ``isinstance``, builtins, exceptions: all of it happens in this process on plain values; nothing the
-candidate defines (a custom ``__eq__``, a patched builtin, a forged message) can decide a test. Forging a reply only
-forges a *value*, which passes only if it is the right answer.
+The worker is a fork server that never sees a program, a test or a value. Its standard input is a Unix socket to the
+host (the control channel). For each sample the host sends the limits; the worker makes two pipes, forks a CHILD,
+hands the host its ends of the pipes over the socket (SCM_RIGHTS), and then only watches: it drains the child's
+stdout/stderr (capped), enforces the wall-clock deadline, and when the child is gone it kills the child's process
+group (and, in a PID namespace of its own, every other process left), reaps, removes the scratch directory and
+reports how the child ended. So the worker's memory -- which every child inherits -- never holds another sample's
+program, tests or answers.
 
-Ordering that keeps the tests away from the candidate: a sample arrives as two frames; the worker reads the first
-(program, setup, limits) with exact-length reads, forks the child, and only then reads the second (tests) -- the child
-closes every inherited descriptor before the program runs, so it never holds the tests, not even in memory. The
-worker is made non-dumpable, so a child cannot read its memory or descriptors through /proc or ptrace it.
+The child, before any candidate code runs, redirects stdout/stderr to the capped pipe, closes every other
+descriptor (the control socket included), sets its limits, moves into a fresh scratch directory; then it reads the
+program from its call pipe, runs it, reports the names it defines, and answers calls: ``{"name", "args"}`` ->
+``{"value", "args"}`` (returned value and arguments after the call, as tagged plain data of exact builtin types) or
+``{"error", "message"}``. The tests themselves run in the host (``mel.verify.sandbox``), on fresh builtin values.
 
-Host protocol: frames = 4-byte big-endian length + JSON, on stdin (host -> worker) and stdout (worker -> host):
-    host:   {"program", "setup", "entry_point", "timeout_s", "memory_mb", "nproc", "sweep"}
-    host:   {"style": "io"|"assert"|"check", "inputs" | "asserts" | "check_code"}
-    worker: {"status", "detail", "results": [{"ok": bool|null, "err": str, "value": tagged|null}], "output", "seconds"}
-For io tests ``ok`` is null: the host compares ``value`` with expected outputs that never enter the sandbox.
+Frames everywhere: 4-byte big-endian length + JSON.
+    host -> worker (socket):  {"timeout_s", "memory_mb", "nproc", "sweep"}
+    worker -> host (socket):  b"F" with the call pipe's write end and the reply pipe's read end
+    host -> child (call pipe):   {"program", "setup"} then {"name", "args"} per call; EOF ends the child
+    child -> host (reply pipe):  {"syntax_error"} | {"runtime_error", "memory"} | {"ready": {name: "call" | ["value", v]}}
+                                 then one reply per call
+    worker -> host (socket):  {"reason": null | "timeout" | "output_limit", "exit", "signal", "output", "output_bytes"}
 """
-import ast
 import builtins
 import collections
 import ctypes
@@ -29,6 +31,7 @@ import resource
 import select
 import shutil
 import signal
+import socket
 import struct
 import sys
 import time
@@ -134,13 +137,13 @@ def _err(e):
 
 
 # ---------------------------------------------------------------------------------------------------- the child
-def _child(job, chan_w, call_r, out_w, scratch):
-    """Runs in the forked child: set limits, drop every inherited descriptor, run the program, answer calls."""
+def _child(job, call_r, reply_w, out_w, scratch):
+    """Runs in the forked child: isolate, then run the program and answer calls. Never returns."""
     os.setsid()
     os.dup2(out_w, 1)
     os.dup2(out_w, 2)
-    keep = sorted({1, 2, chan_w, call_r})
-    for lo, hi in zip([0] + [k + 1 for k in keep], keep + [4096]):
+    keep = sorted({1, 2, call_r, reply_w})
+    for lo, hi in zip([0] + [k + 1 for k in keep], keep + [1 << 16]):
         if lo < hi:
             os.closerange(lo, hi)
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
@@ -158,7 +161,11 @@ def _child(job, chan_w, call_r, out_w, scratch):
         del os.environ[key]
     os.environ.update(wanted)
     sys.argv = ["solution.py"]
-    send = lambda obj: write_frame(chan_w, obj)  # noqa: E731
+    send = lambda obj: write_frame(reply_w, obj)  # noqa: E731
+    try:
+        job = read_frame(call_r)
+    except EOFError:
+        os._exit(0)
     ns = {"__name__": "__main__", "__builtins__": builtins}
     try:
         program = compile(job["program"], "<solution>", "exec", dont_inherit=True)
@@ -202,149 +209,84 @@ def _child(job, chan_w, call_r, out_w, scratch):
 
 
 # ---------------------------------------------------------------------------------------------------- the worker
-class SampleOver(Exception):
-    """The sample ends now with this status (timeout, output limit, child gone)."""
-
-    def __init__(self, status, detail):
-        super().__init__(detail)
-        self.status, self.detail = status, detail
-
-
-class Session:
-    """One sample: the child process, its channels, the deadline and the captured output."""
-
-    def __init__(self, job):
-        self.job = job
-        self.deadline = time.monotonic() + job["timeout_s"]
-        self.scratch = "/tmp/mel-sample-%d-%d" % (os.getpid(), time.monotonic_ns())
-        os.mkdir(self.scratch, 0o700)
-        chan_r, chan_w = os.pipe()
-        call_r, call_w = os.pipe()
-        out_r, out_w = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:
+def _sweep():
+    """In a PID namespace of our own: kill every process but this one and its ancestors (escaped children)."""
+    keep = {os.getpid(), 1, os.getppid()}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) not in keep:
             try:
-                _child(job, chan_w, call_r, out_w, self.scratch)
-            finally:
-                os._exit(1)
-        for fd in (chan_w, call_r, out_w):
-            os.close(fd)
-        self.chan_r, self.call_w, self.out_r = chan_r, call_w, out_r
-        self.output = bytearray()
-        self.output_bytes = 0
-        self.memory = False
-
-    def _pump_output(self):
-        data = os.read(self.out_r, 65536)
-        self.output_bytes += len(data)
-        if len(self.output) < KEEP_OUTPUT:
-            self.output += data[: KEEP_OUTPUT - len(self.output)]
-        if self.output_bytes > OUTPUT_LIMIT:
-            raise SampleOver("output_limit", "the program wrote more than %d bytes" % OUTPUT_LIMIT)
-        return bool(data)
-
-    def receive(self):
-        """The child's next frame, draining its output meanwhile; SampleOver on timeout or a dead child."""
-        header = b""
-        while True:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                raise SampleOver("timeout", "wall-clock limit of %.1fs reached" % self.job["timeout_s"])
-            ready, _, _ = select.select([self.chan_r, self.out_r], [], [], left)
-            if self.out_r in ready and not self._pump_output():
+                os.kill(int(entry), signal.SIGKILL)
+            except OSError:
                 pass
-            if self.chan_r in ready:
-                chunk = os.read(self.chan_r, 4 - len(header))
-                if not chunk:
-                    raise SampleOver(*self._death())
-                header += chunk
-                if len(header) == 4:
-                    (n,) = struct.unpack(">I", header)
-                    body = self._read_body(n)
-                    try:
-                        message = json.loads(body)
-                        if type(message) is not dict:
-                            raise ValueError("not an object")
-                        return message
-                    except ValueError:  # the program tampered with its side of the protocol
-                        raise SampleOver("runtime_error", "the program broke the sandbox protocol") from None
 
-    def _read_body(self, n):
-        body = b""
-        while len(body) < n:
-            chunk = os.read(self.chan_r, n - len(body))
-            if not chunk:
-                raise SampleOver(*self._death())
-            body += chunk
-        return body
 
-    def _death(self):
+def _reap_all():
+    while True:
         try:
-            _, status = os.waitpid(self.pid, 0)
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                return
         except ChildProcessError:
-            return "runtime_error", "the program's process ended"
-        self.pid = 0
-        if os.WIFSIGNALED(status):
-            sig = os.WTERMSIG(status)
-            if sig in (signal.SIGXCPU,):
-                return "timeout", "CPU-time limit reached"
-            if sig in (signal.SIGKILL, signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT):
-                return "memory" if self.memory else "runtime_error", "killed by signal %d" % sig
-            return "runtime_error", "killed by signal %d" % sig
-        return "runtime_error", "the program exited (status %d) while being tested" % os.WEXITSTATUS(status)
+            return
 
-    def call(self, name, args):
+
+def serve_sample(ctl, job):
+    """Fork one child for one sample, hand its pipes to the host, watch it, clean up, report how it ended."""
+    scratch = "/tmp/mel-sample-%d-%d" % (os.getpid(), time.monotonic_ns())
+    os.mkdir(scratch, 0o700)
+    call_r, call_w = os.pipe()
+    reply_r, reply_w = os.pipe()
+    out_r, out_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
         try:
-            tagged = [tag(a) for a in args]
-        except NonPlain as e:
-            raise TypeError("test passes a non-plain argument: %s" % e) from None
-        write_frame(self.call_w, {"name": name, "args": tagged})
-        reply = self.receive()
-        if "error" in reply:
-            if reply.get("memory"):
-                self.memory = True
-            exc = _remote_exception(reply["error"], reply["message"])
-            exc._mel_raised_by_candidate = not reply.get("nonplain")
-            raise exc
-        for original, after in zip(args, reply["args"]):  # in-place changes the function made to its arguments
-            new = untag(after)
-            if type(original) is list and type(new) is list:
-                original[:] = new
-            elif type(original) is dict and type(new) is dict:
-                original.clear()
-                original.update(new)
-        return untag(reply["value"])
-
-    def close(self):
-        for fd in (self.chan_r, self.call_w, self.out_r):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        if self.pid:
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            try:
-                os.waitpid(self.pid, 0)
-            except ChildProcessError:
-                pass
-        if self.job.get("sweep"):
-            _sweep()
-        while True:  # reap anything else of ours
-            try:
-                if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                    break
-            except ChildProcessError:
+            ctl.close()
+            _child(job, call_r, reply_w, out_w, scratch)
+        finally:
+            os._exit(1)
+    for fd in (call_r, reply_w, out_w):
+        os.close(fd)
+    pidfd = os.pidfd_open(pid)
+    try:
+        socket.send_fds(ctl, [b"F"], [call_w, reply_r])
+    finally:
+        os.close(call_w)
+        os.close(reply_r)
+    deadline = time.monotonic() + job["timeout_s"]
+    output, nbytes, reason = bytearray(), 0, None
+    watch = [out_r, pidfd]
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            reason = "timeout"
+            break
+        ready, _, _ = select.select(watch, [], [], left)
+        if out_r in ready:
+            data = os.read(out_r, 65536)
+            if not data:
+                watch.remove(out_r)
+            nbytes += len(data)
+            if len(output) < KEEP_OUTPUT:
+                output += data[: KEEP_OUTPUT - len(output)]
+            if nbytes > OUTPUT_LIMIT:
+                reason = "output_limit"
                 break
-        shutil.rmtree(self.scratch, ignore_errors=True)
-
-
-def _failure(e):
-    """A test that did not pass; ``raised`` when the candidate's own code raised (a runtime error, not a wrong
-    answer)."""
-    return {"ok": False, "err": _err(e), "value": None, "raised": bool(getattr(e, "_mel_raised_by_candidate", False))}
+        if pidfd in ready:
+            break
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    _, status = os.waitpid(pid, 0)
+    if job.get("sweep"):
+        _sweep()
+    _reap_all()
+    for fd in (out_r, pidfd):
+        os.close(fd)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return {"reason": reason,
+            "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+            "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+            "output": bytes(output).decode("utf-8", "replace"), "output_bytes": nbytes}
 
 
 def _remote_exception(name, message):
@@ -355,90 +297,6 @@ def _remote_exception(name, message):
         except BaseException:
             pass
     return RuntimeError(message)
-
-
-def _sweep():
-    """In a PID namespace of our own: kill every process but this one and its ancestors (escaped children)."""
-    me = os.getpid()
-    keep = {me, 1, os.getppid()}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) not in keep:
-            try:
-                os.kill(int(entry), signal.SIGKILL)
-            except OSError:
-                pass
-
-
-def _proxy(session, name):
-    def remote(*args, **kwargs):
-        if kwargs:
-            raise TypeError("keyword arguments are not supported by the sandbox proxy")
-        return session.call(name, args)
-
-    remote.__name__ = name
-    return remote
-
-
-_CODE_CACHE = {}
-
-
-def _compiled(source, name):
-    """Test code is trusted and repeats across the samples of a prompt: compile each text once."""
-    code = _CODE_CACHE.get(source)
-    if code is None:
-        if len(_CODE_CACHE) > 512:
-            _CODE_CACHE.clear()
-        code = _CODE_CACHE[source] = compile(source, name, "exec", dont_inherit=True)
-    return code
-
-
-def evaluate(session, job, tests):
-    """Run the tests against the session's child; the verdict fields for the host."""
-    results = []
-    status, detail = "passed", ""
-    try:
-        first = session.receive()
-        if "syntax_error" in first:
-            return {"status": "syntax_error", "detail": first["syntax_error"], "results": []}
-        if "runtime_error" in first:
-            return {"status": "memory" if first["memory"] else "runtime_error", "detail": first["runtime_error"],
-                    "results": []}
-        ns = {"__name__": "__mel_tests__", "__builtins__": builtins}
-        if job.get("setup"):
-            exec(_compiled(job["setup"], "<setup>"), ns)
-        for name, kind in first["ready"].items():
-            ns[name] = _proxy(session, name) if kind == "call" else untag(kind[1])
-        entry = job["entry_point"]
-        style = tests["style"]
-        if style == "io":
-            if first["ready"].get(entry) != "call":
-                return {"status": "failed", "detail": "%s is not defined" % entry, "results": []}
-            for text in tests["inputs"]:
-                try:
-                    results.append({"ok": None, "err": "", "value": tag(ns[entry](*ast.literal_eval(text)))})
-                except SampleOver:
-                    raise
-                except BaseException as e:
-                    results.append(_failure(e))
-        else:
-            units = tests["asserts"] if style == "assert" else [tests["check_code"]]
-            for unit in units:
-                try:
-                    exec(_compiled(unit, "<test>"), ns)
-                    if style == "check":
-                        if entry not in ns:
-                            raise NameError("%s is not defined" % entry)
-                        ns["check"](ns[entry])
-                    results.append({"ok": True, "err": "", "value": None})
-                except SampleOver:
-                    raise
-                except BaseException as e:
-                    results.append(_failure(e))
-    except SampleOver as over:
-        status, detail = over.status, over.detail
-    if status == "passed" and session.memory:
-        status = "memory"
-    return {"status": status, "detail": detail, "results": results}
 
 
 def _no_dump():
@@ -470,29 +328,27 @@ def main():
     _no_dump()
     _warm_up()
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    stdin, stdout = 0, os.dup(1)
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # stray prints must not corrupt the frame channel
+    if sys.argv[1:2] == ["--connect"]:  # the docker backend: a Unix socket mounted into the container
+        ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        ctl.connect(sys.argv[2])
+    else:
+        ctl = socket.socket(fileno=os.dup(0))
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # stray prints must not reach the control channel
+        os.dup2(devnull, fd)
     while True:
         try:
-            job = read_frame(stdin)
-        except EOFError:
+            job = read_frame(ctl.fileno())
+        except (EOFError, OSError):
             return
-        t0 = time.monotonic()
-        session = None
         try:
-            session = Session(job)  # forks the child ...
-            tests = read_frame(stdin)  # ... and only then are the tests read
-            result = evaluate(session, job, tests)
-        except EOFError:
-            return
+            report = serve_sample(ctl, job)
         except BaseException as e:
-            result = {"status": "sandbox_error", "detail": _err(e), "results": []}
-        finally:
-            if session is not None:
-                session.close()
-        result.update(output=bytes(session.output).decode("utf-8", "replace") if session else "",
-                      seconds=time.monotonic() - t0)
-        write_frame(stdout, result)
+            report = {"reason": "sandbox_error", "exit": None, "signal": None, "output": _err(e), "output_bytes": 0}
+        try:
+            write_frame(ctl.fileno(), report)
+        except OSError:
+            return
 
 
 if __name__ == "__main__":

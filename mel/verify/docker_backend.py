@@ -2,14 +2,17 @@
 
 For users who have a Docker engine: ``verify_code(..., backend="docker")`` (or ``verify.backend: docker``). The
 container runs with no network, a read-only root file system, a tmpfs ``/tmp``, uid 65534, a pids limit and a memory
-limit; the worker file is mounted read-only. Needs the ``docker`` Python SDK (``pip install 'mel-rlvr[docker]'``)
-and an engine that answers; ``docker_available()`` says whether both are there, and why not.
+limit; the worker file is mounted read-only, and the worker connects back to the host over a Unix socket in a
+mounted directory (descriptor passing needs a Unix socket; the attach stream cannot carry it). Needs the ``docker``
+Python SDK (``pip install 'mel-rlvr[docker]'``) and an engine that answers: ``docker_available()`` says whether both
+are there, and why not.
 """
 from __future__ import annotations
 
 import os
-import select
-import struct
+import shutil
+import socket
+import tempfile
 from typing import Any
 
 DEFAULT_IMAGE = os.environ.get("MEL_SANDBOX_IMAGE", "python:3.11-slim")
@@ -28,7 +31,7 @@ def docker_available() -> tuple[bool, str]:
 
 
 class DockerWorker:
-    """A worker container; ``mode.command`` is ``[image]``. Same interface as the process worker."""
+    """A worker container; ``mode.command`` is ``[image]``. The sandbox module supplies ``sample``."""
 
     def __init__(self, mode: Any) -> None:
         import docker
@@ -37,37 +40,25 @@ class DockerWorker:
 
         self.mode = mode
         image = mode.command[0] if mode.command else DEFAULT_IMAGE
+        self.sock_dir = tempfile.mkdtemp(prefix="mel-docker-")
+        os.chmod(self.sock_dir, 0o777)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(os.path.join(self.sock_dir, "ctl"))
+        os.chmod(os.path.join(self.sock_dir, "ctl"), 0o777)
+        listener.listen(1)
+        listener.settimeout(120)
         self.container = docker.from_env().containers.run(
-            image, ["python", "-I", "/opt/mel/_zygote.py"], detach=True, stdin_open=True, auto_remove=True,
+            image, ["python", "-I", "/opt/mel/_zygote.py", "--connect", "/sock/ctl"], detach=True, auto_remove=True,
             network_mode="none", read_only=True, tmpfs={"/tmp": "rw,size=256m"}, user="65534:65534",
             pids_limit=256, mem_limit="2g", init=True, environment={"LANG": "C.UTF-8"},
-            volumes={os.path.dirname(ZYGOTE_PATH): {"bind": "/opt/mel", "mode": "ro"}},
+            volumes={os.path.dirname(ZYGOTE_PATH): {"bind": "/opt/mel", "mode": "ro"},
+                     self.sock_dir: {"bind": "/sock", "mode": "rw"}},
         )
-        self.sock = self.container.attach_socket(params={"stdin": 1, "stdout": 1, "stream": 1})._sock
-        self.pending = b""  # stdout payload bytes not yet handed out
-        self.raw = b""  # multiplexed stream bytes not yet parsed
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def recv(self, n: int, timeout: float) -> bytes:
-        """Demultiplex Docker's attach stream (8-byte headers: stream id, 3 zero bytes, big-endian length)."""
-        while not self.pending:
-            if len(self.raw) >= 8:
-                stream, length = self.raw[0], struct.unpack(">I", self.raw[4:8])[0]
-                if len(self.raw) >= 8 + length:
-                    payload, self.raw = self.raw[8:8 + length], self.raw[8 + length:]
-                    if stream == 1:
-                        self.pending += payload
-                    continue
-            if timeout <= 0 or not select.select([self.sock], [], [], timeout)[0]:
-                raise TimeoutError
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                return b""
-            self.raw += chunk
-        out, self.pending = self.pending[:n], self.pending[n:]
-        return out
+        try:
+            self.ctl, _ = listener.accept()
+        finally:
+            listener.close()
+        self.ctl.settimeout(None)
 
     def alive(self) -> bool:
         try:
@@ -81,7 +72,5 @@ class DockerWorker:
             self.container.kill()
         except Exception:
             pass
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        self.ctl.close()
+        shutil.rmtree(self.sock_dir, ignore_errors=True)

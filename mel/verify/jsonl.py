@@ -407,8 +407,11 @@ def _reference_outputs(ref: _Reference, timeout_s: float, memory_mb: int) -> lis
     if key not in _reference_cache:
         from mel.verify.sandbox import call_outputs  # lazily: the sandbox may not offer it in every version
 
-        _reference_cache[key] = call_outputs(ref.program, ref.entry_point, list(ref.inputs), timeout_s=timeout_s,
-                                             memory_mb=memory_mb)
+        try:
+            _reference_cache[key] = call_outputs(ref.program, ref.entry_point, list(ref.inputs), timeout_s=timeout_s,
+                                                 memory_mb=memory_mb)
+        except Exception as exc:  # noqa: BLE001 - reported as the reference failing, never raised
+            return [(False, f"the reference could not be run: {type(exc).__name__}: {exc}")] * len(ref.inputs)
     return _reference_cache[key]
 
 

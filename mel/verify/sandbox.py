@@ -50,6 +50,7 @@ import queue
 import select
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -59,7 +60,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 from mel.data.types import CodeTests
-from mel.verify._zygote import untag
+from mel.verify.remote import Remote, SampleEnded, run_tests
 from mel.verify.extract import extract_code
 from mel.verify.types import Verdict
 
@@ -141,7 +142,7 @@ def _current_mode(backend: str = "auto") -> _Mode:
             raise RuntimeError(f"backend 'docker' unavailable: {why}")
 
         class _Docker(DockerWorker):
-            run = _Worker.run
+            sample = _Worker.sample
 
         return _Mode("docker", [DEFAULT_IMAGE], True, 0, _Docker)
     if backend != "auto":
@@ -161,59 +162,68 @@ def isolation_mode() -> str:
 
 
 # --------------------------------------------------------------------------------------------------- workers
-def _frame(obj: Any) -> bytes:
-    data = json.dumps(obj).encode()
-    return struct.pack(">I", len(data)) + data
-
-
 class WorkerDied(Exception):
     pass
 
 
+def _read_frame(sock: socket.socket, timeout: float) -> dict:
+    end = time.monotonic() + timeout
+    buf = b""
+    need, length = 4, None
+    while len(buf) < need:
+        left = end - time.monotonic()
+        if left <= 0 or not select.select([sock], [], [], left)[0]:
+            raise WorkerDied("worker stopped answering")
+        chunk = sock.recv(need - len(buf))
+        if not chunk:
+            raise WorkerDied("worker ended")
+        buf += chunk
+        if length is None and len(buf) == 4:
+            (length,) = struct.unpack(">I", buf)
+            need = 4 + length
+    return json.loads(buf[4:])
+
+
 class _Worker:
-    """One sandbox worker process, used by one thread at a time."""
+    """One sandbox worker (a fork server, see ``_zygote.py``) and its control socket; one thread at a time."""
 
     def __init__(self, mode: _Mode) -> None:
         self.mode = mode
-        self.proc = subprocess.Popen(mode.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, cwd="/", start_new_session=True,
-                                     env={"PATH": os.defpath, "LANG": "C.UTF-8"})
-
-    def send(self, data: bytes) -> None:
-        self.proc.stdin.write(data)
-        self.proc.stdin.flush()
-
-    def recv(self, n: int, timeout: float) -> bytes:
-        """Up to ``n`` bytes of the worker's output; b"" at its end; TimeoutError if none came in ``timeout``."""
-        fd = self.proc.stdout.fileno()
-        if timeout <= 0 or not select.select([fd], [], [], timeout)[0]:
-            raise TimeoutError
-        return os.read(fd, n)
-
-    def run(self, job: dict, tests: dict, deadline_s: float) -> dict:
-        """Send one sample, wait for its result; WorkerDied if the worker ends or stops answering."""
+        self.ctl, theirs = socket.socketpair()
         try:
-            self.send(_frame(job) + _frame(tests))
+            self.proc = subprocess.Popen(mode.command, stdin=theirs.fileno(), stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, cwd="/", start_new_session=True,
+                                         env={"PATH": os.defpath, "LANG": "C.UTF-8"})
+        finally:
+            theirs.close()
+
+    def sample(self, program: str, tests: CodeTests, timeout_s: float, memory_mb: int) -> dict:
+        """Run one sample: fork a child in the worker, run the tests here against it, collect how it ended."""
+        limits = {"timeout_s": timeout_s, "memory_mb": memory_mb, "nproc": self.mode.nproc, "sweep": self.mode.sweep}
+        try:
+            data = json.dumps(limits).encode()
+            self.ctl.sendall(struct.pack(">I", len(data)) + data)
+            if not select.select([self.ctl], [], [], 30.0)[0]:
+                raise WorkerDied("worker did not fork a child")
+            msg, fds, _, _ = socket.recv_fds(self.ctl, 16, 2)
         except OSError as exc:
             raise WorkerDied(f"worker gone: {exc}") from None
-        end = time.monotonic() + deadline_s
-        buf = b""
-        need, length = 4, None
-        while len(buf) < need:
-            try:
-                chunk = self.recv(need - len(buf) if length is not None else 65536, end - time.monotonic())
-            except TimeoutError:
-                self.kill()
-                raise WorkerDied("worker stopped answering") from None
-            except OSError as exc:
-                raise WorkerDied(f"worker gone: {exc}") from None
-            if not chunk:
-                raise WorkerDied("worker ended")
-            buf += chunk
-            if length is None and len(buf) >= 4:
-                (length,) = struct.unpack(">I", buf[:4])
-                need = 4 + length
-        return json.loads(buf[4:need])
+        if msg != b"F" or len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            raise WorkerDied("worker broke the protocol")
+        call_w, reply_r = fds
+        remote = Remote(call_w, reply_r, time.monotonic() + timeout_s)
+        try:
+            outcome = run_tests(remote, program, tests)
+        except SampleEnded as exc:
+            outcome = {"status": "ended", "detail": str(exc), "results": []}
+        finally:
+            os.close(call_w)  # EOF: the child exits
+            os.close(reply_r)
+        outcome["end"] = _read_frame(self.ctl, timeout_s + 30.0)
+        outcome["memory"] = remote.memory
+        return outcome
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -223,7 +233,7 @@ class _Worker:
         instead of being orphaned), SIGKILL to the whole group after that."""
         if grace_s > 0:
             try:
-                self.proc.stdin.close()
+                self.ctl.shutdown(socket.SHUT_RDWR)
                 self.proc.wait(timeout=grace_s)
             except (OSError, subprocess.TimeoutExpired):
                 pass
@@ -231,11 +241,7 @@ class _Worker:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except OSError:
             pass
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
+        self.ctl.close()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -317,28 +323,34 @@ def _close(a: Any, b: Any, atol: float) -> bool:
     return a == b
 
 
-def _job(program: str, tests: CodeTests, timeout_s: float, memory_mb: int, mode: _Mode) -> tuple[dict, dict]:
-    job = {"program": program, "setup": tests.setup_code, "entry_point": tests.entry_point, "timeout_s": timeout_s,
-           "memory_mb": memory_mb, "nproc": mode.nproc, "sweep": mode.sweep}
-    if tests.style == "io":
-        return job, {"style": "io", "inputs": list(tests.inputs)}
-    if tests.style == "assert":
-        return job, {"style": "assert", "asserts": list(tests.asserts)}
-    return job, {"style": "check", "check_code": tests.check_code}
+_SIGXCPU = 24
 
 
-def _verdict(raw: dict, tests: CodeTests) -> Verdict:
-    status, results = raw["status"], raw.get("results", [])
+def _verdict(raw: dict, tests: CodeTests, seconds: float) -> Verdict:
+    """The trusted decision for one sample from the test results and how the child ended."""
     total = tests.num_tests
-    detail = raw.get("detail", "")
+    end = raw.get("end", {})
+    output = end.get("output", "")
+    status, detail = raw["status"], raw.get("detail", "")
+    if end.get("reason") == "sandbox_error":
+        status, detail = "sandbox_error", output
+    elif end.get("reason") == "output_limit":
+        status, detail = "output_limit", f"the program wrote more than {end.get('output_bytes', 0)} bytes"
+    elif status == "ended":
+        if end.get("reason") == "timeout" or end.get("signal") == _SIGXCPU:
+            status, detail = "timeout", f"time limit of {raw.get('timeout_s')}s reached"
+        elif end.get("signal") is not None:
+            status = "memory" if raw.get("memory") else "runtime_error"
+            detail = f"killed by signal {end['signal']}"
+        else:
+            status, detail = "runtime_error", f"the program exited (status {end.get('exit')}) while being tested"
     oks: list[bool] = []
     first_error, first_raised = "", False
-    for k, r in enumerate(results):
-        if tests.style == "io" and r.get("value") is not None:
+    for k, r in enumerate(raw.get("results", [])):
+        if tests.style == "io" and "value" in r and r.get("ok") is None:
             try:
-                value = untag(r["value"])
-                ok = _close(value, ast.literal_eval(tests.outputs[k]), tests.atol)
-                err = "" if ok else f"returned {value!r:.200}, expected {tests.outputs[k]:.200}"
+                ok = _close(r["value"], ast.literal_eval(tests.outputs[k]), tests.atol)
+                err = "" if ok else f"returned {r['value']!r:.200}, expected {tests.outputs[k]:.200}"
             except (ValueError, SyntaxError, IndexError) as exc:
                 ok, err = False, f"bad expected output: {exc}"
         else:
@@ -349,18 +361,17 @@ def _verdict(raw: dict, tests: CodeTests) -> Verdict:
     passed_count = sum(oks)
     if status == "passed":
         if len(oks) == total and all(oks):
-            return Verdict(True, "passed", "", passed_count, total, raw.get("seconds", 0.0))
+            return Verdict(True, "passed", "", passed_count, total, seconds)
         if len(oks) < total:
-            status, detail = "sandbox_error", f"only {len(oks)} of {total} tests reported"
+            status, detail = "sandbox_error", f"only {len(oks)} of {total} tests ran"
         else:
             status = "runtime_error" if first_raised else "failed"
             if first_raised and first_error.split(": ", 2)[1:2] == ["MemoryError"]:
                 status = "memory"
             detail = first_error
-    output = raw.get("output", "")
     if output and status != "passed":
         detail = f"{detail} | output: {output[:300]}"
-    return Verdict(False, status, detail[:2000], passed_count, total, raw.get("seconds", 0.0))
+    return Verdict(False, status, detail[:2000], passed_count, total, seconds)
 
 
 def _run_one(program: str, tests: CodeTests, timeout_s: float, memory_mb: int, backend: str) -> Verdict:
@@ -368,12 +379,11 @@ def _run_one(program: str, tests: CodeTests, timeout_s: float, memory_mb: int, b
     if len(program.encode("utf-8", "replace")) > MAX_PROGRAM_BYTES:
         return Verdict(False, "output_limit", "program larger than 1 MiB", 0, tests.num_tests, 0.0)
     mode = _current_mode(backend)
-    job, payload = _job(program, tests, timeout_s, memory_mb, mode)
     last = ""
     for _attempt in range(2):  # a worker killed by the sample (or stuck) is replaced, and the sample retried once
         worker = _POOL.acquire(mode)
         try:
-            raw = worker.run(job, payload, timeout_s + 10.0)
+            raw = worker.sample(program, tests, timeout_s, memory_mb)
         except WorkerDied as exc:
             _POOL.discard(worker)
             last = str(exc)
@@ -382,7 +392,8 @@ def _run_one(program: str, tests: CodeTests, timeout_s: float, memory_mb: int, b
             _POOL.discard(worker)
             raise
         _POOL.release(worker)
-        return _verdict(raw, tests)
+        raw["timeout_s"] = timeout_s
+        return _verdict(raw, tests, time.monotonic() - t0)
     return Verdict(False, "sandbox_error", last, 0, tests.num_tests, time.monotonic() - t0)
 
 
@@ -418,21 +429,18 @@ def call_outputs(
     program: str, entry_point: str, inputs: Sequence[str], *, timeout_s: float = 5.0, memory_mb: int = 512,
     backend: str = "auto",
 ) -> list[tuple[bool, str]]:
-    """Run ``entry_point(*args)`` of a (trusted or not) program in the sandbox for each input literal; returns
-    ``(True, repr of the value)`` or ``(False, error)`` per input (used to compute EvalPlus expected outputs)."""
+    """Run ``entry_point(*args)`` of a program in the sandbox for each input literal; returns ``(True, repr of the
+    value)`` or ``(False, error)`` per input (used to compute EvalPlus expected outputs from canonical solutions)."""
     tests = CodeTests(style="io", entry_point=entry_point, inputs=tuple(inputs), outputs=tuple("None" for _ in inputs))
     mode = _current_mode(backend)
-    job, payload = _job(program, tests, timeout_s, memory_mb, mode)
     worker = _POOL.acquire(mode)
     try:
-        raw = worker.run(job, payload, timeout_s + 10.0)
+        raw = worker.sample(program, tests, timeout_s, memory_mb)
     except WorkerDied as exc:
         _POOL.discard(worker)
         return [(False, f"sandbox_error: {exc}")] * len(inputs)
     _POOL.release(worker)
-    if raw["status"] != "passed" and not raw.get("results"):
-        return [(False, f"{raw['status']}: {raw.get('detail', '')}")] * len(inputs)
-    out = [(True, repr(untag(r["value"]))) if r.get("value") is not None else (False, r.get("err", ""))
+    out = [(True, repr(r["value"])) if r.get("ok") is None and "value" in r else (False, r.get("err", ""))
            for r in raw.get("results", [])]
-    return out + [(False, f"{raw['status']}: {raw.get('detail', '')}")] * (len(inputs) - len(out))
-
+    why = f"{raw['status']}: {raw.get('detail', '')}"
+    return out + [(False, why)] * (len(inputs) - len(out))
