@@ -3,13 +3,15 @@
 How a sample runs (`verify_code`):
   1. `extract_code` turns the raw completion into a program (never raises).
   2. A sandbox worker -- ``python -I mel/verify/_zygote.py``, started once and reused, inside the strongest isolation
-     that works here (`isolation_mode()`, probed once and reported) -- receives the program, forks a CHILD that runs
-     it, and only then receives the tests. The worker itself never runs candidate code: it evaluates the test code
-     with every name the program defines replaced by a proxy that calls into the child and gets back the returned
-     value as plain data (exact builtin types), rebuilt as fresh objects. See `_zygote.py` for the protocol.
-  3. The host decides: for ``io`` tests it compares the returned values with the expected outputs itself (they never
-     enter the sandbox; floats with ``atol``); for ``assert``/``check`` tests the worker reports each test after it
-     ran, computed on plain values in the worker. An exit code, printed text or a crash never counts as a pass.
+     that works here (`isolation_mode()`, probed once and reported) -- forks a CHILD for the sample and passes this
+     process the child's call and reply pipes over a Unix socket. The worker is a fork server only: it never holds
+     a program, a test or a value, so no sample can find another's in the memory it inherits.
+  3. Here (`mel.verify.remote`), the program goes down the call pipe; the child runs it and reports the names it
+     defines; the TEST CODE RUNS IN THIS PROCESS with each of those names (builtin names excepted) bound to a proxy
+     that calls into the child and rebuilds the returned value -- plain data of exact builtin types -- as fresh
+     objects. For ``io`` tests the returned values are compared with the expected outputs here (floats with
+     ``atol``); ``assert``/``check`` code evaluates here on plain values. The worker reports how the child ended
+     (deadline, output limit, signal, exit). An exit code, printed text or a crash never counts as a pass.
 
 Isolation modes (first that works; ``isolation_mode()`` says which is in force):
   ``bwrap``         bubblewrap as an unprivileged user (uid 65534 when we are root): new user, PID, network, IPC and
@@ -27,18 +29,22 @@ is killed (and, if the worker itself stops answering, the whole worker). Cleaned
 directory per sample as cwd.
 
 Covered: exits of every kind (``sys.exit``, ``os._exit``, ``atexit``/``excepthook`` tricks: no result -> not
-passed); custom ``__eq__``/``__hash__``/``__bool__``, builtin-type subclasses, patched builtins or ``AssertionError``
-(they live in the child; comparisons happen on fresh builtins in the worker or the host); forged protocol messages
-(the child holds no descriptor but its own call channel, and a forged reply is only a value); reading the tests (not
-in the child's memory, not on its file system in ``bwrap`` mode); infinite loops, sleeping children, memory bombs,
-huge output, fork bombs (limits, then the process group / PID namespace is killed); network (no interface but
+passed); custom ``__eq__``/``__hash__``/``__bool__``, builtin-type subclasses, patched builtins or ``AssertionError``,
+top-level ``def abs``/``def sorted`` (they live in the child; tests run here on fresh builtins); forged protocol
+messages (the child holds no descriptor but its own two pipes, and a forged reply is only a value); reading the
+tests or a sibling sample's program (never in the child's memory; not on its file system in ``bwrap`` mode);
+infinite loops, sleeping children, memory bombs, huge output, fork bombs (limits, then the process group / PID
+namespace is killed); network (no interface but
 loopback in the netns modes); writing outside the scratch directory (read-only file system in ``bwrap`` mode;
 unprivileged uid elsewhere); killing the worker (the sample is retried once in a fresh worker, then
 ``sandbox_error``).
 Not covered: escapes through kernel bugs (no seccomp filter); in the non-``bwrap`` modes, processes that leave the
 process group with ``setsid`` can outlive the sample, world-writable host directories (/tmp) are writable and
-world-readable files readable; ``none`` mode isolates nothing. A sample can slow other samples down (shared CPU).
-In-place changes a function makes to list/dict arguments are copied back; other argument mutations are not seen.
+world-readable files readable, and such an escaped process can kill later samples' children (a denial, never a
+pass); ``none`` mode isolates nothing. A sample can slow other samples down (shared CPU). Test code is
+trusted and runs in this process (a test that loops forever without calling the program is not interrupted).
+In-place changes a function makes to list/dict arguments are copied back; other argument mutations are not seen;
+the program's functions take positional arguments only through the proxy.
 """
 from __future__ import annotations
 
