@@ -15,6 +15,18 @@ import pytest  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
+def child_pids(pid: int) -> set[int]:
+    """The direct children of process ``pid`` (from /proc), for tests that check nothing was left running."""
+    kids: set[int] = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids.update(int(x) for x in f.read().split())
+        except OSError:
+            pass
+    return kids
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     from prefect.testing.utilities import prefect_test_harness

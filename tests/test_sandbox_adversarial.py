@@ -15,6 +15,7 @@ it; kills target only this module's decoy and verifier; the fork bomb is capped 
 """
 from __future__ import annotations
 
+from conftest import child_pids
 import dataclasses
 import json
 import os
@@ -197,15 +198,6 @@ def kill_marked(marker: str = MARK) -> None:
             pass
 
 
-def children(pid: int) -> set[int]:
-    kids: set[int] = set()
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                kids.update(int(x) for x in f.read().split())
-        except OSError:
-            pass
-    return kids
 
 
 def marked_files() -> list[str]:
@@ -260,7 +252,7 @@ def isolated(code: str, tests: CodeTests, *, secret: str = ENV_SECRET, timeout_s
 @pytest.fixture(scope="module", autouse=True)
 def host_before():
     """What this process looked like before the module: its fds and its children (e.g. a session Prefect server)."""
-    return {"fds": set(os.listdir("/proc/self/fd")), "children": children(os.getpid())}
+    return {"fds": set(os.listdir("/proc/self/fd")), "children": child_pids(os.getpid())}
 
 
 @pytest.fixture(autouse=True)
@@ -1135,11 +1127,11 @@ def test_zz_host_unharmed(host_before) -> None:
     if stop is not None:
         stop()
     deadline = time.monotonic() + 3
-    while (marked_processes() or children(os.getpid()) - host_before["children"]) and time.monotonic() < deadline:
+    while (marked_processes() or child_pids(os.getpid()) - host_before["children"]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not marked_processes(), marked_processes()
     assert not marked_processes(DECOY), marked_processes(DECOY)
-    new_kids = children(os.getpid()) - host_before["children"]
+    new_kids = child_pids(os.getpid()) - host_before["children"]
     assert not new_kids, f"child processes left behind: {new_kids}"
     assert not marked_files(), marked_files()
     new_fds = set(os.listdir("/proc/self/fd")) - host_before["fds"]

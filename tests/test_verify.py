@@ -1,6 +1,7 @@
 """Verification v0: honest passes, every failure mode, forgery attempts, extraction, math/regex, process hygiene."""
 from __future__ import annotations
 
+from conftest import child_pids
 import os
 import time
 
@@ -188,21 +189,12 @@ def test_verify_problems_mixed_kinds_in_order() -> None:
     assert [v.status for v in vs] == ["passed", "failed", "passed", "passed", "failed", "failed"]
 
 
-def _children(pid: int) -> set[int]:
-    kids: set[int] = set()
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                kids.update(int(x) for x in f.read().split())
-        except OSError:
-            pass
-    return kids
 
 
 @pytest.fixture(scope="module", autouse=True)
 def children_before_this_module():
     """Children that other tests' session fixtures own (e.g. a Prefect test server) are not ours to judge."""
-    return _children(os.getpid())
+    return child_pids(os.getpid())
 
 
 def test_zz_no_stray_processes(children_before_this_module) -> None:
@@ -222,7 +214,7 @@ def test_zz_no_stray_processes(children_before_this_module) -> None:
     assert not strays, strays  # killed when its sample ended, while the worker lives on
     shutdown_math_workers()
     shutdown_sandbox_workers()  # the pre-started sandbox workers end with it
-    zombies_or_kids = _children(os.getpid()) - children_before_this_module
+    zombies_or_kids = child_pids(os.getpid()) - children_before_this_module
     assert not zombies_or_kids, zombies_or_kids
 
 
