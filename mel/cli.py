@@ -104,10 +104,12 @@ def _fill(text: str) -> str:
     return textwrap.fill(" ".join(text.split()), width=100)
 
 
-def _verify_progress(label: str, t0: float) -> "Callable[[int, int], None]":
+def _verify_progress(label: str, what: str) -> "Callable[[int, int], None]":
+    """A progress callback printing at most one line every 2 s (and the last one) to stderr."""
     import time
 
-    last = [0.0]
+    t0 = time.monotonic()
+    last = [t0]
 
     def report(done: int, total: int) -> None:
         now = time.monotonic()
@@ -115,7 +117,7 @@ def _verify_progress(label: str, t0: float) -> "Callable[[int, int], None]":
             return
         last[0] = now
         rate = done / max(now - t0, 1e-9)
-        print(f"mel verify {label}: {done}/{total} rows ({100 * done / total:.0f}%), {rate:.1f} rows/s",
+        print(f"mel verify {label}: {what} {done}/{total} ({100 * done / max(total, 1):.0f}%), {rate:.1f}/s",
               file=sys.stderr, flush=True)
 
     return report
@@ -133,7 +135,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         if args.kind == "code":
             parsed = jsonl.parse_code_rows(args.input)
             jsonl.resolve_io_tests(parsed, args.input, timeout_s=args.timeout, memory_mb=args.memory_mb,
-                                   workers=args.workers)
+                                   workers=args.workers,
+                                   progress=_verify_progress("code", "expected outputs (EvalPlus tasks)"))
         else:
             parsed = jsonl.parse_math_rows(args.input)
     except DatasetError as exc:
@@ -142,7 +145,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     for message in parsed.errors:
         print(f"mel verify: bad row: {message}", file=sys.stderr)
     t_verify = time.monotonic()
-    progress = _verify_progress(args.kind, t_verify) if len(parsed.rows) > 256 or args.kind == "code" else None
+    progress = _verify_progress(args.kind, "rows") if len(parsed.rows) > 256 or args.kind == "code" else None
     if args.kind == "code":
         records = jsonl.verify_code_rows(parsed.rows, timeout_s=args.timeout, memory_mb=args.memory_mb,
                                          workers=args.workers, progress=progress)

@@ -232,3 +232,20 @@ def test_docker_backend_where_an_engine_answers() -> None:
 def test_unknown_backend_is_refused() -> None:
     with pytest.raises(ValueError, match="known: auto, docker"):
         verify_code([GOOD], [ADD_IO], backend="podman")
+
+
+def test_entry_point_may_shadow_a_builtin_and_types_cross_as_arguments() -> None:
+    # MBPP 126 defines `sum`; MBPP 533 passes `int` as an argument: both must work for honest programs
+    shadow = CodeTests(style="assert", entry_point="sum", asserts=("assert sum(10, 15) == 25",))
+    assert verify_code(["def sum(a, b):\n    return a + b"], [shadow])[0].passed
+    typed = CodeTests(style="assert", entry_point="rm", asserts=("assert rm((4, 5, 7.7), int) == [7.7]",))
+    assert verify_code(["def rm(xs, t):\n    return [x for x in xs if not isinstance(x, t)]"], [typed])[0].passed
+
+
+def test_call_outputs_writes_huge_integers_as_readable_literals() -> None:
+    import ast
+
+    from mel.verify.sandbox import call_outputs
+
+    ok, literal = call_outputs("def big(n):\n    return [10 ** n, -(10 ** n)]", "big", ["[5000]"])[0]
+    assert ok and ast.literal_eval(literal) == [10 ** 5000, -(10 ** 5000)]

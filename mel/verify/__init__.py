@@ -11,13 +11,13 @@ from typing import Callable, Sequence
 
 from mel.data.types import Problem
 from mel.verify.extract import extract_answer, extract_code
-from mel.verify.math import shutdown_math_workers, verify_math, verify_regex
+from mel.verify.math import clear_math_caches, shutdown_math_workers, verify_math, verify_regex
 from mel.verify.sandbox import isolation_mode, verify_code
 from mel.verify.types import STATUSES, Status, Verdict
 
 __all__ = [
     "VERIFIERS", "Verdict", "Status", "STATUSES", "verify_problems", "verify_code", "verify_math", "verify_regex",
-    "extract_code", "extract_answer", "isolation_mode", "shutdown_math_workers",
+    "extract_code", "extract_answer", "isolation_mode", "shutdown_math_workers", "clear_math_caches",
 ]
 
 BatchVerifier = Callable[..., list[Verdict]]

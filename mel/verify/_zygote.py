@@ -42,7 +42,9 @@ import bisect, functools, heapq, itertools, math, random, re, string, typing  # 
 _type = type
 OUTPUT_LIMIT = 8 << 20  # bytes of stdout+stderr a sample may write
 KEEP_OUTPUT = 2000
-_MAX_DEPTH, _MAX_NODES = 100, 2_000_000
+_MAX_DEPTH, _MAX_NODES = 400, 2_000_000
+_BUILTIN_TYPES = {t.__name__: t for t in (int, float, complex, str, bytes, bool, list, tuple, dict, set, frozenset,
+                                         type(None), object)}
 _PLAIN_DICTS = (dict, collections.Counter, collections.OrderedDict, collections.defaultdict)
 
 
@@ -77,6 +79,10 @@ def tag(x, _depth=0, _count=None):
     for d in _PLAIN_DICTS:
         if t is d:
             return ["d", [[tag(k, _depth + 1, count), tag(v, _depth + 1, count)] for k, v in dict.items(x)]]
+    if t is type:  # a builtin type passed as an argument (MBPP: remove_datatype(xs, int))
+        for name, builtin_type in _BUILTIN_TYPES.items():
+            if x is builtin_type:
+                return ["T", name]
     raise NonPlain("non-plain value of type " + t.__qualname__)
 
 
@@ -102,6 +108,8 @@ def untag(d):
         return {"l": list, "t": tuple, "S": set, "F": frozenset}[code](items)
     if code == "d":
         return {untag(k): untag(v) for k, v in d[1]}
+    if code == "T":
+        return _BUILTIN_TYPES[d[1]]
     raise ValueError("unknown tag " + str(code))
 
 
@@ -161,6 +169,8 @@ def _child(job, call_r, reply_w, out_w, scratch):
         del os.environ[key]
     os.environ.update(wanted)
     sys.argv = ["solution.py"]
+    if hasattr(sys, "set_int_max_str_digits"):
+        sys.set_int_max_str_digits(0)  # big-integer tasks print and parse long decimals
     send = lambda obj: write_frame(reply_w, obj)  # noqa: E731
     try:
         job = read_frame(call_r)

@@ -9,9 +9,10 @@ name). The format of a code row is recognised by its fields:
   ``base_input`` (a list of positional-argument lists), optional ``plus_input`` (more of them), ``atol`` (float
   tolerance, default 0), ``prompt`` -> ``io``-style tests: ``entry_point(*args)`` for every base and plus input,
   compared with what the reference program (``prompt + canonical_solution``) returns for it. The reference runs in the
-  sandbox too (`mel.verify.sandbox.call_outputs`), once per distinct task. MBPP+ inputs of the tasks whose arguments
-  are tuples, sets or complex numbers (JSON has none) are converted back the way EvalPlus does, by the number in a
-  ``task_id`` of the form ``Mbpp/N``.
+  sandbox too (`mel.verify.sandbox.call_outputs`), once per distinct task (see `resolve_io_tests`). As in EvalPlus:
+  MBPP+ inputs of the tasks whose arguments are tuples, sets or complex numbers (JSON has none) are converted back,
+  by the number in a ``task_id`` of the form ``Mbpp/N``; the special oracles that are a normalisation of the returned
+  value are applied (see `_oracle`); float outputs of a task with ``atol`` 0 compare within 1e-6.
 - **HumanEval** (``test``): ``completion``, ``prompt``, ``test`` (defines ``check(candidate)``), ``entry_point`` ->
   ``check``-style tests.
 
@@ -37,7 +38,6 @@ import io
 import json
 import math
 import re
-import time
 import tokenize
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -102,7 +102,8 @@ class Parsed:
 
     def add(self, name: str, line: int, field_name: str | None, problem: str) -> None:
         where = f"{name} line {line}"
-        self.problems.append((line, f"{where}: field {field_name!r} {problem}" if field_name else f"{where}: {problem}"))
+        message = f"{where}: field {field_name!r} {problem}" if field_name else f"{where}: {problem}"
+        self.problems.append((line, message))
 
     @property
     def errors(self) -> list[str]:
@@ -183,7 +184,7 @@ class _Row:
 
     def arg_lists(self, key: str, *, required: bool) -> list[list[Any]]:
         value = self.row.get(key)
-        if value is None:
+        if value is None or (value == {} and not required):  # MBPP+ has a "plus_input": {} (no plus inputs)
             if required:
                 self.bad(key, "is missing")
             return []
@@ -399,6 +400,7 @@ def parse_math_rows(path: str) -> Parsed:
 
 # ----------------------------------------------------------------------------------------------------- verification
 
+Progress = Callable[[int, int], None]
 _reference_cache: dict[tuple[_Reference, float, int], list[tuple[bool, str]]] = {}
 
 
@@ -416,17 +418,23 @@ def _reference_outputs(ref: _Reference, timeout_s: float, memory_mb: int) -> lis
 
 
 def resolve_io_tests(parsed: Parsed, path: str, *, timeout_s: float = 5.0, memory_mb: int = 512,
-                     workers: int = 2) -> None:
-    """Give every EvalPlus row its ``io`` tests: the reference's outputs, computed once per distinct task (the
-    reference gets ``4 * timeout_s``, at least 20 s). A row whose reference fails on an input becomes a bad row."""
+                     workers: int = 2, progress: Progress | None = None) -> None:
+    """Give every EvalPlus row its ``io`` tests: the reference's outputs, computed once per distinct task, ``workers``
+    tasks at once (the reference gets ``4 * timeout_s`` but at least 60 s, and ``memory_mb`` but at least 2048 MiB:
+    some EvalPlus references need seconds and gigabytes for their large inputs). A row whose reference fails on an
+    input becomes a bad row (field ``canonical_solution``)."""
     from mel.data.loaders import file_name
 
     refs = list(dict.fromkeys(row.reference for row in parsed.rows if row.reference is not None))
     if not refs:
         return
-    ref_timeout = max(20.0, 4 * timeout_s)
+    ref_timeout, ref_memory_mb = max(60.0, 4 * timeout_s), max(2048, memory_mb)
+    outputs: dict[_Reference, list[tuple[bool, str]]] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(refs)))) as pool:
-        outputs = dict(zip(refs, pool.map(lambda ref: _reference_outputs(ref, ref_timeout, memory_mb), refs)))
+        for ref, out in zip(refs, pool.map(lambda ref: _reference_outputs(ref, ref_timeout, ref_memory_mb), refs)):
+            outputs[ref] = out
+            if progress:
+                progress(len(outputs), len(refs))
     kept = []
     for row in parsed.rows:
         ref = row.reference
@@ -466,9 +474,6 @@ def _is_floats(value: Any) -> bool:
 
 def _short(text: str, n: int = 120) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
-
-
-Progress = Callable[[int, int], None]
 
 
 def _chunks(n: int, size: int) -> Iterable[tuple[int, int]]:

@@ -240,7 +240,8 @@ class _Pool:
                         w.since = now
                     w.inflight.extend(batch)
                     try:
-                        w.proc.stdin.write("".join(json.dumps(list(it)) + "\n" for it in batch).encode())  # type: ignore[union-attr]
+                        lines = "".join(json.dumps(list(it)) + "\n" for it in batch)
+                        w.proc.stdin.write(lines.encode())  # type: ignore[union-attr]
                         w.proc.stdin.flush()  # type: ignore[union-attr]
                     except Exception:  # noqa: BLE001 - dead worker: requeue everything it held, replace below
                         queue.extendleft(reversed(w.inflight))

@@ -431,6 +431,30 @@ def verify_code(
         return list(pool.map(one, range(len(completions))))
 
 
+def _to_literal(value: Any) -> str:
+    """``repr``, except that integers too long for decimal conversion are written in hex (``ast.literal_eval`` reads
+    both)."""
+    t = type(value)
+    if t is int and value.bit_length() > 10_000:
+        return hex(value)
+    if t is list:
+        return "[" + ", ".join(_to_literal(v) for v in value) + "]"
+    if t is tuple:
+        return "(" + "".join(_to_literal(v) + ", " for v in value) + ")"
+    if t is dict:
+        return "{" + ", ".join(f"{_to_literal(k)}: {_to_literal(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def _literal(result: dict) -> tuple[bool, str]:
+    if result.get("ok") is not None or "value" not in result:
+        return False, result.get("err", "")
+    try:
+        return True, _to_literal(result["value"])
+    except (ValueError, RecursionError) as exc:
+        return False, f"{type(exc).__name__}: {exc}"[:500]
+
+
 def call_outputs(
     program: str, entry_point: str, inputs: Sequence[str], *, timeout_s: float = 5.0, memory_mb: int = 512,
     backend: str = "auto",
@@ -446,7 +470,6 @@ def call_outputs(
         _POOL.discard(worker)
         return [(False, f"sandbox_error: {exc}")] * len(inputs)
     _POOL.release(worker)
-    out = [(True, repr(r["value"])) if r.get("ok") is None and "value" in r else (False, r.get("err", ""))
-           for r in raw.get("results", [])]
+    out = [_literal(r) for r in raw.get("results", [])]
     why = f"{raw['status']}: {raw.get('detail', '')}"
     return out + [(False, why)] * (len(inputs) - len(out))
