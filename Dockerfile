@@ -6,8 +6,8 @@ FROM python:3.11-slim
 ENV PIP_NO_CACHE_DIR=1 \
     PREFECT_SERVER_ANALYTICS_ENABLED=false \
     PYTHONUNBUFFERED=1
-# util-linux: `unshare` isolates sandboxed code in its own network namespace; make for the README's commands.
-RUN apt-get update && apt-get install -y --no-install-recommends util-linux make \
+# bubblewrap (and util-linux as the fallback) isolate sandboxed code; make for the README's commands.
+RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap util-linux make \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 # torch first, from the CPU wheel index, so the project's torch==2.13.0 pin does not pull CUDA wheels.
