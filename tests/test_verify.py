@@ -249,3 +249,11 @@ def test_call_outputs_writes_huge_integers_as_readable_literals() -> None:
 
     ok, literal = call_outputs("def big(n):\n    return [10 ** n, -(10 ** n)]", "big", ["[5000]"])[0]
     assert ok and ast.literal_eval(literal) == [10 ** 5000, -(10 ** 5000)]
+
+
+def test_huge_decimal_integers_in_tests_are_compared() -> None:
+    expected = "1" + "0" * 5000  # past Python's 4300-digit conversion limit
+    tests = CodeTests(style="io", entry_point="big", inputs=("[5000]",), outputs=(expected,))
+    assert verify_code(["def big(n):\n    return 10 ** n"], [tests])[0].passed
+    wrong = verify_code(["def big(n):\n    return 10 ** n + 1"], [tests])[0]
+    assert wrong.status == "failed" and "too long to print" in wrong.detail

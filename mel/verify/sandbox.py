@@ -48,7 +48,6 @@ the program's functions take positional arguments only through the proxy.
 """
 from __future__ import annotations
 
-import ast
 import json
 import math
 import os
@@ -66,7 +65,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 from mel.data.types import CodeTests
-from mel.verify.remote import Remote, SampleEnded, run_tests
+from mel.verify.remote import Remote, SampleEnded, literal, run_tests
 from mel.verify.extract import extract_code
 from mel.verify.types import Verdict
 
@@ -332,6 +331,13 @@ def _close(a: Any, b: Any, atol: float) -> bool:
 _SIGXCPU = 24
 
 
+def _short(value: Any) -> str:
+    try:
+        return f"{value!r:.200}"
+    except ValueError:  # an int past the decimal-digit limit
+        return f"<{type(value).__name__} too long to print>"
+
+
 def _verdict(raw: dict, tests: CodeTests, seconds: float) -> Verdict:
     """The trusted decision for one sample from the test results and how the child ended."""
     total = tests.num_tests
@@ -355,8 +361,8 @@ def _verdict(raw: dict, tests: CodeTests, seconds: float) -> Verdict:
     for k, r in enumerate(raw.get("results", [])):
         if tests.style == "io" and "value" in r and r.get("ok") is None:
             try:
-                ok = _close(r["value"], ast.literal_eval(tests.outputs[k]), tests.atol)
-                err = "" if ok else f"returned {r['value']!r:.200}, expected {tests.outputs[k]:.200}"
+                ok = _close(r["value"], literal(tests.outputs[k]), tests.atol)
+                err = "" if ok else f"returned {_short(r['value'])}, expected {tests.outputs[k]:.200}"
             except (ValueError, SyntaxError, IndexError) as exc:
                 ok, err = False, f"bad expected output: {exc}"
         else:
