@@ -37,6 +37,10 @@ def test_bad_config_names_the_key(raw, message):
     assert message in str(err.value)
 
 
+def test_exponent_without_dot_is_a_number():
+    assert load_config(None, ["optimizer.lr=1e-5"]).optimizer.lr == 1e-5  # YAML 1.1 reads "1e-5" as a string
+
+
 def test_bad_override_syntax():
     with pytest.raises(ConfigError, match="section.field"):
         load_config(None, ["steps=3"])
