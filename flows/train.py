@@ -61,13 +61,14 @@ def init_run_dir(cfg: Config, run_dir: str) -> str:
 
 def call_stage(task_fn, storage: Path, **params) -> StageResult:
     """Run a stage task; a Prefect cache hit or an already complete artifact is reported as reused. A cache hit
-    whose artifact has since been deleted is recomputed."""
+    whose artifacts (the main one and any in ``extra``, e.g. the update's checkpoint) have since been deleted is
+    recomputed."""
     task_fn = task_fn.with_options(result_storage=storage)
     progress.stage_start(task_fn.name, params.get("step", 0))
     state = task_fn(**params, return_state=True)
     result: StageResult = state.result()
     cached = state.name == "Cached"
-    if cached and not artifacts.is_complete(result.uri):
+    if cached and not all(artifacts.is_complete(u) for u in (result.uri, *result.extra.values())):
         state = task_fn.with_options(refresh_cache=True)(**params, return_state=True)
         result, cached = state.result(), False
     if cached:
