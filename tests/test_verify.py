@@ -12,7 +12,7 @@ from mel.verify import (
     STATUSES, VERIFIERS, extract_answer, extract_code, isolation_mode, shutdown_math_workers, verify_code,
     verify_math, verify_problems, verify_regex,
 )
-from mel.verify.sandbox import ZYGOTE_PATH as HARNESS_PATH, shutdown_sandbox_workers
+from mel.verify.sandbox import shutdown_sandbox_workers
 
 ADD_IO = CodeTests(style="io", entry_point="add", inputs=("[1, 2]", "[3, 4]", "[-5, 5]"), outputs=("3", "7", "0"))
 ADD_ASSERT = CodeTests(style="assert", asserts=("assert add(1, 2) == 3", "assert add(3, 4) == 7"))

@@ -16,12 +16,6 @@ from mel.verify import jsonl
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
 
-try:
-    from mel.verify.sandbox import call_outputs  # noqa: F401 - EvalPlus rows need it
-    HAVE_CALL_OUTPUTS = True
-except ImportError:
-    HAVE_CALL_OUTPUTS = False
-
 
 def dataset_rows(relative: str, n: int | None = None, *, where=lambda r: True) -> list[dict]:
     path = DATASETS / relative
@@ -80,7 +74,6 @@ def test_humaneval_rows_prompt_plus_body_or_full_function(tmp_path):
     assert [r["passed"] for r in records] == [True, True, False]
 
 
-@pytest.mark.skipif(not HAVE_CALL_OUTPUTS, reason="mel.verify.sandbox.call_outputs is not available yet")
 def test_evalplus_rows_get_expected_outputs_from_the_reference(tmp_path):
     (he,) = dataset_rows("humaneval_plus/HumanEvalPlus-v0.1.10.jsonl", 1)
     (mb,) = dataset_rows("mbpp_plus/MbppPlus-v0.2.0.jsonl", where=lambda r: r["task_id"] == "Mbpp/2")
@@ -105,7 +98,6 @@ def test_evalplus_rows_get_expected_outputs_from_the_reference(tmp_path):
     assert records[2]["status"] == "failed" and records[2]["tests_passed"] < records[2]["tests_total"]
 
 
-@pytest.mark.skipif(not HAVE_CALL_OUTPUTS, reason="mel.verify.sandbox.call_outputs is not available yet")
 def test_evalplus_reference_failing_is_a_bad_row(tmp_path):
     row = {"task_id": "T/1", "entry_point": "inv", "canonical_solution": "def inv(x):\n    return 1 / x\n",
            "base_input": [[2], [0]], "completion": "def inv(x):\n    return 1 / x\n"}
