@@ -1,7 +1,12 @@
-"""The training flows: a run is N steps; a step is rollout -> verify -> update.
+"""The training flows: a run is N steps; a step is rollout -> verify -> [pair -> extract -> replay] -> update.
+
+The bracketed stages run when meta-experience learning is on (``mel.builder`` is not ``none``): MEL, MEL-Code,
+Self-Critique and their ablations (``configs/methods/``).
 
 Run it:
     mel run configs/tiny.yaml --run-dir runs/tiny            # the CLI (progress lines + a summary)
+    mel run configs/methods/mel_code.yaml                    # MEL-Code on the demo model
+    mel run configs/methods/mel_code.yaml --base configs/tiny.yaml   # the same method on the tiny config
     python -m flows.train configs/tiny.yaml                  # the same flow, without the CLI
 
 Every stage is a cached Prefect task (``tasks/``) writing a Parquet artifact under the run directory; running the
@@ -24,7 +29,11 @@ from mel import artifacts, schemas
 from mel.config import Config, config_hash, default_run_dir, load_config, to_yaml
 from mel.progress import progress
 from mel.stages.common import StageResult
+from tasks.common import run_config
+from tasks.extract import extract
+from tasks.pair import pair
 from tasks.prepare import prepare_model
+from tasks.replay import replay
 from tasks.rollout import rollout
 from tasks.update import update
 from tasks.verify import verify
@@ -81,13 +90,19 @@ def call_stage(task_fn, storage: Path, **params) -> StageResult:
 def train_step(
     config_uri: str, cfg_hash: str, run_dir: str, step: int, checkpoint_uri: str
 ) -> StageResult:
-    """rollout -> verify -> update for one step; returns the update's result (its checkpoint in ``extra``)."""
+    """One RL step; returns the update's result (its checkpoint in ``extra``)."""
     storage = results_storage(run_dir)
     common = dict(config_uri=config_uri, config_hash=cfg_hash, run_dir=run_dir, step=step)
     rolled = call_stage(rollout, storage, **common, checkpoint_uri=checkpoint_uri)
     verified = call_stage(verify, storage, **common, rollouts_uri=rolled.uri)
-    return call_stage(update, storage, **common, checkpoint_uri=checkpoint_uri,
-                      rollouts_uri=rolled.uri, verdicts_uri=verified.uri)
+    meta_uri = None
+    if run_config(config_uri, cfg_hash).mel.enabled:
+        paired = call_stage(pair, storage, **common, rollouts_uri=rolled.uri, verdicts_uri=verified.uri)
+        built = call_stage(extract, storage, **common, checkpoint_uri=checkpoint_uri, pairs_uri=paired.uri)
+        meta_uri = call_stage(replay, storage, **common, checkpoint_uri=checkpoint_uri,
+                              experiences_uri=built.uri).uri
+    return call_stage(update, storage, **common, checkpoint_uri=checkpoint_uri, rollouts_uri=rolled.uri,
+                      verdicts_uri=verified.uri, meta_experiences_uri=meta_uri)
 
 
 def write_run_metrics(run_dir: str, update_uris: Sequence[str]) -> str:
@@ -103,9 +118,10 @@ def train(
     config_path: str | None = None,
     overrides: list[str] | None = None,
     run_dir: str | None = None,
+    base: str | None = None,
 ) -> str:
-    """Train for ``run.steps`` steps; returns the run directory."""
-    cfg = load_config(config_path, overrides or [])
+    """Train for ``run.steps`` steps; returns the run directory. ``base`` replaces the config file's ``base:``."""
+    cfg = load_config(config_path, overrides or [], base=base)
     run_dir = run_dir or default_run_dir(cfg)
     progress.run_start(cfg, run_dir)
     cfg_hash = config_hash(cfg)

@@ -58,6 +58,19 @@ def write_manifest(uri: str, **info: Any) -> None:
     fs.mv(tmp, path)
 
 
+def exists(uri: str) -> bool:
+    fs, path = _fs(uri)
+    return fs.exists(path)
+
+
+def list_names(uri: str) -> list[str]:
+    """The names directly under the folder ``uri`` (sorted; empty if it does not exist)."""
+    fs, path = _fs(uri)
+    if not fs.exists(path):
+        return []
+    return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
+
+
 def remove(uri: str) -> None:
     """Delete an artifact: manifest first (so it stops counting as complete), then its data."""
     for target in (uri + MANIFEST_SUFFIX, uri):

@@ -1,7 +1,9 @@
 """The ``mel`` command line.
 
-    mel run CONFIG.yaml [--set section.field=value ...] [--run-dir URI]   train (resumes if run before)
-    mel config CONFIG.yaml [--set ...]                                     print the resolved config and its hash
+    mel run CONFIG.yaml [--set section.field=value ...] [--run-dir URI] [--base BASE.yaml]
+                                                                           train (resumes if run before)
+    mel config CONFIG.yaml [--set ...] [--base BASE.yaml]                  print the resolved config and its hash
+    mel show RUN_DIR [--step N] [--only accepted|rejected] [--limit N]     print a step's meta-experiences
     mel verify code INPUT.jsonl --out OUT.parquet [--timeout S] [--memory-mb N] [--workers N]
     mel verify math INPUT.jsonl --out OUT.parquet [--timeout S] [--workers N]  verify a JSONL file of rows
 
@@ -32,11 +34,9 @@ def _quiet_environment(verbose: bool) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     _quiet_environment(args.verbose)
-    from mel.config import load_config
+    from mel.config import config_hash, default_run_dir, load_config
 
-    from mel.config import config_hash, default_run_dir
-
-    cfg = load_config(args.config, args.set)  # fail fast on a bad config, before any server starts
+    cfg = load_config(args.config, args.set, base=args.base)  # fail fast on a bad config, before any server starts
     if not args.force_flow and _report_if_complete(cfg, args.run_dir or default_run_dir(cfg), config_hash(cfg)):
         return 0
     from transformers.utils import logging as hf_logging
@@ -44,7 +44,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     hf_logging.disable_progress_bar()
     from flows.train import train
 
-    train(config_path=args.config, overrides=list(args.set), run_dir=args.run_dir)
+    train(config_path=args.config, overrides=list(args.set), run_dir=args.run_dir, base=args.base)
     return 0
 
 
@@ -57,7 +57,8 @@ def _report_if_complete(cfg, run_dir: str, digest: str) -> bool:
     if metrics is None:
         return False
     progress.run_start(cfg, run_dir)
-    progress.reused = [f"step {s + 1} {stage}" for s in range(cfg.run.steps) for stage in ("rollout", "verify", "update")]
+    stages = ("rollout", "verify") + (("pair", "extract", "replay") if cfg.mel.enabled else ()) + ("update",)
+    progress.reused = [f"step {s + 1} {stage}" for s in range(cfg.run.steps) for stage in stages]
     progress.run_done(run_dir, metrics, f"{run_dir.rstrip('/')}/step_{cfg.run.steps - 1:04d}/checkpoint")
     return True
 
@@ -65,9 +66,34 @@ def _report_if_complete(cfg, run_dir: str, digest: str) -> bool:
 def _cmd_config(args: argparse.Namespace) -> int:
     from mel.config import config_hash, default_run_dir, load_config, to_yaml
 
-    cfg = load_config(args.config, args.set)
+    cfg = load_config(args.config, args.set, base=args.base)
     print(to_yaml(cfg), end="")
     print(f"# config hash: {config_hash(cfg)}\n# default run dir: {default_run_dir(cfg)}")
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from mel import artifacts, schemas
+    from mel.experience.show import terminal_report
+    from mel.stages.common import step_dir
+
+    run_dir = args.run_dir
+    steps = sorted(
+        int(name.rsplit("_", 1)[1]) for name in artifacts.list_names(run_dir) if name.startswith("step_")
+    ) if artifacts.exists(run_dir) else []
+    if not steps:
+        print(f"mel show: {run_dir} has no steps", file=sys.stderr)
+        return 2
+    step = steps[-1] if args.step is None else args.step - 1
+    uri = artifacts.join(step_dir(run_dir, step), "meta_experiences.parquet")
+    if not artifacts.is_complete(uri):
+        print(f"mel show: step {step + 1} of {run_dir} has no complete meta_experiences.parquet (a run without "
+              f"meta-experience learning, or the step has not reached its replay stage); steps: "
+              f"{', '.join(str(s + 1) for s in steps)}", file=sys.stderr)
+        return 2
+    rows = artifacts.read_table(uri, schemas.META_EXPERIENCES).to_pylist()
+    print(terminal_report(rows, step, artifacts.read_manifest(uri), only=args.only, limit=args.limit,
+                          width=args.width))
     return 0
 
 
@@ -182,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a config field, e.g. --set run.steps=4 (repeatable; the value is parsed as YAML)")
     run.add_argument("--run-dir", default=None, metavar="URI",
                      help="run directory: a path or fsspec URL (default: <run.runs_root>/<run.name>-<config hash>)")
+    run.add_argument("--base", default=None, metavar="BASE.yaml",
+                     help="lay CONFIG over this file instead of the one its 'base:' key names, e.g. "
+                     "mel run configs/methods/mel_code.yaml --base configs/tiny.yaml")
     run.add_argument("--verbose", action="store_true", help="show Prefect's own log lines")
     run.add_argument("--force-flow", action="store_true",
                      help="go through the Prefect flow even when every artifact exists (each stage then reports a "
@@ -193,7 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("config", nargs="?", default=None, help="a YAML config (defaults when left out)")
     config.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override a config field (repeatable)")
+    config.add_argument("--base", default=None, metavar="BASE.yaml", help="replace the config's 'base:' file")
     config.set_defaults(fn=_cmd_config)
+
+    show = sub.add_parser("show", help="print a step's meta-experiences (accepted and rejected)",
+                          description="Print the meta-experiences of one step of a MEL run: the prompt, the y+/y- "
+                          "diff, s*, C, H and the replay verdict, from step_NNNN/meta_experiences.parquet.")
+    show.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (path or fsspec URL)")
+    show.add_argument("--step", type=int, default=None, metavar="N", help="step number, from 1 (default: the last)")
+    show.add_argument("--only", choices=("accepted", "rejected"), default=None, help="show only these")
+    show.add_argument("--limit", type=int, default=20, metavar="N", help="at most N meta-experiences (default 20)")
+    show.add_argument("--width", type=int, default=100, metavar="COLS", help="wrap width (default 100)")
+    show.set_defaults(fn=_cmd_show)
 
     from mel.verify.types import STATUSES
 

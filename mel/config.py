@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import posixpath
 import types
 import typing
 from dataclasses import dataclass, field
@@ -106,12 +107,17 @@ class VerifyConfig:
         _check(self.workers >= 1, "verify.workers", "at least 1")
 
 
+BaseAlgorithm = Literal["grpo", "reinforce_pp", "rft"]
+Builder = Literal["none", "llm", "template", "self_critique"]
+Replay = Literal["none", "in_context", "reexecute"]
+
+
 @dataclass(frozen=True)
 class AlgorithmConfig:
-    name: Literal["grpo"] = "grpo"
-    """Base RL algorithm."""
-    advantage: Literal["grpo"] = "grpo"
-    """Advantage estimator (``mel.algos.ADVANTAGE_ESTIMATORS``)."""
+    name: BaseAlgorithm = "grpo"
+    """Base RL algorithm (``mel.algos.BASE_ALGORITHMS``): ``grpo`` (group-normalized advantages, clipped surrogate),
+    ``reinforce_pp`` (REINFORCE++: advantages normalized over the whole batch, clipped surrogate), ``rft``
+    (rejection-sampling fine-tuning: token-averaged NLL of the passing samples only)."""
     norm_by_std: bool = True
     """Divide group-centred rewards by the group std (GRPO); False gives Dr.GRPO's unscaled advantages."""
     clip_eps: float = 0.2
@@ -134,6 +140,61 @@ class AlgorithmConfig:
         _check(self.mini_batch_size >= 1, "algorithm.mini_batch_size", "at least 1")
         _check(1 <= self.micro_batch_size <= self.mini_batch_size, "algorithm.micro_batch_size",
                "between 1 and algorithm.mini_batch_size")
+
+
+@dataclass(frozen=True)
+class MelConfig:
+    """Meta-Experience Learning (MEL, MEL-Code): pairs -> meta-experience builder -> replay validation -> NLL term.
+    ``builder: none`` is plain RL (GRPO / REINFORCE++ / RFT) with no extra stages."""
+
+    builder: Builder = "none"
+    """How a meta-experience M = (s*, C, H) is built (``mel.experience.BUILDERS``): ``llm`` (MEL: the policy, given
+    the paper's instruction and (x, y+, y-), writes s*, C and H), ``template`` (MEL-Code: diff-guided divergence
+    category and templates), ``self_critique`` (baseline: the policy critiques one failing rollout alone), ``none``."""
+    contrastive: bool = True
+    """Build M from (y+, y-) pairs of mixed groups; false builds it from a failing rollout alone (no y+), as the
+    ``mel_code_no_contrastive`` ablation and the ``self_critique`` baseline do."""
+    pairs_per_prompt: int = 1
+    """Pairs (or failing rollouts, when not contrastive) drawn per prompt: 1 as in MEL-Code, more as in MEL."""
+    bifurcation: Literal["diff", "first_plan_step"] = "diff"
+    """Where s* comes from in the template builder: the first divergent line of y- (``diff``), or forced to the
+    first step of y-'s plan (``first_plan_step``, the bifurcation-skip ablation)."""
+    replay: Replay = "none"
+    """Replay validation (``mel.experience.REPLAYS``): ``in_context`` (MEL: re-attempt x with M in the prompt; keep M
+    iff the replay passes), ``reexecute`` (MEL-Code: keep iff y+ passes and y- fails when run again), ``none``."""
+    replay_samples: int = 1
+    """``in_context``: replays per meta-experience; M is kept iff at least one passes."""
+    nll_coef: float = 0.004
+    """lambda in J = J_RL + lambda * J_NLL (MEL-Code: 0.004; MEL's joint objective is lambda = 1)."""
+    nll_coef_mode: Literal["fixed", "calibrated"] = "fixed"
+    """``calibrated``: each optimizer step sets lambda so that ||lambda * grad J_NLL|| = nll_grad_ratio *
+    ||grad J_RL|| (``nll_coef`` is used when the RL gradient is zero)."""
+    nll_grad_ratio: float = 0.1
+    """``calibrated`` only: target ratio of the NLL gradient norm to the RL gradient norm."""
+    max_experiences: int = 16
+    """K: at most this many accepted meta-experiences enter the NLL term per step (a seeded draw; MEL-Code: 16)."""
+    max_new_tokens: tuple[int, int, int] = (48, 160, 96)
+    """``llm``/``self_critique``: token budgets of the bifurcation step s*, the critique C and the heuristic H."""
+    temperature: float = 1.0
+    """``llm``/``self_critique``: sampling temperature of s*, C and H (replays use ``rollout.temperature``)."""
+
+    def __post_init__(self) -> None:
+        _check(self.pairs_per_prompt >= 1, "mel.pairs_per_prompt", "at least 1")
+        _check(self.replay_samples >= 1, "mel.replay_samples", "at least 1")
+        _check(self.nll_coef >= 0, "mel.nll_coef", "at least 0")
+        _check(self.nll_grad_ratio > 0, "mel.nll_grad_ratio", "greater than 0")
+        _check(self.max_experiences >= 1, "mel.max_experiences", "at least 1")
+        _check(all(n >= 1 for n in self.max_new_tokens), "mel.max_new_tokens", "three positive token budgets")
+        _check(self.temperature > 0, "mel.temperature", "greater than 0")
+        if self.builder == "none":
+            _check(self.replay == "none", "mel.replay", "none when mel.builder is none (there is nothing to replay)")
+        _check(self.builder != "self_critique" or not self.contrastive, "mel.contrastive",
+               "false with mel.builder=self_critique (a self-critique sees one failing rollout, no pair)")
+        _check(self.replay != "in_context" or self.builder != "none", "mel.builder", "set for in_context replay")
+
+    @property
+    def enabled(self) -> bool:
+        return self.builder != "none"
 
 
 @dataclass(frozen=True)
@@ -181,6 +242,7 @@ class Config:
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    mel: MelConfig = field(default_factory=MelConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
@@ -285,16 +347,69 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, yaml.safe_load(value) if value.strip() else None
 
 
-def load_config(path: str | None = None, overrides: typing.Sequence[str] = ()) -> Config:
-    """Read a YAML config (or start from defaults) and apply ``section.field=value`` overrides."""
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over``'s sections laid over ``base``'s, field by field."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for section, fields in over.items():
+        if isinstance(fields, dict) and isinstance(out.get(section), dict):
+            out[section].update(fields)
+        else:
+            out[section] = fields
+    return out
+
+
+def _resolve_relative(path: str, ref: str) -> str:
+    if "://" in ref or ref.startswith("/"):
+        return ref
+    return posixpath.normpath(posixpath.join(posixpath.dirname(path), ref)) if "://" not in path else \
+        posixpath.join(posixpath.dirname(path), ref)
+
+
+def _read_one(path: str) -> tuple[dict[str, Any], str | None]:
+    """A YAML config's sections and the resolved path of its ``base:`` file (None if it has none)."""
+    import fsspec
+
+    with fsspec.open(path, "rt") as f:
+        raw = yaml.safe_load(f) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    parent = raw.pop("base", None)
+    if parent is not None and not isinstance(parent, str):
+        raise ConfigError(f"{path}: base: must be a path to another config file, got {parent!r}")
+    return raw, _resolve_relative(path, parent) if parent else None
+
+
+def read_config_file(path: str, base: str | None = None) -> dict[str, Any]:
+    """The raw sections of a YAML config laid over its chain of ``base:`` files (each a path relative to the file
+    naming it). ``base`` replaces the root of that chain (the file that names no base; for a file without
+    ``base:``, it becomes its base): ``mel run configs/methods/mel_code.yaml --base configs/tiny.yaml`` is MEL-Code
+    on the tiny config."""
+    chain: list[tuple[str, dict[str, Any]]] = []
+    current: str | None = path
+    while current is not None:
+        if current in [p for p, _ in chain]:
+            raise ConfigError(f"{path}: 'base' chain loops: {' -> '.join([p for p, _ in chain] + [current])}")
+        raw, parent = _read_one(current)
+        chain.append((current, raw))
+        current = parent
+    if base is not None:
+        if len(chain) > 1:
+            chain.pop()
+        chain.append((base, _read_one(base)[0]))
+    merged: dict[str, Any] = {}
+    for _, raw in reversed(chain):
+        merged = _merge(merged, raw)
+    return merged
+
+
+def load_config(path: str | None = None, overrides: typing.Sequence[str] = (), base: str | None = None) -> Config:
+    """Read a YAML config (or start from defaults; ``base`` replaces its ``base:`` file) and apply
+    ``section.field=value`` overrides."""
     raw: dict[str, Any] = {}
     if path is not None:
-        import fsspec
-
-        with fsspec.open(path, "rt") as f:
-            raw = yaml.safe_load(f) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        raw = read_config_file(path, base)
+    elif base is not None:
+        raw = read_config_file(base)
     for text in overrides:
         (section, key), value = parse_override(text)
         sec = raw.setdefault(section, {})

@@ -8,6 +8,15 @@ rollouts (``step_NNNN/rollouts.parquet``): one row per sample.
 verdicts (``step_NNNN/verdicts.parquet``): one row per sample, same order as rollouts.
     step, prompt_index, sample_index, problem_id, passed, status (``mel.verify.types.STATUSES``), detail, reward,
     tests_passed, tests_total, seconds.
+pairs (``step_NNNN/pairs.parquet``, MEL runs): one row per contrastive pair (or failing rollout, without contrast).
+    origin ("natural"; R-MEL adds "revision"), plus_sample_index (-1 without y+), minus_sample_index, y_plus/y_minus
+    (completion texts), minus_status/minus_detail (y-'s verdict).
+experiences (``step_NNNN/experiences.parquet``): one row per pair: the pair, the builder's M (s*, C, H, category,
+    the rendered ``experience_text``), ``retro_prompt`` (C_retro, the user turn M is conditioned on in the NLL term),
+    ``built_ok``/``reject_reason`` (a malformed M is kept with its reason), ``gen_tokens`` (tokens generated for M).
+meta_experiences (``step_NNNN/meta_experiences.parquet``): the experiences rows plus the replay verdict:
+    replay (mode), replay_status, replay_detail, replay_completion, replay_tokens, accepted (kept by replay),
+    selected (among the at most K accepted ones that enter this step's NLL term).
 update metrics (``step_NNNN/update.parquet``) and the run's ``metrics.parquet``: one row per step (``METRICS``).
 """
 from __future__ import annotations
@@ -43,6 +52,44 @@ VERDICTS = pa.schema([
     ("seconds", pa.float32()),
 ])
 
+PAIRS = pa.schema([
+    ("step", pa.int32()),
+    ("prompt_index", pa.int32()),
+    ("pair_index", pa.int32()),
+    ("problem_id", pa.string()),
+    ("problem_json", pa.string()),
+    ("origin", pa.string()),
+    ("plus_sample_index", pa.int32()),
+    ("minus_sample_index", pa.int32()),
+    ("y_plus", pa.string()),
+    ("y_minus", pa.string()),
+    ("minus_status", pa.string()),
+    ("minus_detail", pa.string()),
+])
+
+EXPERIENCES = pa.schema(list(PAIRS) + [
+    ("builder", pa.string()),
+    ("category", pa.string()),
+    ("bifurcation_step", pa.string()),
+    ("critique", pa.string()),
+    ("heuristic", pa.string()),
+    ("experience_text", pa.string()),
+    ("retro_prompt", pa.string()),
+    ("built_ok", pa.bool_()),
+    ("reject_reason", pa.string()),
+    ("gen_tokens", pa.int32()),
+])
+
+META_EXPERIENCES = pa.schema(list(EXPERIENCES) + [
+    ("replay", pa.string()),
+    ("replay_status", pa.string()),
+    ("replay_detail", pa.string()),
+    ("replay_completion", pa.string()),
+    ("replay_tokens", pa.int32()),
+    ("accepted", pa.bool_()),
+    ("selected", pa.bool_()),
+])
+
 METRICS = pa.schema([
     ("step", pa.int32()),
     ("reward_mean", pa.float64()),  # mean reward over the step's samples
@@ -66,6 +113,26 @@ METRICS = pa.schema([
     ("rollout_s", pa.float64()),
     ("verify_s", pa.float64()),
     ("update_s", pa.float64()),
+    # Meta-experience learning (null for runs without it, except p_pair which every run has):
+    ("p_pair", pa.float64()),  # share of prompts with both Y+ and Y- (MEL-Code 4.2)
+    ("num_pairs", pa.int32()),  # pairs (or failing rollouts, without contrast) given to the builder
+    ("num_built", pa.int32()),  # well-formed meta-experiences
+    ("num_accepted", pa.int32()),  # kept by replay validation
+    ("p_accept", pa.float64()),  # num_accepted / num_pairs
+    ("p_usable", pa.float64()),  # p_pair * p_accept
+    ("retention", pa.float64()),  # num_accepted / num_built: share of well-formed M kept by replay
+    ("num_experiences", pa.int32()),  # M in this step's NLL term (at most mel.max_experiences)
+    ("experience_tokens", pa.int64()),  # tokens of those M
+    ("nll_loss", pa.float64()),  # L_NLL: token-averaged NLL of M given C_retro (0 when no M)
+    ("nll_coef", pa.float64()),  # lambda used (mean over optimizer steps with M; 0 when none)
+    ("grad_norm_rl", pa.float64()),  # gradient norm of the RL term
+    ("grad_norm_nll", pa.float64()),  # gradient norm of the NLL term (before lambda; 0 when no M)
+    ("mel_gen_tokens", pa.int64()),  # tokens generated to build and replay M
+    ("extract_s", pa.float64()),  # pairing + building M
+    ("replay_s", pa.float64()),
 ])
 
-SCHEMAS: dict[str, pa.Schema] = {"rollouts": ROLLOUTS, "verdicts": VERDICTS, "metrics": METRICS}
+SCHEMAS: dict[str, pa.Schema] = {
+    "rollouts": ROLLOUTS, "verdicts": VERDICTS, "pairs": PAIRS, "experiences": EXPERIENCES,
+    "meta_experiences": META_EXPERIENCES, "metrics": METRICS,
+}

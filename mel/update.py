@@ -1,17 +1,33 @@
-"""The policy update of one RL step: GRPO's clipped surrogate (+ optional k3 KL), AdamW, grad clipping, mini-batches.
+"""The policy update of one RL step: the base algorithm's policy loss (+ optional k3 KL), the meta-experience NLL
+term, AdamW, grad clipping, mini-batches.
 
-``policy_update`` takes the step's samples (prompt ids, completion ids, rewards, group ids), computes advantages
-(``mel.algos``), and runs ``epochs`` passes of shuffled mini-batches, each split into micro-batches for gradient
-accumulation, with per-token loss weights chosen so that the accumulated gradient equals the whole mini-batch's.
+``policy_update`` takes the step's samples (prompt ids, completion ids, rewards, group ids) and, optionally, the
+step's meta-experiences (``ExperienceBatch``: retrospective context ids and M's ids). The base algorithm
+(``mel.algos.BASE_ALGORITHMS``: grpo, reinforce_pp, rft) picks the advantage estimator, the per-token policy loss and
+whether only passing samples are kept. It runs ``epochs`` passes of shuffled mini-batches, each split into
+micro-batches for gradient accumulation, with per-token loss weights chosen so that the accumulated gradient equals
+the whole mini-batch's. Each optimizer step minimizes ``L_RL + lambda * L_NLL`` (MEL eq. 7, MEL-Code eq. 2-3):
 
-Departures from the GRPO paper, all standard in its implementations:
+- experiences are dealt round-robin over the mini-batches of each epoch (all in the one mini-batch by default);
+  a step's L_NLL is the mean over its experiences of each one's token-mean NLL (``mel.algos.nll``);
+- a step with experiences backwards L_RL, sets its gradient aside, backwards L_NLL, and steps on
+  ``g_RL + lambda * g_NLL`` (clipped as a whole): the two gradients are measured separately so that lambda can be
+  calibrated to a target norm ratio (``nll_coef_mode=calibrated``); a step without experiences is exactly the
+  plain RL step.
+
+Departures from the papers (the first three are standard in their implementations):
 - pi_old is the policy that sampled the step; when the update is a single optimizer step (one epoch, one
   mini-batch), pi_old's log-probs are the detached log-probs of the same forward pass (identical values), which saves
   a forward pass.
 - Samples with advantage 0 (groups whose samples all got the same reward) contribute exactly zero policy loss; when
   there is no KL term their forward/backward is skipped, while their tokens still count in the loss normalizers, so
   the gradient is unchanged.
-- Log-probs are computed at the sampling temperature (logits / T), as the sampler drew them.
+- Log-probs of the samples are computed at the sampling temperature (logits / T), as the sampler drew them; the NLL
+  term scores M at temperature 1 (it is maximum likelihood, not a correction of the sampler).
+- RFT (``passing_only``) drops the failing samples before anything else, so its normalizers count the kept samples
+  only; with none kept the RL term is zero but the step (NLL term, AdamW) still runs.
+- Experiences with no M tokens are dropped (their token-mean is undefined).
+- The papers add the two losses; we add their gradients, which in ``fixed`` mode is the same up to float rounding.
 """
 from __future__ import annotations
 
@@ -23,7 +39,16 @@ from typing import Sequence
 
 import torch
 
-from mel.algos import clipped_policy_loss, compute_advantages, kl_k3, loss_token_weights
+from mel.algos import (
+    BASE_ALGORITHMS,
+    NLL_COEF_MODES,
+    POLICY_LOSSES,
+    BaseAlgorithm,
+    compute_advantages,
+    kl_k3,
+    loss_token_weights,
+    nll_token_weights,
+)
 from mel.config import AlgorithmConfig, OptimizerConfig
 
 OPTIMIZER_FILE = "optimizer.pt"
@@ -35,6 +60,16 @@ class UpdateBatch:
     completion_ids: Sequence[Sequence[int]]
     rewards: Sequence[float]
     group_ids: Sequence[int]
+
+
+@dataclass(frozen=True)
+class ExperienceBatch:
+    """The step's meta-experiences for the NLL term, laid out like (prompt, completion) pairs."""
+
+    context_ids: Sequence[Sequence[int]]
+    """C_retro_k's tokens: already chat-formatted, ending with the assistant header."""
+    target_ids: Sequence[Sequence[int]]
+    """M_k's tokens, scored after the context."""
 
 
 def pad_batch(
@@ -106,6 +141,21 @@ def save_checkpoint(model, tokenizer, optimizer: torch.optim.Optimizer | None, o
         torch.save(optimizer.state_dict(), Path(out_dir) / OPTIMIZER_FILE)
 
 
+Padded = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # pad_batch's [n, S], [n, S], [n, S], [n, Lc]
+STAT_KEYS = ("loss", "pg_loss", "kl", "clip_frac", "entropy", "entropy_tokens", "tokens", "trained_tokens",
+             "grad_norm", "grad_norm_rl", "grad_norm_nll", "nll_loss", "nll_coef", "steps", "nll_steps")
+
+
+@dataclass(frozen=True)
+class _Samples:
+    """The step's kept samples, padded (``pad_batch``), with what their loss needs."""
+
+    padded: Padded
+    advantages: torch.Tensor  # [N]
+    old_logprobs: torch.Tensor | None  # [N, Lc] pi_old; None when pi_old is this very forward pass (one step)
+    ref_logprobs: torch.Tensor | None  # [N, Lc] reference policy; None without a KL term
+
+
 def _chunks(indices: list[int], size: int) -> list[list[int]]:
     return [indices[i : i + size] for i in range(0, len(indices), size)]
 
@@ -124,6 +174,126 @@ def _micro_logprobs(model, input_ids, attention, positions, comp_mask, rows: lis
     return torch.nn.functional.pad(logprobs, (comp_mask.shape[1] - lc, 0))
 
 
+def _kept_samples(batch: UpdateBatch, base: BaseAlgorithm) -> UpdateBatch:
+    """The batch itself or, for rejection sampling (``passing_only``), only its samples with reward > 0."""
+    if not base.passing_only:
+        return batch
+    keep = [i for i, r in enumerate(batch.rewards) if r > 0]
+    return UpdateBatch([batch.prompt_ids[i] for i in keep], [batch.completion_ids[i] for i in keep],
+                       [batch.rewards[i] for i in keep], [batch.group_ids[i] for i in keep])
+
+
+def _prepare_samples(model, ref_model, batch: UpdateBatch, algo: AlgorithmConfig, base: BaseAlgorithm,
+                     pad_id: int, temperature: float) -> _Samples | None:
+    """Advantages, padding, and the frozen pi_old / reference log-probs of the kept samples (None if there are none)."""
+    n = len(batch.rewards)
+    if n == 0:
+        return None
+    rewards = torch.tensor(batch.rewards, dtype=torch.float32)  # [N]
+    advantages = compute_advantages(base.advantage, rewards, torch.tensor(batch.group_ids),
+                                    norm_by_std=algo.norm_by_std)  # [N]
+    padded = pad_batch(batch.prompt_ids, batch.completion_ids, pad_id)
+    single_step = algo.epochs == 1 and n <= algo.mini_batch_size
+    micros = _chunks(list(range(n)), algo.micro_batch_size)
+    old_logprobs = ref_logprobs = None
+    with torch.no_grad():
+        if not single_step:
+            old_logprobs = torch.cat([_micro_logprobs(model, *padded, m, temperature) for m in micros])  # [N, Lc]
+        if algo.kl_coef > 0:
+            ref_logprobs = torch.cat([_micro_logprobs(ref_model, *padded, m, temperature) for m in micros])  # [N, Lc]
+    return _Samples(padded, advantages, old_logprobs, ref_logprobs)
+
+
+def _pad_experiences(experiences: ExperienceBatch | None, pad_id: int) -> tuple[Padded | None, int]:
+    """The experiences that have M tokens, padded like (prompt, completion) pairs, and their number of M tokens."""
+    if experiences is None:
+        return None, 0
+    if len(experiences.context_ids) != len(experiences.target_ids):
+        raise ValueError(f"ExperienceBatch has {len(experiences.context_ids)} contexts but "
+                         f"{len(experiences.target_ids)} targets")
+    keep = [k for k, t in enumerate(experiences.target_ids) if len(t) > 0]
+    if not keep:
+        return None, 0
+    padded = pad_batch([experiences.context_ids[k] for k in keep], [experiences.target_ids[k] for k in keep], pad_id)
+    return padded, sum(len(experiences.target_ids[k]) for k in keep)
+
+
+def _rl_backward(model, samples: _Samples, mini: list[int], algo: AlgorithmConfig, base: BaseAlgorithm,
+                 temperature: float, max_len: int, totals: dict[str, float]) -> float:
+    """Backward one mini-batch's RL loss over its micro-batches (gradients accumulate in ``.grad``); returns it."""
+    input_ids, attention, positions, comp_mask = samples.padded
+    policy_loss = POLICY_LOSSES.get(base.policy_loss)
+    use_kl = algo.kl_coef > 0
+    num_tokens = float(comp_mask[mini].sum())
+    active = [i for i in mini if use_kl or samples.advantages[i] != 0]
+    step_loss = 0.0
+    for micro in _chunks(active, algo.micro_batch_size):
+        ids, att, pos, mask, lc = _micro_batch(input_ids, attention, positions, comp_mask, micro)
+        logprobs, entropy = token_logprobs(model, ids, att, pos, lc, temperature, with_entropy=True)  # [m, lc]
+        old = logprobs.detach() if samples.old_logprobs is None else samples.old_logprobs[micro, -lc:]  # [m, lc]
+        pg_mat, clip_frac = policy_loss(logprobs, old, samples.advantages[micro], mask, algo.clip_eps)  # [m, lc]
+        loss_mat = pg_mat  # [m, lc]
+        if use_kl:
+            kl_mat = kl_k3(logprobs, samples.ref_logprobs[micro, -lc:])  # [m, lc]
+            loss_mat = loss_mat + algo.kl_coef * kl_mat  # [m, lc]
+            totals["kl"] += float((kl_mat.detach() * mask).sum())
+        weights = loss_token_weights(algo.loss_agg, mask, len(mini), num_tokens, max_len)  # [m, lc]
+        loss = (loss_mat * weights).sum()
+        loss.backward()
+        step_loss += float(loss.detach())
+        totals["pg_loss"] += float((pg_mat.detach() * weights).sum())
+        micro_tokens = float(mask.sum())
+        totals["clip_frac"] += float(clip_frac) * micro_tokens
+        totals["entropy"] += float((entropy * mask).sum())
+        totals["entropy_tokens"] += micro_tokens
+        totals["trained_tokens"] += int(att.sum())
+    totals["tokens"] += num_tokens
+    return step_loss
+
+
+def _nll_backward(model, experiences: Padded, rows: list[int], micro_batch_size: int,
+                  totals: dict[str, float]) -> float:
+    """Backward L_NLL of the experiences ``rows`` (mean of their token-mean NLL) over micro-batches; returns it."""
+    nll_loss = 0.0
+    for micro in _chunks(rows, micro_batch_size):
+        ids, att, pos, mask, lc = _micro_batch(*experiences, micro)
+        logprobs, _ = token_logprobs(model, ids, att, pos, lc, temperature=1.0)  # [m, lc]
+        loss = -(logprobs * nll_token_weights(mask, len(rows))).sum()
+        loss.backward()
+        nll_loss += float(loss.detach())
+        totals["trained_tokens"] += int(att.sum())
+    return nll_loss
+
+
+def _global_norm(grads: list[torch.Tensor]) -> float:
+    """L2 norm of all gradients together (as ``clip_grad_norm_`` measures it)."""
+    if not grads:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, 2.0) for g in grads]), 2.0))
+
+
+def _add_nll_gradient(model, params: list[torch.Tensor], experiences: Padded, rows: list[int],
+                      micro_batch_size: int, coef_fn, nll_coef: float, nll_grad_ratio: float,
+                      totals: dict[str, float]) -> float:
+    """Turn the RL gradient in ``.grad`` into ``g_RL + lambda * g_NLL`` of the experiences ``rows``; returns
+    ``lambda * L_NLL``. The RL gradient is set aside while the NLL one accumulates, so each norm is measured alone."""
+    rl_grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    for p in params:
+        p.grad = None
+    nll_loss = _nll_backward(model, experiences, rows, micro_batch_size, totals)
+    nll_grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    rl_norm, nll_norm = _global_norm(rl_grads), _global_norm(nll_grads)
+    coef = coef_fn(rl_norm, nll_norm, nll_grad_ratio, nll_coef)
+    for p, g_rl, g_nll in zip(params, rl_grads, nll_grads):
+        p.grad = g_nll.mul_(coef).add_(g_rl)
+    totals["grad_norm_rl"] += rl_norm
+    totals["grad_norm_nll"] += nll_norm
+    totals["nll_loss"] += nll_loss
+    totals["nll_coef"] += coef
+    totals["nll_steps"] += 1
+    return coef * nll_loss
+
+
 def policy_update(
     model,
     optimizer: torch.optim.Optimizer,
@@ -136,81 +306,75 @@ def policy_update(
     max_len: int,
     seed: int,
     ref_model=None,
+    experiences: ExperienceBatch | None = None,
+    nll_coef: float = 0.0,
+    nll_coef_mode: str = "fixed",
+    nll_grad_ratio: float = 0.1,
 ) -> dict[str, float]:
-    """Run the step's optimizer steps on ``model`` in place; returns the step's loss and diagnostics."""
-    n = len(batch.rewards)
-    rewards = torch.tensor(batch.rewards, dtype=torch.float32)  # [N]
-    advantages = compute_advantages(algo.advantage, rewards, torch.tensor(batch.group_ids),
-                                    norm_by_std=algo.norm_by_std)  # [N]
-    input_ids, attention, positions, comp_mask = pad_batch(batch.prompt_ids, batch.completion_ids, pad_id)
-    use_kl = algo.kl_coef > 0
-    if use_kl and ref_model is None:
+    """Run the step's optimizer steps on ``model`` in place; returns the step's loss and diagnostics.
+
+    ``experiences`` adds ``lambda * L_NLL`` to the steps they are dealt to: lambda is ``nll_coef``
+    (``nll_coef_mode="fixed"``) or, per step, the value that makes ``||lambda * g_NLL|| = nll_grad_ratio *
+    ||g_RL||`` (``"calibrated"``, falling back to ``nll_coef`` when either gradient is zero).
+
+    Stats (means over optimizer steps; the NLL ones over the steps that had experiences, 0.0 if none): ``loss``
+    (L_RL + lambda * L_NLL), ``pg_loss``, ``kl``, ``clip_frac``, ``entropy``, ``grad_norm`` (combined, before
+    clipping), ``grad_norm_rl``, ``grad_norm_nll``, ``nll_loss`` (L_NLL), ``nll_coef`` (lambda), ``lr``,
+    ``train_tokens_per_s``, and the counts ``num_kept_samples``, ``num_experiences``, ``experience_tokens``."""
+    base = BASE_ALGORITHMS.get(algo.name)
+    coef_fn = NLL_COEF_MODES.get(nll_coef_mode)
+    if algo.kl_coef > 0 and ref_model is None:
         raise ValueError("algorithm.kl_coef > 0 needs a reference model")
+    kept = _kept_samples(batch, base)
+    n = len(kept.rewards)
+    exp_padded, exp_tokens = _pad_experiences(experiences, pad_id)
+    num_exp = 0 if exp_padded is None else int(exp_padded[0].shape[0])
     generator = torch.Generator().manual_seed(seed)
-    single_step = algo.epochs == 1 and n <= algo.mini_batch_size
 
     model.train()
-    old_logprobs = ref_logprobs = None
-    with torch.no_grad():
-        if not single_step:
-            old_logprobs = torch.cat([
-                _micro_logprobs(model, input_ids, attention, positions, comp_mask, m, temperature)
-                for m in _chunks(list(range(n)), algo.micro_batch_size)
-            ])  # [N, Lc]
-        if use_kl:
-            ref_logprobs = torch.cat([
-                _micro_logprobs(ref_model, input_ids, attention, positions, comp_mask, m, temperature)
-                for m in _chunks(list(range(n)), algo.micro_batch_size)
-            ])  # [N, Lc]
-
-    totals = {"loss": 0.0, "pg_loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "entropy": 0.0, "grad_norm": 0.0}
-    token_total = entropy_tokens = 0.0
-    opt_steps = 0
-    trained_tokens = 0
+    samples = _prepare_samples(model, ref_model, kept, algo, base, pad_id, temperature)
+    params = [p for p in model.parameters() if p.requires_grad]
+    totals = dict.fromkeys(STAT_KEYS, 0.0)
     t0 = time.perf_counter()
     for _ in range(algo.epochs):
         order = torch.randperm(n, generator=generator).tolist()
-        for mini in _chunks(order, algo.mini_batch_size):
+        minis = _chunks(order, algo.mini_batch_size) or [[]]  # no kept sample: one step with no RL signal
+        for j, mini in enumerate(minis):
             optimizer.zero_grad(set_to_none=False)  # zeros, not None: AdamW still steps (momentum) on a batch with no signal
-            num_tokens = float(comp_mask[mini].sum())
-            active = [i for i in mini if use_kl or advantages[i] != 0]
-            step_loss = 0.0
-            for micro in _chunks(active, algo.micro_batch_size):
-                ids, att, pos, mask, lc = _micro_batch(input_ids, attention, positions, comp_mask, micro)
-                logprobs, entropy = token_logprobs(model, ids, att, pos, lc, temperature, with_entropy=True)  # [m, lc]
-                old = logprobs.detach() if single_step else old_logprobs[micro, -lc:]  # [m, lc]
-                pg_mat, clip_frac = clipped_policy_loss(logprobs, old, advantages[micro], mask, algo.clip_eps)
-                loss_mat = pg_mat  # [m, lc]
-                if use_kl:
-                    kl_mat = kl_k3(logprobs, ref_logprobs[micro, -lc:])  # [m, lc]
-                    loss_mat = loss_mat + algo.kl_coef * kl_mat
-                    totals["kl"] += float((kl_mat.detach() * mask).sum())
-                weights = loss_token_weights(algo.loss_agg, mask, len(mini), num_tokens, max_len)  # [m, lc]
-                loss = (loss_mat * weights).sum()
-                loss.backward()
-                step_loss += float(loss.detach())
-                totals["pg_loss"] += float((pg_mat.detach() * weights).sum())
-                micro_tokens = float(mask.sum())
-                totals["clip_frac"] += float(clip_frac) * micro_tokens
-                totals["entropy"] += float((entropy * mask).sum())
-                entropy_tokens += micro_tokens
-                trained_tokens += int(att.sum())
-            token_total += num_tokens
-            params = [p for p in model.parameters() if p.requires_grad]
+            step_loss = _rl_backward(model, samples, mini, algo, base, temperature, max_len, totals) if mini else 0.0
+            rows = list(range(j, num_exp, len(minis)))  # experiences dealt round-robin over the mini-batches
+            if rows:
+                step_loss += _add_nll_gradient(model, params, exp_padded, rows, algo.micro_batch_size, coef_fn,
+                                               nll_coef, nll_grad_ratio, totals)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, opt.grad_clip if opt.grad_clip > 0 else math.inf)
             optimizer.step()
+            if not rows:
+                totals["grad_norm_rl"] += float(grad_norm)
             totals["grad_norm"] += float(grad_norm)
             totals["loss"] += step_loss
-            opt_steps += 1
+            totals["steps"] += 1
     elapsed = time.perf_counter() - t0
     model.eval()
+    stats = _summarize(totals, algo.kl_coef > 0, elapsed)
+    stats.update(lr=optimizer.param_groups[0]["lr"], num_kept_samples=n, num_experiences=num_exp,
+                 experience_tokens=exp_tokens)
+    return stats
+
+
+def _summarize(totals: dict[str, float], use_kl: bool, elapsed: float) -> dict[str, float]:
+    """Per-step means of the accumulated totals (NLL ones over the steps that had experiences)."""
+    steps, nll_steps = totals["steps"], max(totals["nll_steps"], 1.0)
+    entropy_tokens = max(totals["entropy_tokens"], 1.0)
     return {
-        "loss": totals["loss"] / opt_steps,
-        "pg_loss": totals["pg_loss"] / opt_steps,
-        "kl": totals["kl"] / max(token_total, 1.0) if use_kl else 0.0,
-        "clip_frac": totals["clip_frac"] / max(entropy_tokens, 1.0),
-        "grad_norm": totals["grad_norm"] / opt_steps,
-        "entropy": totals["entropy"] / max(entropy_tokens, 1.0),
-        "lr": optimizer.param_groups[0]["lr"],
-        "train_tokens_per_s": trained_tokens / elapsed if elapsed > 0 else 0.0,
+        "loss": totals["loss"] / steps,
+        "pg_loss": totals["pg_loss"] / steps,
+        "kl": totals["kl"] / max(totals["tokens"], 1.0) if use_kl else 0.0,
+        "clip_frac": totals["clip_frac"] / entropy_tokens,
+        "grad_norm": totals["grad_norm"] / steps,
+        "grad_norm_rl": totals["grad_norm_rl"] / steps,
+        "grad_norm_nll": totals["grad_norm_nll"] / nll_steps,
+        "nll_loss": totals["nll_loss"] / nll_steps,
+        "nll_coef": totals["nll_coef"] / nll_steps,
+        "entropy": totals["entropy"] / entropy_tokens,
+        "train_tokens_per_s": totals["trained_tokens"] / elapsed if elapsed > 0 else 0.0,
     }

@@ -1,4 +1,5 @@
-"""Update task: GRPO update, checkpoint and step metrics -> ``step_NNNN/checkpoint/``, ``step_NNNN/update.parquet``."""
+"""Update task: RL update (+ lambda * NLL of the step's meta-experiences), checkpoint and step metrics
+-> ``step_NNNN/checkpoint/``, ``step_NNNN/update.parquet``."""
 from __future__ import annotations
 
 from prefect import task
@@ -11,6 +12,7 @@ from tasks.common import STAGE_CACHE, run_config
 @task(name="update", cache_policy=STAGE_CACHE, persist_result=True)
 def update(
     config_uri: str, config_hash: str, run_dir: str, step: int, checkpoint_uri: str, rollouts_uri: str,
-    verdicts_uri: str,
+    verdicts_uri: str, meta_experiences_uri: str | None = None,
 ) -> StageResult:
-    return run_update(run_config(config_uri, config_hash), run_dir, step, checkpoint_uri, rollouts_uri, verdicts_uri)
+    return run_update(run_config(config_uri, config_hash), run_dir, step, checkpoint_uri, rollouts_uri, verdicts_uri,
+                      meta_experiences_uri)

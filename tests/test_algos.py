@@ -1,4 +1,5 @@
-"""GRPO math against values worked out by hand, and vectorized code against slow loop references."""
+"""The RL math (GRPO, REINFORCE++, RFT) against values worked out by hand, and vectorized code against slow loop
+references."""
 from __future__ import annotations
 
 import math
@@ -7,12 +8,19 @@ import pytest
 import torch
 
 from mel.algos import (
+    ADVANTAGE_ESTIMATORS,
+    BASE_ALGORITHMS,
+    POLICY_LOSSES,
+    BaseAlgorithm,
     aggregate_loss,
     clipped_policy_loss,
     compute_advantages,
     grpo_advantages,
     kl_k3,
     loss_token_weights,
+    nll_policy_loss,
+    reinforce_pp_advantages,
+    rejection_advantages,
 )
 
 
@@ -42,6 +50,64 @@ def test_grpo_advantages_match_loop_reference():
 def test_unknown_estimator_lists_known_ones():
     with pytest.raises(KeyError, match="known: grpo"):
         compute_advantages("nope", torch.zeros(2), torch.zeros(2))
+
+
+def test_reinforce_pp_advantages_by_hand():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0])
+    # whole batch: mean 0.6, unbiased std sqrt((3 * 0.4^2 + 2 * 0.6^2) / 4) = sqrt(0.3)
+    s = math.sqrt(0.3)
+    expected = [0.4 / s, -0.6 / s, -0.6 / s, 0.4 / s, 0.4 / s]
+    adv = reinforce_pp_advantages(rewards, torch.tensor([0, 0, 1, 1, 1]), norm_by_std=True, eps=0.0)
+    assert adv.tolist() == pytest.approx(expected, abs=1e-6)
+    # groups are ignored: GRPO would give group 1 = [0, 1, 1] its own normalization
+    other_groups = compute_advantages("reinforce_pp", rewards, torch.tensor([3, 1, 4, 1, 5]), eps=0.0)
+    assert other_groups.tolist() == pytest.approx(expected, abs=1e-6)
+    with_eps = reinforce_pp_advantages(rewards, torch.zeros(5), eps=0.1)
+    assert with_eps[0].item() == pytest.approx(0.4 / (s + 0.1), abs=1e-6)
+    centred = reinforce_pp_advantages(rewards, torch.zeros(5), norm_by_std=False)
+    assert centred.tolist() == pytest.approx([0.4, -0.6, -0.6, 0.4, 0.4], abs=1e-6)
+
+
+@pytest.mark.parametrize("rewards", [[1.0, 1.0, 1.0], [0.0, 0.0], [0.7]])
+def test_reinforce_pp_advantages_without_spread_are_zero(rewards):
+    adv = reinforce_pp_advantages(torch.tensor(rewards), torch.zeros(len(rewards)))
+    assert adv.tolist() == [0.0] * len(rewards)
+
+
+def test_rejection_advantages_by_hand():
+    adv = rejection_advantages(torch.tensor([1.0, 0.0, -1.0, 0.5, 1e-9]), torch.tensor([0, 0, 1, 1, 2]))
+    assert adv.tolist() == [1.0, 0.0, 0.0, 1.0, 1.0]
+    assert adv.dtype == torch.float32
+
+
+def test_advantage_estimators_are_registered():
+    assert ADVANTAGE_ESTIMATORS.names() == ["grpo", "reinforce_pp", "rejection"]
+
+
+def test_base_algorithms():
+    assert BASE_ALGORITHMS.get("grpo") == BaseAlgorithm("grpo", "clipped", passing_only=False)
+    assert BASE_ALGORITHMS.get("reinforce_pp") == BaseAlgorithm("reinforce_pp", "clipped", passing_only=False)
+    assert BASE_ALGORITHMS.get("rft") == BaseAlgorithm("rejection", "nll", passing_only=True)
+    for name in BASE_ALGORITHMS:  # every part names a registered piece
+        algo = BASE_ALGORITHMS.get(name)
+        assert algo.advantage in ADVANTAGE_ESTIMATORS and algo.policy_loss in POLICY_LOSSES
+
+
+def test_unknown_base_algorithm_lists_known_ones():
+    with pytest.raises(KeyError, match="known: grpo, reinforce_pp, rft"):
+        BASE_ALGORITHMS.get("ppo")
+
+
+def test_nll_policy_loss_by_hand():
+    logprobs = torch.tensor([[-1.0, -2.0], [-0.5, -4.0]], requires_grad=True)
+    old = torch.tensor([[-9.0, 9.0], [0.0, 0.0]])  # ignored: no ratio
+    loss, clip_frac = nll_policy_loss(logprobs, old, torch.tensor([1.0, 0.0]), torch.ones(2, 2), clip_eps=0.2)
+    assert loss.tolist() == [[1.0, 2.0], [0.0, 0.0]]
+    assert clip_frac.item() == 0.0
+    loss.sum().backward()
+    assert logprobs.grad.tolist() == [[-1.0, -1.0], [0.0, 0.0]]  # d(-A logp)/dlogp = -A
+    assert POLICY_LOSSES.get("nll") is nll_policy_loss
+    assert POLICY_LOSSES.get("clipped") is clipped_policy_loss
 
 
 def test_clipped_policy_loss_by_hand():

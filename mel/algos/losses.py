@@ -1,7 +1,11 @@
 """Policy-gradient loss pieces, as in the papers.
 
-- ``clipped_policy_loss``: PPO's clipped surrogate used by GRPO, per token:
-      ratio = exp(logp - logp_old);  L = -min(ratio * A, clip(ratio, 1-eps, 1+eps) * A)
+- Policy losses (``POLICY_LOSSES``), each ``(logprobs, old_logprobs, advantages, mask, clip_eps) -> (loss [N, L],
+  clip_frac)``:
+    clipped   ``clipped_policy_loss``: PPO's clipped surrogate used by GRPO and REINFORCE++, per token:
+                  ratio = exp(logp - logp_old);  L = -min(ratio * A, clip(ratio, 1-eps, 1+eps) * A)
+    nll       ``nll_policy_loss``: RFT's advantage-weighted negative log-likelihood, per token L = -A * logp (no
+              ratio, no clipping: clip_frac is 0). With 0/1 advantages it is the NLL of the passing samples.
 - ``kl_k3``: Schulman's k3 estimator of KL(pi || pi_ref), per token: exp(ref - logp) - (ref - logp) - 1 (>= 0).
 - Aggregations over a batch of per-token losses (``LOSS_AGGREGATIONS``):
     token-mean                sum over all tokens / number of tokens (DAPO; our default)
@@ -22,6 +26,8 @@ from mel.registry import Registry
 
 WeightFn = Callable[[torch.Tensor, int, float, int], torch.Tensor]
 LOSS_AGGREGATIONS: Registry[WeightFn] = Registry("loss aggregation")
+PolicyLossFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+POLICY_LOSSES: Registry[PolicyLossFn] = Registry("policy loss")
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -30,6 +36,7 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
+@POLICY_LOSSES.register("clipped")
 def clipped_policy_loss(
     logprobs: torch.Tensor,  # [N, L] log pi_theta(token) of the sampled tokens
     old_logprobs: torch.Tensor,  # [N, L] log pi_old(token), no grad
@@ -45,6 +52,19 @@ def clipped_policy_loss(
     loss = -torch.minimum(unclipped, clipped)  # [N, L]
     clip_active = (clipped < unclipped).to(logprobs.dtype)  # [N, L] the min picked the clipped term
     return loss, masked_mean(clip_active.detach(), mask)
+
+
+@POLICY_LOSSES.register("nll")
+def nll_policy_loss(
+    logprobs: torch.Tensor,  # [N, L] log pi_theta(token) of the sampled tokens
+    old_logprobs: torch.Tensor,  # [N, L] ignored (no importance ratio)
+    advantages: torch.Tensor,  # [N] one weight per sequence (RFT: 1 passing, 0 failing)
+    mask: torch.Tensor,  # [N, L] 1 on completion tokens
+    clip_eps: float = 0.2,  # ignored
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token advantage-weighted NLL ``[N, L]`` and a clip fraction of 0 (nothing is clipped)."""
+    loss = -logprobs * advantages.unsqueeze(-1)  # [N, L]
+    return loss, torch.zeros((), dtype=logprobs.dtype)
 
 
 def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,25 @@ class PromptResult:
 
 
 class RolloutEngine(Protocol):
+    """``generate`` samples from text prompts (each wrapped in the chat template as a user turn);
+    ``generate_from_ids`` continues exact token ids (a chat-formatted prompt plus, e.g., a primed start of the
+    assistant turn): every sample starts right after the last given token. ``encode_prompt`` and ``encode_text``
+    give the ids the two paths use, so callers can build primed prompts."""
+
+    def encode_prompt(self, prompt: str) -> list[int]: ...
+
+    def encode_text(self, text: str) -> list[int]: ...
+
+    def generate_from_ids(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        n: int,
+        temperature: float,
+        max_tokens: int,
+        seed: int,
+        top_p: float = 1.0,
+    ) -> list[PromptResult]: ...
+
     def generate(
         self,
         prompts: Sequence[str],
@@ -31,6 +50,44 @@ class RolloutEngine(Protocol):
         seed: int,
         top_p: float = 1.0,
     ) -> list[PromptResult]: ...
+
+
+class TokenEngine:
+    """Shared part of the engines: ``generate`` on text prompts is ``generate_from_ids`` on their chat-formatted
+    ids. Subclasses set ``tokenizer``, ``use_chat_template``, ``system_prompt`` and implement ``generate_from_ids``."""
+
+    tokenizer: object
+    use_chat_template: bool = True
+    system_prompt: str | None = None
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        text = format_chat(self.tokenizer, prompt, self.use_chat_template, self.system_prompt)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def generate(self, prompts: Sequence[str], n: int, temperature: float, max_tokens: int, seed: int,
+                 top_p: float = 1.0) -> list[PromptResult]:
+        return self.generate_from_ids([self.encode_prompt(p) for p in prompts], n, temperature, max_tokens, seed,
+                                      top_p)
+
+    def generate_from_ids(self, prompt_ids: Sequence[Sequence[int]], n: int, temperature: float, max_tokens: int,
+                          seed: int, top_p: float = 1.0) -> list[PromptResult]:
+        raise NotImplementedError
+
+
+class LazyEngine:
+    """An engine built on first use (a stage whose builder or replay needs no generation never loads the model)."""
+
+    def __init__(self, make: Callable[[], RolloutEngine]) -> None:
+        self._make = make
+        self._engine: RolloutEngine | None = None
+
+    def get(self) -> RolloutEngine:
+        if self._engine is None:
+            self._engine = self._make()
+        return self._engine
 
 
 EngineFactory = Callable[..., RolloutEngine]

@@ -11,11 +11,11 @@ from typing import Sequence
 
 import torch
 
-from mel.engines.base import ENGINES, PromptResult, Sample, format_chat
+from mel.engines.base import ENGINES, PromptResult, Sample, TokenEngine
 
 
 @ENGINES.register("transformers")
-class TransformersEngine:
+class TransformersEngine(TokenEngine):
     def __init__(
         self,
         model_path: str,
@@ -38,10 +38,6 @@ class TransformersEngine:
         eos = model.generation_config.eos_token_id
         self.stop_ids = set(eos if isinstance(eos, list) else [eos if eos is not None else tokenizer.eos_token_id])
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-    def encode_prompt(self, prompt: str) -> list[int]:
-        text = format_chat(self.tokenizer, prompt, self.use_chat_template, self.system_prompt)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     @torch.no_grad()
     def _sample_batch(
@@ -83,19 +79,21 @@ class TransformersEngine:
             )
         return samples
 
-    def generate(
+    def generate_from_ids(
         self,
-        prompts: Sequence[str],
+        prompt_ids: Sequence[Sequence[int]],
         n: int,
         temperature: float,
         max_tokens: int,
         seed: int,
         top_p: float = 1.0,
     ) -> list[PromptResult]:
-        encoded = [self.encode_prompt(p) for p in prompts]
+        encoded = [list(ids) for ids in prompt_ids]
+        if any(not ids for ids in encoded):
+            raise ValueError("generate_from_ids: every prompt needs at least one token")
         flat = [ids for ids in encoded for _ in range(n)]  # prompt-major: prompt i's samples are contiguous
         samples: list[Sample] = []
         for b, start in enumerate(range(0, len(flat), self.batch_size)):
             samples += self._sample_batch(flat[start:start + self.batch_size], temperature, max_tokens,
                                           seed * 1_000_003 + b, top_p)
-        return [PromptResult(encoded[i], samples[i * n:(i + 1) * n]) for i in range(len(prompts))]
+        return [PromptResult(encoded[i], samples[i * n:(i + 1) * n]) for i in range(len(encoded))]

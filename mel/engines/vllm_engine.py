@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from mel.engines.base import ENGINES, PromptResult, Sample, format_chat
+from mel.engines.base import ENGINES, PromptResult, Sample, TokenEngine
 
 
 @ENGINES.register("vllm")
-class VLLMEngine:
+class VLLMEngine(TokenEngine):
     def __init__(
         self,
         model_path: str,
@@ -27,9 +27,9 @@ class VLLMEngine:
         self.use_chat_template = use_chat_template
         self.system_prompt = system_prompt
 
-    def generate(
+    def generate_from_ids(
         self,
-        prompts: Sequence[str],
+        prompt_ids: Sequence[Sequence[int]],
         n: int,
         temperature: float,
         max_tokens: int,
@@ -38,11 +38,7 @@ class VLLMEngine:
     ) -> list[PromptResult]:  # pragma: no cover - needs a GPU
         from vllm import SamplingParams, TokensPrompt
 
-        encoded = [
-            self.tokenizer(format_chat(self.tokenizer, p, self.use_chat_template, self.system_prompt),
-                           add_special_tokens=False)["input_ids"]
-            for p in prompts
-        ]
+        encoded = [list(ids) for ids in prompt_ids]
         params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
                                 logprobs=0)
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in encoded], params)

@@ -45,11 +45,29 @@ def problems_for_step(cfg: Config, step: int) -> list[Problem]:
     return [problems[order[(start + i) % len(order)]] for i in range(cfg.data.prompts_per_step)]
 
 
+def policy_engine(cfg: Config, checkpoint_uri: str):
+    """The generation engine of ``rollout.engine`` on the checkpoint ``checkpoint_uri``, built on first use."""
+    from mel.engines.base import LazyEngine
+
+    def make():
+        from mel.engines import make_engine
+
+        return make_engine(cfg.rollout.engine, artifacts.fetch_folder(checkpoint_uri), dtype=cfg.model.dtype,
+                           use_chat_template=cfg.rollout.use_chat_template, system_prompt=cfg.rollout.system_prompt,
+                           batch_size=cfg.rollout.batch_size)
+
+    return LazyEngine(make)
+
+
 def set_threads(cfg: Config) -> None:
     if cfg.run.torch_threads > 0:
         import torch
 
         torch.set_num_threads(cfg.run.torch_threads)
+
+
+STEP_ARTIFACTS = ("rollouts.parquet", "verdicts.parquet", "update.parquet", "checkpoint")
+MEL_STEP_ARTIFACTS = ("pairs.parquet", "experiences.parquet", "meta_experiences.parquet")
 
 
 def completed_run_metrics(run_dir: str, config_hash: str, steps: int) -> list[dict] | None:
@@ -60,9 +78,12 @@ def completed_run_metrics(run_dir: str, config_hash: str, steps: int) -> list[di
     config_uri = artifacts.join(run_dir, "config.yaml")
     if not artifacts.is_complete(config_uri) or artifacts.read_manifest(config_uri).get("config_hash") != config_hash:
         return None
+    from mel.config import load_config
+
+    names = STEP_ARTIFACTS + (MEL_STEP_ARTIFACTS if load_config(config_uri).mel.enabled else ())
     for step in range(steps):
         base = step_dir(run_dir, step)
-        for name in ("rollouts.parquet", "verdicts.parquet", "update.parquet", "checkpoint"):
+        for name in names:
             if not artifacts.is_complete(artifacts.join(base, name)):
                 return None
     metrics_uri = artifacts.join(run_dir, "metrics.parquet")

@@ -5,8 +5,7 @@ import time
 
 from mel import artifacts, schemas
 from mel.config import Config
-from mel.engines import make_engine
-from mel.stages.common import StageResult, derive_seed, problems_for_step, set_threads, step_dir
+from mel.stages.common import StageResult, derive_seed, policy_engine, problems_for_step, set_threads, step_dir
 
 
 def run_rollout(cfg: Config, run_dir: str, step: int, checkpoint_uri: str) -> StageResult:
@@ -16,14 +15,7 @@ def run_rollout(cfg: Config, run_dir: str, step: int, checkpoint_uri: str) -> St
     set_threads(cfg)
     t0 = time.perf_counter()
     problems = problems_for_step(cfg, step)
-    engine = make_engine(
-        cfg.rollout.engine,
-        artifacts.fetch_folder(checkpoint_uri),
-        dtype=cfg.model.dtype,
-        use_chat_template=cfg.rollout.use_chat_template,
-        system_prompt=cfg.rollout.system_prompt,
-        batch_size=cfg.rollout.batch_size,
-    )
+    engine = policy_engine(cfg, checkpoint_uri).get()
     t_gen = time.perf_counter()
     results = engine.generate(
         [p.prompt for p in problems],

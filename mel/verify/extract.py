@@ -18,6 +18,7 @@ Both are pure functions and never raise on any input string.
 from __future__ import annotations
 
 import re
+import warnings
 
 __all__ = ["extract_code", "extract_answer"]
 
@@ -42,7 +43,9 @@ def _clean_chat(text: str) -> str:
 
 def _compiles(code: str) -> bool:
     try:
-        compile(code, "<extract>", "exec", dont_inherit=True)
+        with warnings.catch_warnings():  # e.g. SyntaxWarning for '\d' in a string: noise, not our verdict
+            warnings.simplefilter("ignore")
+            compile(code, "<extract>", "exec", dont_inherit=True)
         return True
     except BaseException:  # SyntaxError, ValueError (null bytes), RecursionError, MemoryError, ...
         return False
