@@ -13,6 +13,7 @@ and each method's ratio to GRPO (issue targets: MEL-Code <= 1.15x, MEL <= 1.5x).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -21,6 +22,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 STAGES = ("rollout", "verify", "pair", "extract", "replay", "update")
 

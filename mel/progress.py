@@ -24,7 +24,10 @@ class Progress:
         self.t0 = time.perf_counter()
         self.steps = cfg.run.steps
         self.reused, self.computed = [], []
-        self._print(f"mel run {cfg.run.name}: {cfg.run.steps} steps of {cfg.algorithm.name} on {cfg.data.taskset} "
+        method = cfg.algorithm.name
+        if cfg.mel.enabled:
+            method += f" + meta-experiences ({cfg.mel.builder} builder, {cfg.mel.replay} replay)"
+        self._print(f"mel run {cfg.run.name}: {cfg.run.steps} steps of {method} on {cfg.data.taskset} "
                     f"({cfg.data.prompts_per_step} prompts x {cfg.rollout.group_size} samples), "
                     f"model {cfg.model.source}")
         self._print(f"run dir: {run_dir}")
@@ -43,12 +46,18 @@ class Progress:
     def run_done(self, run_dir: str, metrics: list[dict], checkpoint: str) -> None:
         wall = time.perf_counter() - self.t0
         self._print("")
-        self._print(f"{'step':>4} {'reward':>7} {'pass':>6} {'mixed':>6} {'loss':>9} {'kl':>7} {'clip':>6} "
-                    f"{'gnorm':>7} {'gen tok/s':>9} {'train tok/s':>11}")
+        mel = any(m.get("num_pairs") is not None for m in metrics)
+        head = (f"{'step':>4} {'reward':>7} {'pass':>6} {'mixed':>6} {'loss':>9} {'kl':>7} {'clip':>6} "
+                f"{'gnorm':>7} {'gen tok/s':>9} {'train tok/s':>11}")
+        self._print(head + (f" {'p_pair':>6} {'p_acc':>6} {'p_use':>6} {'retain':>6} {'M':>3} {'nll':>7}" if mel else ""))
         for m in metrics:
-            self._print(f"{m['step'] + 1:>4} {m['reward_mean']:>7.3f} {m['pass_rate']:>6.3f} "
-                        f"{m['mixed_group_rate']:>6.3f} {m['loss']:>+9.4f} {m['kl']:>7.4f} {m['clip_frac']:>6.3f} "
-                        f"{m['grad_norm']:>7.3f} {m['gen_tokens_per_s']:>9.1f} {m['train_tokens_per_s']:>11.1f}")
+            line = (f"{m['step'] + 1:>4} {m['reward_mean']:>7.3f} {m['pass_rate']:>6.3f} "
+                    f"{m['mixed_group_rate']:>6.3f} {m['loss']:>+9.4f} {m['kl']:>7.4f} {m['clip_frac']:>6.3f} "
+                    f"{m['grad_norm']:>7.3f} {m['gen_tokens_per_s']:>9.1f} {m['train_tokens_per_s']:>11.1f}")
+            if mel:
+                line += (f" {m['p_pair']:>6.2f} {m['p_accept'] or 0:>6.2f} {m['p_usable'] or 0:>6.2f} "
+                         f"{m['retention'] or 0:>6.2f} {m['num_experiences'] or 0:>3} {m['nll_loss'] or 0:>7.3f}")
+            self._print(line)
         total = len(self.reused) + len(self.computed)
         if total and not self.computed:
             self._print(f"\nall {total} stages reused from cached artifacts; nothing recomputed")

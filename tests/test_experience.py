@@ -91,27 +91,45 @@ def test_a_field_is_cut_at_the_next_label_the_policy_wrote_itself():
 
 # --- primed generation with a real (tiny) model --------------------------------------------------------------------
 
+class _RoundsOnly:
+    """An engine without ``generate_fields`` (as vLLM's): generate_primed falls back to one generation per field."""
+
+    def __init__(self, engine):
+        self.engine, self.calls = engine, []
+        self.encode_prompt, self.encode_text = engine.encode_prompt, engine.encode_text
+
+    def generate_from_ids(self, ids, **kw):
+        self.calls.append([list(x) for x in ids])
+        return self.engine.generate_from_ids(ids, **kw)
+
+
 def test_primed_generation_conditions_each_field_on_the_earlier_ones(tiny_model, tiny_model_path):
     from mel.engines.hf import TransformersEngine
 
     model, tok = tiny_model
-    engine = TransformersEngine(tiny_model_path, model=model, tokenizer=tok, batch_size=8)
-    calls = []
-    original = engine.generate_from_ids
-
-    def spy(ids, **kw):
-        calls.append([list(x) for x in ids])
-        return original(ids, **kw)
-
-    engine.generate_from_ids = spy
+    engine = _RoundsOnly(TransformersEngine(tiny_model_path, model=model, tokenizer=tok, batch_size=8))
     (text, tokens), = generate_primed(engine, ["Explain the failure."], (4, 5, 6), temperature=1.0, seed=0)
     assert text.startswith("Bifurcation step:") and "\nCritique:" in text and "\nHeuristic:" in text
     assert 0 < tokens <= 15
+    calls = engine.calls
     base = engine.encode_prompt("Explain the failure.")
     assert all(c[0][: len(base)] == base for c in calls)  # every field continues the same instruction
     assert len(calls[1][0]) > len(calls[0][0]) < len(calls[2][0])  # later fields see the earlier ones
     prefix_of_field_2 = engine.encode_text(text.split("\nHeuristic:")[0] + "\nHeuristic:")
     assert calls[2][0][len(base):] == prefix_of_field_2
+
+
+def test_one_pass_and_per_field_generation_give_the_same_structure(tiny_model, tiny_model_path):
+    from mel.engines.hf import TransformersEngine
+
+    model, tok = tiny_model
+    engine = TransformersEngine(tiny_model_path, model=model, tokenizer=tok, batch_size=8)
+    for eng in (engine, _RoundsOnly(engine)):
+        outputs = generate_primed(eng, ["Explain A.", "Explain B."], (4, 5, 6), temperature=1.0, seed=0)
+        for text, tokens in outputs:
+            m = parse_meta_experience(text)
+            assert m.bifurcation_step and m.critique and m.heuristic, text
+            assert 0 < tokens <= 15
 
 
 def test_the_llm_builder_returns_one_row_per_pair_and_its_retro_context(tiny_model, tiny_model_path):
@@ -128,6 +146,38 @@ def test_the_llm_builder_returns_one_row_per_pair_and_its_retro_context(tiny_mod
     assert built[0].retro_prompt == meta_experience_prompt(problem.prompt, pairs[0].y_plus, pairs[0].y_minus)
     assert all(0 < b.gen_tokens <= 9 for b in built)
     assert all(b.experience.ok or b.experience.reject_reason for b in built)
+
+
+def test_the_self_critique_builder_sees_only_the_failing_rollout(tiny_model, tiny_model_path):
+    from mel.config import MelConfig
+    from mel.engines.hf import TransformersEngine
+    from mel.experience.prompts import self_critique_prompt
+
+    model, tok = tiny_model
+    problem = load_taskset("easy_code", None)[0]
+    pairs = [PairInput(problem, None, "def add(a, b):\n    return a - b", "failed")]
+    ctx = BuildContext(LazyEngine(lambda: TransformersEngine(tiny_model_path, model=model, tokenizer=tok)),
+                       MelConfig(builder="self_critique", contrastive=False, max_new_tokens=(3, 3, 3)), seed=2)
+    (built,) = BUILDERS.get("self_critique")(pairs, ctx)
+    assert built.retro_prompt == self_critique_prompt(problem.prompt, pairs[0].y_minus)
+    assert "return a - b" in built.retro_prompt and "Correct" not in built.retro_prompt.replace("Incorrect", "")
+    assert 0 < built.gen_tokens <= 9
+
+
+def test_the_template_builder_generates_nothing_and_conditions_on_x_y_plus_y_minus():
+    from mel.config import MelConfig
+
+    problem = load_taskset("easy_code", None)[0]
+    pairs = [PairInput(problem, "def add(a, b):\n    return a + b", "def add(a, b):\n    return a - b", "failed",
+                       "add(1, 2) returned -1, expected 3")]
+
+    def no_engine():
+        raise AssertionError("the template builder must not load the policy")
+
+    (built,) = BUILDERS.get("template")(pairs, BuildContext(LazyEngine(no_engine), MelConfig(builder="template"), 0))
+    assert built.experience.ok and built.gen_tokens == 0
+    assert built.experience.bifurcation_step == "return a - b"
+    assert "return a + b" in built.retro_prompt and "return a - b" in built.retro_prompt
 
 
 def test_the_llm_builder_refuses_rows_without_y_plus():

@@ -2,8 +2,8 @@
 C ~ pi(. | I, x, y+, y-, s*), then H ~ pi(. | I, x, y+, y-, s*, C).
 
 Generation is primed field by field: the assistant turn is started with ``Bifurcation step:``, the policy continues
-it (up to ``max_new_tokens[0]`` tokens), the text is cut at the next field label, then ``Critique:`` is appended and
-the policy continues again, and likewise ``Heuristic:``. Each field is therefore conditioned on the earlier ones,
+it (one line, up to ``max_new_tokens[0]`` tokens), then ``Critique:`` follows and the policy continues again (to a
+blank line or its budget), and likewise ``Heuristic:``. Each field is therefore conditioned on the earlier ones,
 exactly as eqs. 2-4 write it, and a small policy cannot lose the structure.
 
 Departure from the paper: Appendix C asks for one free-form answer in four sections (failure path, success factors,
@@ -79,9 +79,19 @@ def parse_meta_experience(text: str, specifics: Sequence[str] = ()) -> MetaExper
 
 def generate_primed(engine, prompts: Sequence[str], max_new_tokens: Sequence[int], temperature: float, seed: int
                     ) -> list[tuple[str, int]]:
-    """For each instruction prompt, the assistant text ``Bifurcation step: s*\\nCritique: C\\nHeuristic: H`` generated
-    field by field, and the number of tokens generated for it."""
+    """For each instruction prompt, the assistant text ``Bifurcation step: s*\nCritique: C\nHeuristic: H`` generated
+    field by field, and the number of tokens the policy generated for it.
+
+    With an engine that has ``generate_fields`` (transformers) the three fields are written in one pass, the labels
+    forced in between (one prefill of the long instruction); otherwise each field is a separate primed generation
+    (vLLM, whose prefix cache makes the repeated prompt cheap). s* is one line; C and H end at a blank line."""
     base = [engine.encode_prompt(p) for p in prompts]
+    if hasattr(engine, "generate_fields"):
+        first = engine.encode_text(f"{FIELD_LABELS[0]}:")
+        labels = [f"{label}:" for label in FIELD_LABELS]
+        outputs = engine.generate_fields([b + first for b in base], labels, max_new_tokens, temperature, seed,
+                                         one_line=(True, False, False))
+        return [(f"{FIELD_LABELS[0]}:{text}", tokens) for text, tokens in outputs]
     texts = [""] * len(prompts)
     tokens = [0] * len(prompts)
     for f, (label, budget) in enumerate(zip(FIELD_LABELS, max_new_tokens)):
@@ -91,6 +101,7 @@ def generate_primed(engine, prompts: Sequence[str], max_new_tokens: Sequence[int
                                            seed=seed * 7 + f)
         for i, r in enumerate(results):
             sample = r.samples[0]
-            texts[i] = f"{primed[i]} {cut_field(sample.text)}"
+            value = cut_field(sample.text)
+            texts[i] = f"{primed[i]} {value.split(chr(10))[0] if f == 0 else value}"
             tokens[i] += len(sample.token_ids)
     return list(zip(texts, tokens))

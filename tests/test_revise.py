@@ -1,0 +1,235 @@
+"""R-MEL revision core, values worked by hand: truncation by tokens, the LCP ratio, the seed rules, the budget cycling
+through the truncation schedule, stop at the first accepted revision, the LCP threshold (per-tau, fixed, zero), what
+the callbacks receive, and argument checks. Pure Python: the callbacks are fakes, no model is loaded."""
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+import mel.experience.revise as revise_module
+from mel.experience.revise import (
+    PAPER_BUDGET, PAPER_TAUS, SEED_RULES, Continuation, FailedRollout, all_negative_groups, lcp_ratio, revise,
+    truncate,
+)
+
+Y10 = tuple(range(100, 110))  # |y-| = 10, distinct ids so a wrong slice shows
+Y7 = tuple(range(200, 207))  # |y-| = 7
+
+
+class FakePolicy:
+    """continue_fn that records (prefix, attempt) and returns the scripted continuations in turn."""
+
+    def __init__(self, continuations: list[tuple[int, ...]]) -> None:
+        self.continuations = continuations
+        self.calls: list[tuple[tuple[int, ...], int]] = []
+
+    def __call__(self, prefix: tuple[int, ...], *, attempt: int) -> Continuation:
+        self.calls.append((prefix, attempt))
+        ids = self.continuations[len(self.calls) - 1]
+        return Continuation(token_ids=ids, text=" ".join(map(str, ids)))
+
+
+def verifier(passes: list[bool]):
+    """verify_fn that returns the scripted verdicts in turn and records its arguments."""
+    seen: list[tuple[tuple[int, ...], Continuation]] = []
+
+    def verify_fn(y_rev: tuple[int, ...], continuation: Continuation) -> bool:
+        seen.append((y_rev, continuation))
+        return passes[len(seen) - 1]
+
+    verify_fn.seen = seen  # type: ignore[attr-defined]
+    return verify_fn
+
+
+# --- truncation and LCP ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("tau,kept", [(0.7, 7), (0.5, 5), (0.3, 3), (1.0, 10), (0.05, 0)])
+def test_truncate_keeps_floor_tau_n_tokens(tau, kept):
+    assert truncate(Y10, tau) == Y10[:kept]
+    assert len(truncate(Y10, tau)) == kept
+
+
+def test_truncate_floors_by_tokens_not_characters():
+    assert truncate(Y7, 0.5) == (200, 201, 202)  # floor(3.5) = 3
+    assert truncate(Y7, 0.3) == (200, 201)  # floor(2.1) = 2
+
+
+def test_truncate_is_exact_on_the_decimal_tau():
+    # the float product 0.29 * 100 is 28.999999999999996; a naive floor keeps 28 tokens
+    assert len(truncate(tuple(range(100)), 0.29)) == 29
+    assert len(truncate(tuple(range(100)), 0.57)) == 57
+
+
+def test_lcp_ratio():
+    assert lcp_ratio(Y10, Y10) == 1.0
+    assert lcp_ratio(Y10[:4] + (999, 104, 105), Y10) == pytest.approx(0.4, abs=1e-12)  # diverges at k = 4
+    assert lcp_ratio((999,) + Y10[1:], Y10) == 0.0  # diverges at k = 0
+    assert lcp_ratio(Y10[:6], Y10) == pytest.approx(0.6, abs=1e-12)  # y_rev stops early
+    assert lcp_ratio(Y10 + (1, 2, 3), Y10) == 1.0  # y_rev runs past y-: capped at |y-|
+    assert lcp_ratio(Y7[:3], Y7) == pytest.approx(3 / 7, abs=1e-12)
+    assert lcp_ratio((1, 2), ()) == 0.0  # empty y-
+
+
+# --- seed rules --------------------------------------------------------------------------------------------------
+
+def test_seed_longest():
+    c = [FailedRollout(0, (1, 2)), FailedRollout(1, (1, 2, 3, 4)), FailedRollout(2, (1, 2, 3))]
+    assert SEED_RULES.get("longest")(c) == 1
+
+
+def test_seed_longest_ties_go_to_the_lowest_sample_index():
+    c = [FailedRollout(5, (1, 2, 3)), FailedRollout(1, (1,)), FailedRollout(2, (7, 8, 9))]
+    assert SEED_RULES.get("longest")(c) == 2  # samples 5 and 2 tie at 3 tokens; 2 wins, at position 2
+
+
+def test_seed_max_logprob_uses_the_mean_not_the_sum():
+    c = [FailedRollout(0, (1,), (-0.3,)),  # mean -0.3, sum -0.3 (a sum would pick this one)
+         FailedRollout(1, (1, 2, 3, 4), (-0.1, -0.1, -0.1, -0.1)),  # mean -0.1, sum -0.4
+         FailedRollout(2, (1, 2), (-0.5, -0.1))]  # mean -0.3
+    assert SEED_RULES.get("max_logprob")(c) == 1
+
+
+def test_seed_max_logprob_ties_and_missing_logprobs():
+    tie = [FailedRollout(3, (1, 2), (-0.2, -0.4)), FailedRollout(0, (1,), (-0.3,))]
+    assert SEED_RULES.get("max_logprob")(tie) == 1  # both mean -0.3: sample 0
+    with pytest.raises(ValueError, match="logprobs"):
+        SEED_RULES.get("max_logprob")([FailedRollout(0, (1, 2))])
+
+
+def test_seed_rules_registry_and_bad_inputs():
+    assert SEED_RULES.names() == ["longest", "max_logprob"]
+    with pytest.raises(KeyError, match="longest, max_logprob"):
+        SEED_RULES.get("shortest")
+    with pytest.raises(ValueError, match="candidates"):
+        SEED_RULES.get("longest")([])
+    with pytest.raises(ValueError, match="logprobs"):
+        FailedRollout(0, (1, 2, 3), (-0.1,))
+
+
+def test_all_negative_groups():
+    groups = {4: [False, False], 1: [True, False], 2: [], 0: [False], 3: [True, True]}
+    assert all_negative_groups(groups) == [0, 4]
+
+
+# --- the revision loop -------------------------------------------------------------------------------------------
+
+def test_budget_cycles_the_schedule_and_prefixes_are_exact():
+    policy = FakePolicy([(1,), (2,), (3,), (4,)])
+    rev = revise(FailedRollout(0, Y10), PAPER_TAUS, 4, None, policy, verifier([False] * 4))
+    assert [a for _, a in policy.calls] == [0, 1, 2, 3]
+    assert [p for p, _ in policy.calls] == [Y10[:7], Y10[:5], Y10[:3], Y10[:7]]
+    assert [a.tau for a in rev.attempts] == [0.7, 0.5, 0.3, 0.7]
+    assert [a.prefix_len for a in rev.attempts] == [7, 5, 3, 7]
+    assert not rev.accepted and rev.y_rev is None and rev.tau is None
+    assert rev.num_attempts == 4 and not any(a.accepted for a in rev.attempts)
+
+
+def test_budget_one_tries_the_first_ratio_only():
+    policy = FakePolicy([(1,), (2,)])
+    rev = revise(FailedRollout(0, Y10), PAPER_TAUS, 1, None, policy, verifier([False, False]))
+    assert policy.calls == [(Y10[:7], 0)]
+    assert rev.num_attempts == 1 and rev.attempts[0].tau == 0.7
+
+
+def test_stops_at_the_first_accepted_revision():
+    policy = FakePolicy([(900, 901), (300, 301), (400,), (500,)])
+    verify = verifier([False, True, True, True])
+    rev = revise(FailedRollout(0, Y10), PAPER_TAUS, PAPER_BUDGET, None, policy, verify)
+    assert len(policy.calls) == 2 and len(verify.seen) == 2
+    assert rev.accepted and rev.tau == 0.5
+    assert rev.y_rev == Y10[:5] + (300, 301)  # LCP 5 / 10 = 0.5 >= tau 0.5
+    assert [a.accepted for a in rev.attempts] == [False, True]
+    assert rev.attempts[1].lcp == pytest.approx(0.5, abs=1e-12)
+
+
+def test_verify_fn_sees_prefix_plus_continuation():
+    policy = FakePolicy([(7, 8, 9)])
+    verify = verifier([False])
+    revise(FailedRollout(0, Y10), (0.3,), 1, None, policy, verify)
+    y_rev, cont = verify.seen[0]
+    assert y_rev == (100, 101, 102, 7, 8, 9)
+    assert cont == Continuation((7, 8, 9), "7 8 9")
+
+
+def test_generated_tokens_sums_continuation_lengths():
+    policy = FakePolicy([(1, 2, 3), (), (4, 5, 6, 7, 8), (9, 10)])
+    rev = revise(FailedRollout(0, Y10), PAPER_TAUS, 4, None, policy, verifier([False] * 4))
+    assert [a.continuation_tokens for a in rev.attempts] == [3, 0, 5, 2]
+    assert rev.generated_tokens == 10
+
+
+def test_a_failing_revision_is_never_accepted_even_with_full_overlap():
+    policy = FakePolicy([Y10[7:]])  # reproduces y- exactly: LCP 1.0
+    rev = revise(FailedRollout(0, Y10), (0.7,), 1, 0.0, policy, verifier([False]))
+    assert rev.attempts[0].lcp == 1.0 and not rev.attempts[0].passed and not rev.accepted
+
+
+# --- the LCP threshold -------------------------------------------------------------------------------------------
+
+def test_per_tau_threshold_rejects_an_immediate_divergence_when_the_floor_falls_short():
+    # |y-| = 7, tau = 0.5: 3 tokens kept; diverging at once leaves LCP 3/7 < 0.5
+    rev = revise(FailedRollout(0, Y7), (0.5,), 1, None, FakePolicy([(999, 998)]), verifier([True]))
+    assert rev.attempts[0].passed and not rev.accepted
+    assert rev.attempts[0].lcp == pytest.approx(3 / 7, abs=1e-12)
+
+
+def test_per_tau_threshold_accepts_once_the_continuation_reaches_tau():
+    # the continuation reproduces y-[3] before diverging: LCP 4/7 >= 0.5
+    rev = revise(FailedRollout(0, Y7), (0.5,), 1, None, FakePolicy([(203, 999)]), verifier([True]))
+    assert rev.accepted and rev.y_rev == (200, 201, 202, 203, 999)
+
+
+def test_lcp_tau_zero_accepts_any_passing_revision():
+    rev = revise(FailedRollout(0, Y7), (0.5,), 1, 0.0, FakePolicy([(999, 998)]), verifier([True]))
+    assert rev.accepted and rev.tau == 0.5 and rev.y_rev == (200, 201, 202, 999, 998)
+
+
+def test_fixed_lcp_tau_replaces_the_per_attempt_tau():
+    # 3/7 = 0.43: passes a fixed 0.3 (the paper's experiments), fails the per-tau 0.5
+    rev = revise(FailedRollout(0, Y7), (0.5,), 1, 0.3, FakePolicy([(999,)]), verifier([True]))
+    assert rev.accepted
+    # a fixed 0.9 rejects every attempt whose continuation diverges at once: all B attempts are spent
+    policy = FakePolicy([(999,)] * 4)
+    rev = revise(FailedRollout(0, Y10), PAPER_TAUS, 4, 0.9, policy, verifier([True] * 4))
+    assert not rev.accepted and len(policy.calls) == 4
+    assert [a.lcp for a in rev.attempts] == pytest.approx([0.7, 0.5, 0.3, 0.7], abs=1e-12)
+
+
+def test_threshold_at_equality_is_exact():
+    # |y-| = 10, tau = 0.7: LCP exactly 7/10 meets the threshold (>=)
+    rev = revise(FailedRollout(0, Y10), (0.7,), 1, None, FakePolicy([(999,)]), verifier([True]))
+    assert rev.accepted
+
+
+# --- argument checks ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs,name", [
+    ({"budget": 0}, "budget"), ({"budget": -1}, "budget"), ({"budget": 1.5}, "budget"), ({"budget": True}, "budget"),
+    ({"taus": ()}, "taus"), ({"taus": (0.7, 0.0)}, r"taus\[1\]"), ({"taus": (1.2,)}, r"taus\[0\]"),
+    ({"taus": (float("nan"),)}, r"taus\[0\]"), ({"lcp_tau": -0.1}, "lcp_tau"), ({"lcp_tau": 1.5}, "lcp_tau"),
+])
+def test_bad_arguments_raise_before_any_generation(kwargs, name):
+    args = {"taus": PAPER_TAUS, "budget": 4, "lcp_tau": None} | kwargs
+    policy = FakePolicy([(1,)] * 4)
+    with pytest.raises(ValueError, match=name):
+        revise(FailedRollout(0, Y10), continue_fn=policy, verify_fn=verifier([False] * 4), **args)
+    assert policy.calls == []
+
+
+@pytest.mark.parametrize("tau", [0, 0.0, -0.3, 1.01])
+def test_truncate_rejects_tau_outside_0_1(tau):
+    with pytest.raises(ValueError, match="tau"):
+        truncate(Y10, tau)
+
+
+# --- purity ------------------------------------------------------------------------------------------------------
+
+def test_module_imports_only_the_stdlib_and_the_registry():
+    tree = ast.parse(Path(revise_module.__file__).read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    outside = {m for m in imported if m.split(".")[0] not in sys.stdlib_module_names} - {"mel.registry"}
+    assert outside == set()
