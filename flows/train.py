@@ -1,7 +1,8 @@
-"""The training flows: a run is N steps; a step is rollout -> verify -> [pair -> extract -> replay] -> update.
+"""The training flows: a run is N steps; a step is
+rollout -> verify -> [pair -> (revise) -> extract -> replay] -> update.
 
 The bracketed stages run when meta-experience learning is on (``mel.builder`` is not ``none``): MEL, MEL-Code,
-Self-Critique and their ablations (``configs/methods/``).
+Self-Critique and their ablations (``configs/methods/``); revise runs for R-MEL and MEL+Extra (``revise.mode``).
 
 Run it:
     mel run configs/tiny.yaml --run-dir runs/tiny            # the CLI (progress lines + a summary)
@@ -34,6 +35,7 @@ from tasks.extract import extract
 from tasks.pair import pair
 from tasks.prepare import prepare_model
 from tasks.replay import replay
+from tasks.revise import revise
 from tasks.rollout import rollout
 from tasks.update import update
 from tasks.verify import verify
@@ -96,8 +98,12 @@ def train_step(
     rolled = call_stage(rollout, storage, **common, checkpoint_uri=checkpoint_uri)
     verified = call_stage(verify, storage, **common, rollouts_uri=rolled.uri)
     meta_uri = None
-    if run_config(config_uri, cfg_hash).mel.enabled:
+    cfg = run_config(config_uri, cfg_hash)
+    if cfg.mel.enabled:
         paired = call_stage(pair, storage, **common, rollouts_uri=rolled.uri, verdicts_uri=verified.uri)
+        if cfg.revise.mode != "none":
+            paired = call_stage(revise, storage, **common, checkpoint_uri=checkpoint_uri, rollouts_uri=rolled.uri,
+                                verdicts_uri=verified.uri, pairs_uri=paired.uri)
         built = call_stage(extract, storage, **common, checkpoint_uri=checkpoint_uri, pairs_uri=paired.uri)
         meta_uri = call_stage(replay, storage, **common, checkpoint_uri=checkpoint_uri,
                               experiences_uri=built.uri).uri
@@ -111,6 +117,32 @@ def write_run_metrics(run_dir: str, update_uris: Sequence[str]) -> str:
     out = artifacts.join(run_dir, "metrics.parquet")
     artifacts.write_table(out, pa.concat_tables(tables), schemas.METRICS, steps=len(tables))
     return out
+
+
+def write_revision_report(run_dir: str, steps: int) -> str:
+    """R-MEL / MEL+Extra runs: ``run_dir/report/`` gets the revision analytics of every finished step as Parquet
+    (``revision_groups``, ``revision_buckets``) and ``revisions.png`` (success per tau, LCP ratios, success by
+    difficulty and log-prob quintile, tokens per group)."""
+    import tempfile
+
+    from mel.experience.revision_report import plot_revisions, write_analytics
+    from mel.stages.common import step_dir
+
+    rows: list[dict] = []
+    for step in range(steps):
+        uri = artifacts.join(step_dir(run_dir, step), "revisions.parquet")
+        if artifacts.is_complete(uri):
+            rows += artifacts.read_table(uri, schemas.REVISIONS).to_pylist()
+    report = artifacts.join(run_dir, "report")
+    write_analytics(rows, report, steps=steps)
+    png = artifacts.join(report, "revisions.png")
+    with tempfile.TemporaryDirectory() as tmp:
+        plot_revisions(rows, f"{tmp}/revisions.png", title=run_dir.rstrip("/").rsplit("/", 1)[-1])
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(png)
+        fs.put_file(f"{tmp}/revisions.png", path)
+    return png
 
 
 @flow(name="mel-train", log_prints=False)
@@ -133,6 +165,8 @@ def train(
         checkpoint = result.extra["checkpoint"]
         update_uris.append(result.uri)
         write_run_metrics(run_dir, update_uris)
+    if cfg.revise.mode != "none":
+        write_revision_report(run_dir, cfg.run.steps)
     metrics_uri = artifacts.join(run_dir, "metrics.parquet")
     progress.run_done(run_dir, artifacts.read_table(metrics_uri, schemas.METRICS).to_pylist(), checkpoint)
     return run_dir

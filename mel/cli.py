@@ -57,7 +57,9 @@ def _report_if_complete(cfg, run_dir: str, digest: str) -> bool:
     if metrics is None:
         return False
     progress.run_start(cfg, run_dir)
-    stages = ("rollout", "verify") + (("pair", "extract", "replay") if cfg.mel.enabled else ()) + ("update",)
+    stages = ("rollout", "verify") + (("pair",) if cfg.mel.enabled else ()) + (
+        ("revise",) if cfg.revise.mode != "none" else ()) + (("extract", "replay") if cfg.mel.enabled else ()) + (
+        "update",)
     progress.reused = [f"step {s + 1} {stage}" for s in range(cfg.run.steps) for stage in stages]
     progress.run_done(run_dir, metrics, f"{run_dir.rstrip('/')}/step_{cfg.run.steps - 1:04d}/checkpoint")
     return True

@@ -198,6 +198,31 @@ class MelConfig:
 
 
 @dataclass(frozen=True)
+class ReviseConfig:
+    """R-MEL: recover a contrastive pair from all-negative groups (and its compute-matched control)."""
+
+    mode: Literal["none", "rmel", "extra"] = "none"
+    """``rmel``: truncate a failed rollout y- and let the policy continue it (prefix-primed revision), the first
+    passing continuation that keeps the prefix becomes y+ of a pair (y_rev, y-); ``extra`` (MEL+Extra): the same
+    per-group generation budget spent on fresh rollouts of the prompt (attempt k may generate as many tokens as R-MEL's
+    attempt k could), a passing one pairs with y-; ``none``: all-negative groups are discarded (MEL)."""
+    seed_rule: Literal["longest", "max_logprob"] = "longest"
+    """Which failed rollout seeds the revision (``mel.experience.revise.SEED_RULES``)."""
+    taus: tuple[float, float, float] = (0.7, 0.5, 0.3)
+    """Truncation schedule: the prefix keeps floor(tau * |y-|) tokens, tried in this order."""
+    budget: int = 4
+    """B: continuation attempts per all-negative group, across the schedule (cycled)."""
+    lcp_tau: float | None = None
+    """Accept a passing revision iff LCP(y_rev, y-)/|y-| >= this; null uses each attempt's own tau; 0 accepts any
+    passing revision (the tau=0 ablation)."""
+
+    def __post_init__(self) -> None:
+        _check(all(0 < t <= 1 for t in self.taus), "revise.taus", "three ratios in (0, 1]")
+        _check(self.budget >= 1, "revise.budget", "at least 1")
+        _check(self.lcp_tau is None or 0 <= self.lcp_tau <= 1, "revise.lcp_tau", "null or in [0, 1]")
+
+
+@dataclass(frozen=True)
 class OptimizerConfig:
     lr: float = 1e-6
     """AdamW learning rate (constant)."""
@@ -243,7 +268,14 @@ class Config:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     mel: MelConfig = field(default_factory=MelConfig)
+    revise: ReviseConfig = field(default_factory=ReviseConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        if self.revise.mode != "none":
+            _check(self.mel.enabled and self.mel.contrastive, "mel.builder",
+                   f"set (with mel.contrastive: true) for revise.mode={self.revise.mode}: revised pairs go through "
+                   "the meta-experience builder")
 
 
 # Fields that do not change any artifact; left out of the config hash.

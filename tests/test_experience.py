@@ -265,7 +265,8 @@ METHODS = sorted((REPO / "configs" / "methods").glob("*.yaml"))
 def test_every_method_listed_in_the_issue_has_a_config():
     names = {p.stem for p in METHODS}
     assert {"grpo", "mel", "mel_code", "self_critique", "mel_code_no_replay", "mel_code_no_contrastive",
-            "mel_code_bifurcation_skip", "rft_me", "reinforcepp_me"} <= names
+            "mel_code_bifurcation_skip", "rft_me", "reinforcepp_me", "rmel", "mel_extra", "rmel_tau0",
+            "rmel_b1"} <= names
 
 
 @pytest.mark.parametrize("path", METHODS, ids=lambda p: p.stem)
@@ -293,6 +294,14 @@ def test_ablations_change_exactly_one_thing_from_mel_code():
         assert diff == fields, name
 
 
+def test_rmel_ablations_change_one_revision_setting():
+    rmel = load_config(str(REPO / "configs/methods/rmel.yaml")).revise
+    assert (rmel.mode, rmel.taus, rmel.budget, rmel.lcp_tau) == ("rmel", (0.7, 0.5, 0.3), 4, None)
+    assert load_config(str(REPO / "configs/methods/mel_extra.yaml")).revise.mode == "extra"
+    assert load_config(str(REPO / "configs/methods/rmel_tau0.yaml")).revise.lcp_tau == 0.0
+    assert load_config(str(REPO / "configs/methods/rmel_b1.yaml")).revise.budget == 1
+
+
 def test_a_base_chain_that_loops_is_refused(tmp_path):
     (tmp_path / "a.yaml").write_text("base: b.yaml\n")
     (tmp_path / "b.yaml").write_text("base: a.yaml\n")
@@ -304,6 +313,8 @@ def test_a_base_chain_that_loops_is_refused(tmp_path):
     (["mel.replay=in_context"], "mel.builder"),
     (["mel.builder=self_critique"], "mel.contrastive"),
     (["mel.builder=template", "mel.max_experiences=0"], "mel.max_experiences"),
+    (["revise.mode=rmel"], "mel.builder"),
+    (["mel.builder=template", "revise.mode=rmel", "revise.budget=0"], "revise.budget"),
 ])
 def test_inconsistent_mel_settings_are_refused_with_the_field_to_fix(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -233,3 +233,31 @@ def test_module_imports_only_the_stdlib_and_the_registry():
     imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     outside = {m for m in imported if m.split(".")[0] not in sys.stdlib_module_names} - {"mel.registry"}
     assert outside == set()
+
+
+def test_the_batched_rounds_make_the_same_attempts_as_revise_one_seed_at_a_time():
+    from mel.experience.revise import revise_batch
+
+    seeds = [FailedRollout(i, tuple(range(10 * i, 10 * i + 10))) for i in range(4)]
+    passes_at = {0: 1, 1: None, 2: 0, 3: 3}  # attempt at which each seed's continuation passes
+
+    def cont(prefix, seed, k):
+        return Continuation(seeds[seed].token_ids[len(prefix):len(prefix) + 2] + (999,), "")
+
+    def ok(seed, k):
+        return passes_at[seed] is not None and k >= passes_at[seed]
+
+    calls = []
+
+    def continue_batch(positions, prefixes, k):
+        calls.append((list(positions), k))
+        return [cont(p, i, k) for i, p in zip(positions, prefixes)]
+
+    batched = revise_batch(seeds, (0.7, 0.5, 0.3), 4, None, continue_batch,
+                           lambda positions, y_revs, conts: [ok(i, len([c for c in calls if i in c[0]]) - 1)
+                                                             for i in positions])
+    single = [revise(s, (0.7, 0.5, 0.3), 4, None, lambda p, attempt, i=i: cont(p, i, attempt),
+                     lambda y, c, i=i, box=[-1]: (box.__setitem__(0, box[0] + 1), ok(i, box[0]))[1])
+              for i, s in enumerate(seeds)]
+    assert batched == single
+    assert calls == [([0, 1, 2, 3], 0), ([0, 1, 3], 1), ([1, 3], 2), ([1, 3], 3)]  # a rescued seed leaves the rounds

@@ -149,6 +149,11 @@ def _prefix_len(n: int, tau: Fraction) -> int:
     return math.floor(tau * n)  # exact: Fraction('0.7') * 10 == 7
 
 
+def prefix_length(num_tokens: int, tau: float) -> int:
+    """floor(tau * |y-|), tau read as the decimal written."""
+    return _prefix_len(num_tokens, _check_tau("tau", tau))
+
+
 def truncate(token_ids: Sequence[int], tau: float) -> tuple[int, ...]:
     """p_tau: the first floor(tau * |y-|) tokens of y- (tau read as the decimal written, see the module docstring)."""
     return tuple(token_ids[:_prefix_len(len(token_ids), _check_tau("tau", tau))])
@@ -168,34 +173,61 @@ def lcp_ratio(y_rev: Sequence[int], y_minus: Sequence[int]) -> float:
     return _lcp_len(y_rev, y_minus) / len(y_minus) if y_minus else 0.0
 
 
-def revise(y_minus: FailedRollout, taus: Sequence[float], budget: int, lcp_tau: float | None,
-           continue_fn: ContinueFn, verify_fn: VerifyFn) -> Revision:
-    """Spend up to ``budget`` continuation attempts on the seed y-, cycling through ``taus`` in order; stop at the
-    first revision that passes ``verify_fn`` and keeps LCP / |y-| >= threshold (the attempt's tau when ``lcp_tau`` is
-    None, else ``lcp_tau``)."""
+def _check_schedule(taus: Sequence[float], budget: int, lcp_tau: float | None):
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ValueError(f"budget must be an int >= 1 (B continuation attempts), got {budget!r}")
     if not taus:
         raise ValueError("taus must be non-empty, e.g. (0.7, 0.5, 0.3)")
     exact_taus = [_check_tau(f"taus[{i}]", t) for i, t in enumerate(taus)]
     fixed = None if lcp_tau is None else _check_tau("lcp_tau", lcp_tau, low_open=False)
+    return exact_taus, fixed
 
-    y = y_minus.token_ids
-    n = len(y)
-    attempts: list[Attempt] = []
+
+# (seed positions, their prefixes, attempt) -> one continuation per prefix
+BatchContinueFn = Callable[[list[int], list[tuple[int, ...]], int], list[Continuation]]
+BatchVerifyFn = Callable[[list[int], list[tuple[int, ...]], list[Continuation]], list[bool]]  # (seeds, y_rev, cont)
+
+
+def revise_batch(seeds: Sequence[FailedRollout], taus: Sequence[float], budget: int, lcp_tau: float | None,
+                 continue_batch: BatchContinueFn, verify_batch: BatchVerifyFn) -> list[Revision]:
+    """``revise`` for many seeds at once, in rounds: round k continues every seed not yet revised (one batched
+    ``continue_batch(seed positions, prefixes, k)`` call) and verifies them together (``verify_batch(seed positions, y_rev, cont)``);
+    each seed's attempts, stopping rule and budget are exactly those of ``revise``."""
+    exact_taus, fixed = _check_schedule(taus, budget, lcp_tau)
+    attempts: list[list[Attempt]] = [[] for _ in seeds]
+    done: dict[int, Revision] = {}
     for k in range(budget):
         tau, tau_exact = taus[k % len(taus)], exact_taus[k % len(taus)]
-        prefix = y[:_prefix_len(n, tau_exact)]
-        continuation = continue_fn(prefix, attempt=k)
-        y_rev = prefix + tuple(continuation.token_ids)
-        passed = bool(verify_fn(y_rev, continuation))
-        lcp = _lcp_len(y_rev, y)
+        open_ = [i for i in range(len(seeds)) if i not in done]
+        if not open_:
+            break
+        prefixes = [seeds[i].token_ids[:_prefix_len(len(seeds[i].token_ids), tau_exact)] for i in open_]
+        continuations = continue_batch(open_, prefixes, k)
+        y_revs = [p + tuple(c.token_ids) for p, c in zip(prefixes, continuations)]
+        passed = verify_batch(open_, y_revs, continuations)
         threshold = tau_exact if fixed is None else fixed
-        keeps_prefix = Fraction(lcp, n) >= threshold if n else threshold == 0
-        accepted = passed and keeps_prefix
-        attempts.append(Attempt(attempt=k, tau=tau, prefix_len=len(prefix),
-                                continuation_tokens=len(continuation.token_ids), passed=passed,
-                                lcp=lcp / n if n else 0.0, accepted=accepted))
-        if accepted:
-            return Revision(accepted=True, attempts=tuple(attempts), y_rev=y_rev, tau=tau)
-    return Revision(accepted=False, attempts=tuple(attempts), y_rev=None, tau=None)
+        for i, prefix, cont, y_rev, ok in zip(open_, prefixes, continuations, y_revs, passed):
+            y = seeds[i].token_ids
+            n = len(y)
+            lcp = _lcp_len(y_rev, y)
+            keeps_prefix = Fraction(lcp, n) >= threshold if n else threshold == 0
+            accepted = bool(ok) and keeps_prefix
+            attempts[i].append(Attempt(attempt=k, tau=tau, prefix_len=len(prefix),
+                                       continuation_tokens=len(cont.token_ids), passed=bool(ok),
+                                       lcp=lcp / n if n else 0.0, accepted=accepted))
+            if accepted:
+                done[i] = Revision(accepted=True, attempts=tuple(attempts[i]), y_rev=y_rev, tau=tau)
+    return [done.get(i) or Revision(accepted=False, attempts=tuple(attempts[i]), y_rev=None, tau=None)
+            for i in range(len(seeds))]
+
+
+def revise(y_minus: FailedRollout, taus: Sequence[float], budget: int, lcp_tau: float | None,
+           continue_fn: ContinueFn, verify_fn: VerifyFn) -> Revision:
+    """Spend up to ``budget`` continuation attempts on the seed y-, cycling through ``taus`` in order; stop at the
+    first revision that passes ``verify_fn`` and keeps LCP / |y-| >= threshold (the attempt's tau when ``lcp_tau`` is
+    None, else ``lcp_tau``)."""
+    return revise_batch(
+        [y_minus], taus, budget, lcp_tau,
+        lambda _, prefixes, k: [continue_fn(prefixes[0], attempt=k)],
+        lambda _, y_revs, conts: [verify_fn(y_revs[0], conts[0])],
+    )[0]

@@ -68,6 +68,7 @@ def set_threads(cfg: Config) -> None:
 
 STEP_ARTIFACTS = ("rollouts.parquet", "verdicts.parquet", "update.parquet", "checkpoint")
 MEL_STEP_ARTIFACTS = ("pairs.parquet", "experiences.parquet", "meta_experiences.parquet")
+REVISE_STEP_ARTIFACTS = ("revised_pairs.parquet", "revisions.parquet")
 
 
 def completed_run_metrics(run_dir: str, config_hash: str, steps: int) -> list[dict] | None:
@@ -80,7 +81,9 @@ def completed_run_metrics(run_dir: str, config_hash: str, steps: int) -> list[di
         return None
     from mel.config import load_config
 
-    names = STEP_ARTIFACTS + (MEL_STEP_ARTIFACTS if load_config(config_uri).mel.enabled else ())
+    cfg = load_config(config_uri)
+    names = STEP_ARTIFACTS + (MEL_STEP_ARTIFACTS if cfg.mel.enabled else ()) + (
+        REVISE_STEP_ARTIFACTS if cfg.revise.mode != "none" else ())
     for step in range(steps):
         base = step_dir(run_dir, step)
         for name in names:

@@ -42,7 +42,8 @@ def run_extract(cfg: Config, run_dir: str, step: int, checkpoint_uri: str, pairs
     pairs_info = artifacts.read_manifest(pairs_uri)
     info = {"pairs": len(rows), "built": sum(r["built_ok"] for r in rows), "builder": cfg.mel.builder,
             "gen_tokens": sum(r["gen_tokens"] for r in rows), "seconds": time.perf_counter() - t0,
-            "p_pair": float(pairs_info["p_pair"]), "pair_seconds": float(pairs_info["seconds"])}
+            "p_pair": float(pairs_info["p_pair"]), "pair_seconds": float(pairs_info["seconds"]),
+            "revise": pairs_info.get("revise")}
     artifacts.write_rows(out, rows, schemas.EXPERIENCES, **info)
     return StageResult("extract", step, out, seconds=info["seconds"], summary=_summary(info))
 

@@ -62,7 +62,7 @@ def run_replay(cfg: Config, run_dir: str, step: int, checkpoint_uri: str, experi
         "retention": len(accepted) / len(ok) if ok else 0.0, "replay": cfg.mel.replay,
         "replay_tokens": sum(r["replay_tokens"] for r in out_rows),
         "gen_tokens": int(built_info["gen_tokens"]), "extract_seconds": float(built_info["seconds"]) +
-        float(built_info["pair_seconds"]), "seconds": time.perf_counter() - t0,
+        float(built_info["pair_seconds"]), "revise": built_info.get("revise"), "seconds": time.perf_counter() - t0,
     }
     artifacts.write_rows(out, out_rows, schemas.META_EXPERIENCES, **info)
     return StageResult("replay", step, out, seconds=info["seconds"], summary=_summary(info))

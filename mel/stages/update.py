@@ -139,6 +139,10 @@ def mel_metrics(mel_info: dict, groups: dict, stats: dict) -> dict:
             "p_usable": "p_usable", "retention": "retention", "extract_s": "extract_seconds", "replay_s": "seconds"}
     row.update({col: mel_info.get(key) for col, key in keys.items()})
     row["mel_gen_tokens"] = (mel_info["gen_tokens"] + mel_info["replay_tokens"]) if mel_info else None
+    revise = mel_info.get("revise") or {}
+    for col in ("revise_groups", "rescued_groups", "revision_attempts", "revision_tokens"):
+        row[col] = revise.get(col)
+    row["revise_s"] = revise.get("seconds")
     return row
 
 
