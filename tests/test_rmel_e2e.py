@@ -8,7 +8,6 @@ import pytest
 
 from mel import artifacts, schemas
 
-from conftest import REPO
 from test_mel_e2e import _train
 
 pytestmark = pytest.mark.slow

@@ -4,9 +4,11 @@ A structured answer ``L1 v1 L2 v2 ... Lk vk`` (labels L given, values v generate
 call: a logits processor lets the model write field f freely until it has spent ``budgets[f]`` tokens or written a
 token that ends the field (``end_ids[f]``, e.g. a newline for a one-line field), then forces the next label's tokens,
 and forbids ending the turn before the last field. An end token closes a field only once the field has some
-non-whitespace content (a model that opens with a newline still writes its one-line field). Each value is conditioned on every earlier label and value, as
-separate primed generations would be, but the prompt is prefilled once instead of k times (on CPU the ~1k-token MEL
-instruction's prefill costs several times its decoding).
+non-whitespace content (a model that opens with a newline still writes its one-line field). Each value is conditioned
+on every earlier label and value, as separate primed generations would be, but the prompt is prefilled once instead
+of k times (measured on 2 CPU cores with SmolLM2-135M: prefilling 8 prompts of 1,150 tokens took 21 s, decoding 48
+tokens after them 5.5 s). The price: a field cannot end by ending the turn, so non-final fields run to their end
+token or budget.
 """
 from __future__ import annotations
 
@@ -52,7 +54,8 @@ class FieldSchedule(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         batch = input_ids.shape[0]
         if self.state is None:
-            self.state = [{"field": 0, "count": 0, "queue": [], "forced": False, "n_forced": 0, "content": False} for _ in range(batch)]
+            self.state = [{"field": 0, "count": 0, "queue": [], "forced": False, "n_forced": 0, "content": False}
+                          for _ in range(batch)]
         else:
             last = input_ids[:, -1].tolist()  # [b]
             for row, token in zip(self.state, last):

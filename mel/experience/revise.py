@@ -191,7 +191,8 @@ BatchVerifyFn = Callable[[list[int], list[tuple[int, ...]], list[Continuation]],
 def revise_batch(seeds: Sequence[FailedRollout], taus: Sequence[float], budget: int, lcp_tau: float | None,
                  continue_batch: BatchContinueFn, verify_batch: BatchVerifyFn) -> list[Revision]:
     """``revise`` for many seeds at once, in rounds: round k continues every seed not yet revised (one batched
-    ``continue_batch(seed positions, prefixes, k)`` call) and verifies them together (``verify_batch(seed positions, y_rev, cont)``);
+    ``continue_batch(seed positions, prefixes, k)`` call) and verifies them together
+    (``verify_batch(seed positions, y_rev, cont)``);
     each seed's attempts, stopping rule and budget are exactly those of ``revise``."""
     exact_taus, fixed = _check_schedule(taus, budget, lcp_tau)
     attempts: list[list[Attempt]] = [[] for _ in seeds]
