@@ -291,6 +291,9 @@ def _panel_lcp(ax, rows: list[dict]) -> None:
     ax.hist([failed, passed], bins=bins, stacked=True, color=["tab:gray", "tab:blue"],
             label=[f"failed verifier (n={len(failed)})", f"passed (n={len(passed)}, {rejected} rejected by LCP)"])
     ax.set_xlim(0, 1)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts of attempts
     ax.legend(fontsize=8, loc="best")
 
 
