@@ -190,7 +190,6 @@ class MelConfig:
             _check(self.replay == "none", "mel.replay", "none when mel.builder is none (there is nothing to replay)")
         _check(self.builder != "self_critique" or not self.contrastive, "mel.contrastive",
                "false with mel.builder=self_critique (a self-critique sees one failing rollout, no pair)")
-        _check(self.replay != "in_context" or self.builder != "none", "mel.builder", "set for in_context replay")
 
     @property
     def enabled(self) -> bool:

@@ -45,6 +45,26 @@ def problems_for_step(cfg: Config, step: int) -> list[Problem]:
     return [problems[order[(start + i) % len(order)]] for i in range(cfg.data.prompts_per_step)]
 
 
+def parse_problems(problem_jsons: list[str]) -> list[Problem]:
+    """The ``Problem`` of each ``problem_json`` cell, each distinct text parsed once (a group's G rows share one)."""
+    parsed: dict[str, Problem] = {}
+    for text in problem_jsons:
+        if text not in parsed:
+            parsed[text] = Problem.from_json(text)
+    return [parsed[text] for text in problem_jsons]
+
+
+def step_verifier(cfg: Config):
+    """``verify(problems, completions) -> verdicts`` with the run's verify settings (sandbox, limits, workers)."""
+    from mel.verify import verify_problems
+
+    def verify(problems, completions):
+        return verify_problems(problems, completions, timeout_s=cfg.verify.timeout_s, memory_mb=cfg.verify.memory_mb,
+                               workers=cfg.verify.workers, backend=cfg.verify.backend)
+
+    return verify
+
+
 def policy_engine(cfg: Config, checkpoint_uri: str):
     """The generation engine of ``rollout.engine`` on the checkpoint ``checkpoint_uri``, built on first use."""
     from mel.engines.base import LazyEngine

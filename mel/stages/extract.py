@@ -10,9 +10,8 @@ import time
 
 from mel import artifacts, schemas
 from mel.config import Config
-from mel.data import Problem
 from mel.experience import BUILDERS, BuildContext, PairInput
-from mel.stages.common import StageResult, derive_seed, policy_engine, set_threads, step_dir
+from mel.stages.common import StageResult, derive_seed, parse_problems, policy_engine, set_threads, step_dir
 
 
 def run_extract(cfg: Config, run_dir: str, step: int, checkpoint_uri: str, pairs_uri: str) -> StageResult:
@@ -22,12 +21,9 @@ def run_extract(cfg: Config, run_dir: str, step: int, checkpoint_uri: str, pairs
     set_threads(cfg)
     t0 = time.perf_counter()
     pairs = artifacts.read_table(pairs_uri, schemas.PAIRS).to_pylist()
-    parsed: dict[str, Problem] = {}
-    inputs = [
-        PairInput(parsed.setdefault(r["problem_json"], Problem.from_json(r["problem_json"])), r["y_plus"],
-                  r["y_minus"], r["minus_status"], r["minus_detail"])
-        for r in pairs
-    ]
+    problems = parse_problems([r["problem_json"] for r in pairs])
+    inputs = [PairInput(p, r["y_plus"], r["y_minus"], r["minus_status"], r["minus_detail"])
+              for p, r in zip(problems, pairs)]
     ctx = BuildContext(policy_engine(cfg, checkpoint_uri), cfg.mel, derive_seed(cfg.run.seed, step, "extract"))
     built = BUILDERS.get(cfg.mel.builder)(inputs, ctx)
     rows = []

@@ -10,10 +10,16 @@ import time
 
 from mel import artifacts, schemas
 from mel.config import Config
-from mel.data import Problem
 from mel.experience import REPLAYS, ReplayContext, ReplayInput
-from mel.stages.common import StageResult, derive_seed, policy_engine, set_threads, step_dir
-from mel.verify import verify_problems
+from mel.stages.common import (
+    StageResult,
+    derive_seed,
+    parse_problems,
+    policy_engine,
+    set_threads,
+    step_dir,
+    step_verifier,
+)
 
 
 def run_replay(cfg: Config, run_dir: str, step: int, checkpoint_uri: str, experiences_uri: str) -> StageResult:
@@ -24,18 +30,10 @@ def run_replay(cfg: Config, run_dir: str, step: int, checkpoint_uri: str, experi
     t0 = time.perf_counter()
     rows = artifacts.read_table(experiences_uri, schemas.EXPERIENCES).to_pylist()
     ok = [i for i, r in enumerate(rows) if r["built_ok"]]
-    parsed: dict[str, Problem] = {}
-    items = [
-        ReplayInput(parsed.setdefault(rows[i]["problem_json"], Problem.from_json(rows[i]["problem_json"])),
-                    rows[i]["y_plus"], rows[i]["y_minus"], rows[i]["experience_text"])
-        for i in ok
-    ]
-
-    def verify(problems, completions):
-        return verify_problems(problems, completions, timeout_s=cfg.verify.timeout_s, memory_mb=cfg.verify.memory_mb,
-                               workers=cfg.verify.workers, backend=cfg.verify.backend)
-
-    ctx = ReplayContext(policy_engine(cfg, checkpoint_uri), verify, cfg.mel.replay_samples, cfg.rollout.temperature,
+    problems = parse_problems([rows[i]["problem_json"] for i in ok])
+    items = [ReplayInput(p, rows[i]["y_plus"], rows[i]["y_minus"], rows[i]["experience_text"])
+             for p, i in zip(problems, ok)]
+    ctx = ReplayContext(policy_engine(cfg, checkpoint_uri), step_verifier(cfg), cfg.mel.replay_samples, cfg.rollout.temperature,
                         cfg.rollout.max_new_tokens, derive_seed(cfg.run.seed, step, "replay"))
     outcomes = dict(zip(ok, REPLAYS.get(cfg.mel.replay)(items, ctx)))
     accepted = [i for i in ok if outcomes[i].accepted]

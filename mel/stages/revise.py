@@ -15,7 +15,6 @@ import time
 
 from mel import artifacts, schemas
 from mel.config import Config
-from mel.data import Problem
 from mel.experience import group_outcomes
 from mel.experience.revise import (
     SEED_RULES,
@@ -25,8 +24,15 @@ from mel.experience.revise import (
     prefix_length,
     revise_batch,
 )
-from mel.stages.common import StageResult, derive_seed, policy_engine, set_threads, step_dir
-from mel.verify import verify_problems
+from mel.stages.common import (
+    StageResult,
+    derive_seed,
+    parse_problems,
+    policy_engine,
+    set_threads,
+    step_dir,
+    step_verifier,
+)
 
 
 def _continue(engine, prompt_ids: list[list[int]], caps: list[int], temperature: float, seed: int
@@ -84,7 +90,8 @@ def run_revise(cfg: Config, run_dir: str, step: int, checkpoint_uri: str, rollou
 
 def _run_mode(cfg: Config, step: int, checkpoint_uri: str, seeds, seed_rows, verdicts) -> list[dict]:
     engine = policy_engine(cfg, checkpoint_uri).get()
-    problems = [Problem.from_json(r["problem_json"]) for r in seed_rows]
+    problems = parse_problems([r["problem_json"] for r in seed_rows])
+    verify = step_verifier(cfg)
     max_new = cfg.rollout.max_new_tokens
     statuses: dict[tuple[int, int], tuple[str, str]] = {}
     texts: dict[tuple[int, int], str] = {}
@@ -92,9 +99,7 @@ def _run_mode(cfg: Config, step: int, checkpoint_uri: str, seeds, seed_rows, ver
 
     def verify_batch(positions, y_revs, conts, k):
         decoded = [engine.tokenizer.decode(list(y), skip_special_tokens=True) for y in y_revs]
-        result = verify_problems([problems[i] for i in positions], decoded, timeout_s=cfg.verify.timeout_s,
-                                 memory_mb=cfg.verify.memory_mb, workers=cfg.verify.workers,
-                                 backend=cfg.verify.backend)
+        result = verify([problems[i] for i in positions], decoded)
         for i, text, v in zip(positions, decoded, result):
             statuses[(i, k)] = (v.status, v.detail)
             texts[(i, k)] = text

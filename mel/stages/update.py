@@ -16,6 +16,7 @@ from mel.config import Config
 from mel.models import load_model_and_tokenizer, resolve_model
 from mel.stages.common import StageResult, derive_seed, set_threads, step_dir
 from mel.engines.base import format_chat
+from mel.experience import group_outcomes
 from mel.update import (
     ExperienceBatch,
     UpdateBatch,
@@ -32,9 +33,7 @@ def checkpoint_uri(run_dir: str, step: int) -> str:
 
 def group_stats(prompt_index: list[int], passed: list[bool]) -> dict[str, float]:
     """Share of prompts with a pass, with mixed groups (both Y+ and Y-), and with all-negative groups."""
-    groups: dict[int, list[bool]] = {}
-    for g, p in zip(prompt_index, passed):
-        groups.setdefault(g, []).append(p)
+    groups = group_outcomes(prompt_index, passed)
     k = max(len(groups), 1)
     return {
         "prompt_pass_rate": sum(any(v) for v in groups.values()) / k,

@@ -6,8 +6,8 @@ import time
 from mel import artifacts, schemas
 from mel.config import Config
 from mel.data import Problem
-from mel.stages.common import StageResult, step_dir
-from mel.verify import isolation_mode, verify_problems
+from mel.stages.common import StageResult, parse_problems, step_dir, step_verifier
+from mel.verify import isolation_mode
 
 
 def run_verify(cfg: Config, run_dir: str, step: int, rollouts_uri: str) -> StageResult:
@@ -16,16 +16,8 @@ def run_verify(cfg: Config, run_dir: str, step: int, rollouts_uri: str) -> Stage
         return StageResult("verify", step, out, reused=True, summary=_summary(artifacts.read_manifest(out)))
     t0 = time.perf_counter()
     rollouts = artifacts.read_table(rollouts_uri, schemas.ROLLOUTS).to_pylist()
-    parsed: dict[str, Problem] = {}
-    problems = [parsed.setdefault(r["problem_json"], Problem.from_json(r["problem_json"])) for r in rollouts]
-    verdicts = verify_problems(
-        problems,
-        [r["completion_text"] for r in rollouts],
-        timeout_s=cfg.verify.timeout_s,
-        memory_mb=cfg.verify.memory_mb,
-        workers=cfg.verify.workers,
-        backend=cfg.verify.backend,
-    )
+    problems = parse_problems([r["problem_json"] for r in rollouts])
+    verdicts = step_verifier(cfg)(problems, [r["completion_text"] for r in rollouts])
     rows = [
         {
             "step": step,
