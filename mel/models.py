@@ -56,20 +56,20 @@ def _build_once(target: Path, build: Callable[[Path], None]) -> Path:
     return target
 
 
-def _gguf_tokenizer():
+def _gguf_tokenizer(gguf: Path | None = None):
     from transformers import AutoTokenizer
 
-    gguf = shipped_gguf_path()
+    gguf = gguf or shipped_gguf_path()
     return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
 
 
-@MODEL_SOURCES.register("smollm2-135m-instruct")
-def _smollm2(cfg: ModelConfig, cache: Path) -> Path:
+def _convert_gguf(gguf: Path, target: Path) -> Path:
+    """A GGUF file converted once into a float32 Hugging Face folder at ``target``."""
+
     def build(out: Path) -> None:
         import torch
         from transformers import AutoModelForCausalLM
 
-        gguf = shipped_gguf_path()
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # A GGUF-loaded model refuses save_pretrained: rebuild a plain model from its config and copy the weights.
         config = loaded.config
@@ -79,9 +79,14 @@ def _smollm2(cfg: ModelConfig, cache: Path) -> Path:
         model.load_state_dict(loaded.state_dict())
         model.generation_config = loaded.generation_config
         model.save_pretrained(out)
-        _gguf_tokenizer().save_pretrained(out)
+        _gguf_tokenizer(gguf).save_pretrained(out)
 
-    return _build_once(cache / "smollm2-135m-instruct", build)
+    return _build_once(target, build)
+
+
+@MODEL_SOURCES.register("smollm2-135m-instruct")
+def _smollm2(cfg: ModelConfig, cache: Path) -> Path:
+    return _convert_gguf(shipped_gguf_path(), cache / "smollm2-135m-instruct")
 
 
 @MODEL_SOURCES.register("tiny-random")
@@ -122,17 +127,22 @@ def _tiny_random(cfg: ModelConfig, cache: Path) -> Path:
 
 
 def resolve_model(cfg: ModelConfig) -> str:
-    """A local model folder for ``cfg.source`` (converting or initializing it once), or a hub id as given."""
+    """A local model folder for ``cfg.source`` (converting or initializing it once; a ``.gguf`` file is converted
+    once into the cache), or a hub id as given."""
     cache = Path(os.path.expanduser(cfg.cache_dir))
     if cfg.source in MODEL_SOURCES:
         return str(MODEL_SOURCES.get(cfg.source)(cfg, cache))
     if Path(cfg.source).expanduser().is_dir():
         return str(Path(cfg.source).expanduser())
+    if cfg.source.endswith(".gguf") and Path(cfg.source).expanduser().is_file():
+        gguf = Path(cfg.source).expanduser().resolve()
+        stat = gguf.stat()
+        return str(_convert_gguf(gguf, cache / f"gguf-{gguf.stem}-{stat.st_size}-{int(stat.st_mtime)}"))
     if cfg.source.count("/") == 1 and not cfg.source.startswith((".", "/")):
         return cfg.source  # a hub id: transformers downloads it (needs internet)
     raise FileNotFoundError(
         f"model.source {cfg.source!r} is neither a known source ({', '.join(MODEL_SOURCES.names())}), "
-        "an existing folder, nor a hub id of the form org/name"
+        "an existing folder, a .gguf file, nor a hub id of the form org/name"
     )
 
 

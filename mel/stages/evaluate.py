@@ -1,0 +1,349 @@
+"""Eval stages: **generate** (sample every problem of a benchmark with one checkpoint) and **verify** (score every
+sample against each of the benchmark's columns, then the per-problem metrics).
+
+A *cell* is one (checkpoint, benchmark, sampling) triple. Its folder, ``cells/<benchmark>/<label>-<sampling>-<key>``
+under the eval directory, holds ``generations.parquet`` (``schemas.EVAL_GENERATIONS``), ``results.parquet``
+(``EVAL_RESULTS``), ``problems.parquet`` (``EVAL_PROBLEMS``) and ``samples.jsonl`` (the samples in human-eval's
+``task_id``/``completion`` form, for cross-checking with other harnesses). ``key`` hashes everything that decides the
+outcome: the checkpoint's content fingerprint (not its path), the benchmark file and limit, the sampling, the
+generation and verification settings. An unchanged triple therefore lands in the same folder and is reused, and
+``summary.parquet`` (``EVAL_SUMMARY``) is rebuilt from the cells' manifests (`write_summary`).
+
+Program assembly for code benchmarks is human-eval's rule (`mel.verify.jsonl.humaneval_program`) where the benchmark
+has a function stub (HumanEval, HumanEval+), else the completion's code (`mel.verify.extract.extract_code`); an
+EvalPlus oracle wrapper is appended where the benchmark has one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from mel import artifacts, schemas
+from mel.eval.metrics import Sampling, benchmark_scores, count_passes, problem_metrics
+
+CELLS_DIR = "cells"
+_SKIP_IN_FINGERPRINT = {".complete", "optimizer.pt"}
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    engine: str = "transformers"
+    dtype: str = "float32"
+    use_chat_template: bool = True
+    system_prompt: str | None = None
+    batch_size: int = 32
+    max_new_tokens: int = 512
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class VerifySettings:
+    timeout_s: float = 5.0
+    memory_mb: int = 512
+    workers: int = 2
+    backend: str = "auto"
+
+
+@dataclass(frozen=True)
+class BenchmarkRef:
+    """Which benchmark and which file: ``path`` is resolved (None: the benchmark needs no file)."""
+
+    name: str
+    path: str | None = None
+    limit: int | None = None
+    fields: tuple[tuple[str, str], ...] = ()  # the ``jsonl`` benchmark's field mapping
+    kind: str | None = None  # the ``jsonl`` benchmark's kind
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A model folder to evaluate (or, with ``samples_file``, samples someone else generated)."""
+
+    uri: str
+    fingerprint: str
+    step: int = -1  # updates done: 0 = a run's base model, N + 1 = its step_N checkpoint, -1 = not part of a run
+    label: str = "model"  # "base", "step_0003", "model", "samples"
+    samples_file: str | None = None
+
+
+@dataclass(frozen=True)
+class EvalCell:
+    checkpoint: Checkpoint
+    benchmark: BenchmarkRef
+    sampling: Sampling
+    generation: GenerationSettings = GenerationSettings()
+    verify: VerifySettings = VerifySettings()
+
+    @property
+    def key(self) -> str:
+        decided_by = {
+            "fingerprint": self.checkpoint.fingerprint,
+            "benchmark": dataclasses.asdict(self.benchmark),
+            "sampling": dataclasses.asdict(self.sampling),
+            "generation": dataclasses.asdict(self.generation) if not self.checkpoint.samples_file else None,
+            "verify": {k: v for k, v in dataclasses.asdict(self.verify).items() if k != "workers"},
+        }
+        return hashlib.sha256(json.dumps(decided_by, sort_keys=True).encode()).hexdigest()[:10]
+
+    def folder(self, eval_dir: str) -> str:
+        name = f"{self.checkpoint.label}-{self.sampling.name}-{self.key}"
+        return artifacts.join(eval_dir, CELLS_DIR, self.benchmark.name, name)
+
+    def describe(self) -> str:
+        return f"{self.benchmark.name} / {self.checkpoint.label} / {self.sampling.name}"
+
+
+def fingerprint_folder(path: str) -> str:
+    """sha256 over a model folder's files (names and bytes; the optimizer state and markers left out); a hub id
+    (no local folder) is fingerprinted by its name."""
+    digest = hashlib.sha256()
+    root = Path(path)
+    if not root.is_dir():
+        return hashlib.sha256(f"hub:{path}".encode()).hexdigest()[:16]
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        if file.name in _SKIP_IN_FINGERPRINT or file.name.endswith(".manifest.json") or ".tmp-" in file.name:
+            continue
+        digest.update(str(file.relative_to(root)).encode() + b"\0")
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def fingerprint_file(path: str) -> str:
+    import fsspec
+
+    with fsspec.open(path, "rb", compression="infer") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()[:16]
+
+
+@lru_cache(maxsize=16)
+def load_cell_benchmark(ref: BenchmarkRef, timeout_s: float, memory_mb: int, workers: int):
+    from mel.eval.benchmarks import load_benchmark
+
+    return load_benchmark(ref.name, ref.path, limit=ref.limit, fields=dict(ref.fields) or None, kind=ref.kind,
+                          timeout_s=timeout_s, memory_mb=memory_mb, workers=workers)
+
+
+def _benchmark(cell: EvalCell):
+    v = cell.verify
+    return load_cell_benchmark(cell.benchmark, v.timeout_s, v.memory_mb, v.workers)
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------------- generate
+
+def run_eval_generate(cell: EvalCell, eval_dir: str) -> str:
+    """``generations.parquet`` of the cell: ``sampling.samples`` completions per problem (read from
+    ``checkpoint.samples_file`` instead when one is given). Reused when already complete."""
+    out = artifacts.join(cell.folder(eval_dir), "generations.parquet")
+    if artifacts.is_complete(out):
+        return out
+    bench = _benchmark(cell)
+    t0 = time.perf_counter()
+    if cell.checkpoint.samples_file:
+        rows = _imported_rows(cell, bench)
+    else:
+        rows = _generated_rows(cell, bench)
+    tokens = sum(r["num_completion_tokens"] for r in rows)
+    artifacts.write_rows(out, rows, schemas.EVAL_GENERATIONS, checkpoint=cell.checkpoint.uri,
+                         benchmark=cell.benchmark.name, sampling=cell.sampling.name, samples=len(rows),
+                         completion_tokens=tokens, seconds=time.perf_counter() - t0)
+    return out
+
+
+def _generated_rows(cell: EvalCell, bench) -> list[dict[str, Any]]:
+    from mel.engines import make_engine
+
+    g, s = cell.generation, cell.sampling
+    engine = make_engine(g.engine, artifacts.fetch_folder(cell.checkpoint.uri), dtype=g.dtype,
+                         use_chat_template=g.use_chat_template, system_prompt=g.system_prompt,
+                         batch_size=g.batch_size)
+    items = list(bench.items)
+    per_chunk = max(1, g.batch_size // s.samples)  # prompts per generate call: about one batch of sequences
+    rows: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    for start in range(0, len(items), per_chunk):
+        chunk = items[start:start + per_chunk]
+        seed = g.seed * 1_000_003 + start
+        results = engine.generate([it.problem.prompt for it in chunk], n=s.samples, temperature=s.temperature,
+                                  max_tokens=g.max_new_tokens, seed=seed, top_p=s.top_p)
+        for item, result in zip(chunk, results):
+            for k, sample in enumerate(result.samples):
+                rows.append({"benchmark": bench.name, "problem_id": item.problem_id, "sample_index": k,
+                             "prompt_text": item.problem.prompt, "completion_text": sample.text,
+                             "num_completion_tokens": len(sample.token_ids), "finish_reason": sample.finish_reason})
+        done = min(start + per_chunk, len(items))
+        tokens = sum(r["num_completion_tokens"] for r in rows)
+        took = time.perf_counter() - t0
+        _say(f"  generate {cell.describe()}: {done}/{len(items)} problems, {tokens} tokens, {took:.0f}s "
+             f"({tokens / took if took > 0 else 0:.0f} tok/s)")
+    return rows
+
+
+def _imported_rows(cell: EvalCell, bench) -> list[dict[str, Any]]:
+    """Rows of a human-eval style samples file (``task_id``, ``completion``; one or more per problem). Every problem
+    of the benchmark needs exactly ``sampling.samples`` samples; errors name the file and line."""
+    from mel.data.loaders import DatasetError, _Errors, read_jsonl
+
+    path = cell.checkpoint.samples_file
+    assert path is not None
+    errors = _Errors(path)
+    by_id = {it.problem_id: it for it in bench.items}
+    samples: dict[str, list[str]] = {pid: [] for pid in by_id}
+    for line, row in read_jsonl(path, errors):
+        task_id, completion = row.get("task_id"), row.get("completion")
+        if not isinstance(task_id, str) or not task_id:
+            errors.add(line, "task_id", "must be a non-empty string")
+        elif task_id not in by_id:
+            errors.add(line, "task_id", f"names no problem of {bench.name} (or one left out by --limit): {task_id!r}")
+        elif not isinstance(completion, str):
+            errors.add(line, "completion", "must be a string")
+        else:
+            samples[task_id].append(completion)
+    errors.raise_if_any()
+    wrong = {pid: len(texts) for pid, texts in samples.items() if len(texts) != cell.sampling.samples}
+    if wrong:
+        listed = ", ".join(f"{pid}: {n}" for pid, n in list(wrong.items())[:10])
+        raise DatasetError(f"{path}: every problem needs {cell.sampling.samples} samples; these have another count: "
+                           f"{listed}{' ...' if len(wrong) > 10 else ''}")
+    return [{"benchmark": bench.name, "problem_id": pid, "sample_index": k, "prompt_text": by_id[pid].problem.prompt,
+             "completion_text": text, "num_completion_tokens": 0, "finish_reason": "stop"}
+            for pid in by_id for k, text in enumerate(samples[pid])]
+
+
+# --------------------------------------------------------------------------------------------------------- verify
+
+def program_of(item, completion: str) -> str:
+    """The program a code completion is judged by (see the module docstring)."""
+    from mel.verify.extract import extract_code
+    from mel.verify.jsonl import humaneval_program
+
+    check = item.checks[0]
+    if item.code_prompt:
+        program = humaneval_program(completion, item.code_prompt, check.tests.entry_point)
+    else:
+        program = extract_code(completion)
+    return program + item.program_suffix
+
+
+def run_eval_verify(cell: EvalCell, eval_dir: str, generations_uri: str) -> str:
+    """``results.parquet`` (a verdict per sample and column), ``problems.parquet`` (per-problem metrics; its manifest
+    carries the cell's description and scores, read by `write_summary`) and ``samples.jsonl``. Returns the problems
+    artifact's URI; reused when already complete."""
+    folder = cell.folder(eval_dir)
+    problems_uri = artifacts.join(folder, "problems.parquet")
+    if artifacts.is_complete(problems_uri):
+        return problems_uri
+    bench = _benchmark(cell)
+    by_id = {it.problem_id: it for it in bench.items}
+    generations = artifacts.read_table(generations_uri, schemas.EVAL_GENERATIONS).to_pylist()
+    t0 = time.perf_counter()
+    verdicts = _verify_all(cell, bench, by_id, generations)
+    results = []
+    for (g, column), verdict in zip(((g, c) for g in generations for c in by_id[g["problem_id"]].columns), verdicts):
+        results.append({"benchmark": bench.name, "problem_id": g["problem_id"], "sample_index": g["sample_index"],
+                        "column": column, "passed": verdict.passed, "status": verdict.status,
+                        "detail": verdict.detail[:500], "seconds": verdict.seconds})
+    artifacts.write_rows(artifacts.join(folder, "results.parquet"), results, schemas.EVAL_RESULTS)
+    _write_samples(folder, bench, by_id, generations)
+    problem_rows, scores = _problem_metrics(cell, bench, results)
+    info = {
+        "cell": folder, "checkpoint": cell.checkpoint.uri, "checkpoint_fingerprint": cell.checkpoint.fingerprint,
+        "step": cell.checkpoint.step, "label": cell.checkpoint.label, "benchmark": bench.name,
+        "benchmark_source": bench.source, "sampling": cell.sampling.name, "temperature": cell.sampling.temperature,
+        "samples": cell.sampling.samples, "num_problems": len(by_id), "scores": scores,
+        "verify_s": time.perf_counter() - t0,
+    }
+    artifacts.write_rows(problems_uri, problem_rows, schemas.EVAL_PROBLEMS, **info)
+    return problems_uri
+
+
+def _verify_all(cell: EvalCell, bench, by_id: dict, generations: list[dict]) -> list:
+    """One verdict per (generation, column), in that order; each kind's verifier is called once for the batch."""
+    from mel.verify import verify_code, verify_math, verify_regex
+
+    jobs = [(by_id[g["problem_id"]], col_index, g["completion_text"])
+            for g in generations for col_index in range(len(by_id[g["problem_id"]].columns))]
+    v = cell.verify
+    total = len(jobs)
+    _say(f"  verify   {cell.describe()}: {total} checks ({len(generations)} samples x columns)")
+    if bench.kind == "code":
+        programs = [program_of(item, text) for item, _, text in jobs]
+        return verify_code(programs, [item.checks[c].tests for item, c, _ in jobs], timeout_s=v.timeout_s,
+                           memory_mb=v.memory_mb, workers=v.workers, backend=v.backend, extract=False)
+    golds = [item.checks[c].answer or "" for item, c, _ in jobs]
+    texts = [text for _, _, text in jobs]
+    if bench.kind == "regex":
+        return verify_regex(texts, golds)
+    return verify_math(texts, golds, timeout_s=v.timeout_s, workers=v.workers)
+
+
+def _problem_metrics(cell: EvalCell, bench, results: list[dict]) -> tuple[list[dict], dict[str, dict[str, float]]]:
+    rows: list[dict] = []
+    scores: dict[str, dict[str, float]] = {}
+    for column in bench.columns:
+        counts = count_passes((r["problem_id"], r["passed"]) for r in results if r["column"] == column)
+        per_problem = []
+        for pid, (n, c) in counts.items():
+            values = problem_metrics(cell.sampling, n, c)
+            per_problem.append(values)
+            rows += [{"benchmark": bench.name, "column": column, "problem_id": pid, "metric": m, "value": value,
+                      "n": n, "c": c} for m, value in values.items()]
+        scores[column] = benchmark_scores(per_problem)
+    return rows, scores
+
+
+def _write_samples(folder: str, bench, by_id: dict, generations: list[dict]) -> None:
+    """``samples.jsonl`` in human-eval's form: for code benchmarks with a stub the completion is the program minus
+    the stub (so ``prompt + completion`` is exactly the program verified here); otherwise the raw completion."""
+    import fsspec
+
+    lines = []
+    for g in generations:
+        item = by_id[g["problem_id"]]
+        completion = g["completion_text"]
+        if bench.kind == "code" and item.code_prompt:
+            completion = program_of(item, completion)[len(item.code_prompt):]
+            if item.program_suffix:
+                completion = completion[: len(completion) - len(item.program_suffix)]
+        lines.append(json.dumps({"task_id": g["problem_id"], "completion": completion}))
+    with fsspec.open(artifacts.join(folder, "samples.jsonl"), "wt") as handle:
+        handle.write("".join(line + "\n" for line in lines))
+
+
+# -------------------------------------------------------------------------------------------------------- summary
+
+def write_summary(eval_dir: str) -> tuple[str, list[dict]]:
+    """Rebuild ``summary.parquet`` from every complete cell under ``eval_dir`` (one row per cell, column, metric)."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(eval_dir)
+    root = root.rstrip("/")
+    suffix = "/problems.parquet" + artifacts.MANIFEST_SUFFIX
+    manifests = sorted(fs.glob(f"{root}/{CELLS_DIR}/*/*{suffix}"))
+    rows: list[dict] = []
+    for path in manifests:
+        relative = path[len(root) + 1: -len(suffix)]  # cells/<benchmark>/<cell>, wherever the eval dir now is
+        info = artifacts.read_manifest(artifacts.join(eval_dir, relative, "problems.parquet"))
+        for column, metrics in info["scores"].items():
+            for metric, value in metrics.items():
+                rows.append({"cell": relative, "checkpoint": info["checkpoint"],
+                             "checkpoint_fingerprint": info["checkpoint_fingerprint"], "step": info["step"],
+                             "benchmark": info["benchmark"], "column": column, "sampling": info["sampling"],
+                             "temperature": info["temperature"], "samples": info["samples"], "metric": metric,
+                             "value": value, "num_problems": info["num_problems"]})
+    rows.sort(key=lambda r: (r["benchmark"], r["column"], r["sampling"], r["metric"], r["step"], r["cell"]))
+    out = artifacts.join(eval_dir, "summary.parquet")
+    artifacts.write_rows(out, rows, schemas.EVAL_SUMMARY, cells=len(manifests))
+    return out, rows
