@@ -46,7 +46,8 @@ def test_sweep_grid_is_a_cartesian_product():
 def test_deployments_are_discovered_from_flows():
     from deploy.deploy import build_deployments, discover_flows
 
-    assert {"mel-train", "mel-step", "mel-sweep", "mel-eval"} <= set(discover_flows())
+    assert {"mel-train", "mel-step", "mel-sweep", "mel-eval", "mel-report"} <= set(discover_flows())
     deployments = {d.name: d for d in build_deployments()}
-    assert set(deployments) == {"mel-train-deployment", "mel-sweep-deployment", "mel-eval-deployment"}
+    assert set(deployments) == {"mel-train-deployment", "mel-sweep-deployment", "mel-eval-deployment",
+                                "mel-report-deployment"}
     assert deployments["mel-sweep-deployment"].schedules  # the nightly sweep is scheduled

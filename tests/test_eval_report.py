@@ -15,7 +15,8 @@ from mel import artifacts
 from mel.config import config_hash, load_config, to_yaml
 from mel.eval import plots, tables
 from mel.eval import report as rep
-from mel.eval.report import ScoreKey, build_report, config_changes, flatten_config
+from mel.eval.report import ScoreKey, build_report, config_changes
+from mel.eval.runs import flatten_config
 from mel.eval.stats import paired_bootstrap
 from mel.schemas import EVAL_PROBLEMS, EVAL_SUMMARY, METRICS
 

@@ -5,8 +5,8 @@
 - `mel.eval.stats`: paired bootstrap confidence intervals and p-values on per-problem outcomes.
 - `mel.eval.evalplus`: HumanEval+ / MBPP+ rows, their reference outputs (run once, cached on disk).
 - `mel.eval.config`, `mel.eval.plan`: eval settings (``configs/eval/default.yaml``) and the cells of a request.
-- `mel.eval.report`: the comparison report of ``mel report``; `mel.eval.tables` renders it to Markdown and HTML,
-  `mel.eval.plots` draws its PNGs.
+- `mel.eval.report`: the comparison report of ``mel report`` over `mel.eval.runs` (what a run directory holds);
+  `mel.eval.tables` renders it to Markdown and HTML, `mel.eval.plots` draws its PNGs.
 
 The eval stages (generate, verify) live in `mel.stages.evaluate`; the flow in ``flows/evaluate.py``.
 """

@@ -40,7 +40,8 @@ from mel.registry import Registry
 
 __all__ = ["EvalItem", "Benchmark", "BenchmarkSpec", "LoadOptions", "BENCHMARKS", "JSONL_FORMATS", "load_benchmark"]
 
-KINDS = ("code", "math")
+KINDS = ("code", "math", "regex")  # regex: the toy task set of the tiny config
+JSONL_KINDS = ("code", "math")
 ANY_KIND = "any"  # the kind of the ``jsonl`` spec: set per load by the ``kind`` argument
 MAIN = ("main",)
 EVALPLUS_COLUMNS = ("base", "plus")
@@ -301,8 +302,8 @@ def _pick_format(formats: dict[str, JsonlFormat], copy: _Renamed) -> JsonlFormat
 def _load_jsonl(path: str | None, options: LoadOptions) -> list[EvalItem]:
     if path is None:
         raise ValueError("the 'jsonl' benchmark reads the file given as path= (a local path or fsspec URL)")
-    if options.kind not in KINDS:
-        raise ValueError(f"the 'jsonl' benchmark needs kind= one of {KINDS}, got {options.kind!r}")
+    if options.kind not in JSONL_KINDS:
+        raise ValueError(f"the 'jsonl' benchmark needs kind= one of {JSONL_KINDS}, got {options.kind!r}")
     formats = {name: f for name, f in JSONL_FORMATS.items() if f.kind == options.kind}
     mapping = dict(options.fields or {})
     allowed = sorted({name for f in formats.values() for name in f.fields})
@@ -324,6 +325,22 @@ def _load_jsonl(path: str | None, options: LoadOptions) -> list[EvalItem]:
             raise _original_error(path, copy, exc, mapping) from None
         raise _original_error(path, copy, None, mapping)
 
+
+def _taskset(name: str) -> Callable[..., list[EvalItem]]:
+    def load(path: str | None, options: LoadOptions) -> list[EvalItem]:
+        from mel.data import load_taskset
+
+        return _main_items(load_taskset(name))
+
+    return load
+
+
+# The built-in training task sets, so a run's validation curve can be drawn in distribution (they are what the demo
+# and tiny configs train on: not held out).
+_register(BenchmarkSpec("easy_code", "code", None, "the built-in easy Python tasks the demo trains on (not held out)",
+                        MAIN, _taskset("easy_code")))
+_register(BenchmarkSpec("toy_regex", "regex", None, "the tiny config's toy regex prompts (not held out)", MAIN,
+                        _taskset("toy_regex")))
 
 _register(BenchmarkSpec(
     "jsonl", ANY_KIND, None, "any JSONL file, with fields= (our name -> the file's) and kind= math or code", MAIN,

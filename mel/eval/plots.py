@@ -116,7 +116,7 @@ def _label_peaks(ax, peaks: dict[str, tuple[int, float]], styles: dict[str, tupl
 
 
 def _draw_panel(ax, series: Series, styles: dict[str, tuple[str, str]], *, percent: bool, mark_peaks: bool,
-                smooth: bool) -> dict[str, tuple[int, float]]:
+                smooth: bool, full_range: bool = False) -> dict[str, tuple[int, float]]:
     from matplotlib.ticker import FixedLocator, MaxNLocator, PercentFormatter
 
     steps = sorted({s for pts in series.values() for s, _ in pts})
@@ -132,12 +132,22 @@ def _draw_panel(ax, series: Series, styles: dict[str, tuple[str, str]], *, perce
         else:
             size = (3.5 + 3.0 * (n - 1 - i) / max(n - 1, 1)) if len(pts) <= SMOOTH_ABOVE else 0
             ax.plot(xs, ys, color=colour, marker=marker, markersize=size, linewidth=width, label=method)
-    peaks = {m: peak_point(pts) for m, pts in series.items() if pts} if mark_peaks else {}
+    # a flat series of several points (e.g. 0% at every step) has no peak worth a star and a label
+    peaks = {m: peak_point(pts) for m, pts in series.items()
+             if len(pts) == 1 or (pts and max(v for _, v in pts) > min(v for _, v in pts))} if mark_peaks else {}
     for method, (step, value) in peaks.items():
         _star(ax, step, value, styles[method][0])
     if percent:
         ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
     ax.margins(y=0.2 if mark_peaks else 0.08)
+    if percent:  # rates live in [0, 1]: no negative axis below a flat 0% line, no room above 100%
+        values = [v for pts in series.values() for _, v in pts]
+        low, high = ax.get_ylim()
+        top = max(values, default=0.0)
+        if full_range:
+            ax.set_ylim(-0.02, 1.05)
+        else:
+            ax.set_ylim(max(low, -0.02), min(high, 1.05) if top > 0 else 0.1)
     ax.grid(alpha=0.3)
     if not steps:
         return peaks
@@ -155,9 +165,10 @@ def _draw_panel(ax, series: Series, styles: dict[str, tuple[str, str]], *, perce
 
 def plot_panels(path: str, panels: Sequence[Panel], styles: dict[str, tuple[str, str]], *, title: str, xlabel: str,
                 ylabel: str, percent: bool = False, mark_peaks: bool = False, smooth: bool = False,
-                max_cols: int = 3) -> dict[str, dict[str, tuple[int, float]]]:
+                max_cols: int = 3, full_range: bool = False) -> dict[str, dict[str, tuple[int, float]]]:
     """Draw ``panels`` (title, {method: points}) on a grid and write a PNG to ``path``; returns the peaks marked,
-    ``{panel title: {method: (step, value)}}`` (empty dicts unless ``mark_peaks``)."""
+    ``{panel title: {method: (step, value)}}`` (empty dicts unless ``mark_peaks``). ``full_range``: percent panels
+    span 0-100% (rates), not just the data."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -174,7 +185,8 @@ def plot_panels(path: str, panels: Sequence[Panel], styles: dict[str, tuple[str,
     peaks: dict[str, dict[str, tuple[int, float]]] = {}
     for k, (panel_title, series) in enumerate(panels):
         ax = axes[k // cols][k % cols]
-        peaks[panel_title] = _draw_panel(ax, series, styles, percent=percent, mark_peaks=mark_peaks, smooth=smooth)
+        peaks[panel_title] = _draw_panel(ax, series, styles, percent=percent, mark_peaks=mark_peaks, smooth=smooth,
+                                         full_range=full_range)
         ax.set_title(panel_title, fontsize=10)
         if not series:
             ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes, color="0.4")
