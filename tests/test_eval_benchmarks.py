@@ -63,7 +63,14 @@ class CountingOutputs:
 # ------------------------------------------------------------------------------------------------ registry and counts
 
 def test_registry_names():
-    assert BENCHMARKS.names() == sorted([*COUNTS, *EVALPLUS_FILES, "jsonl"])
+    assert BENCHMARKS.names() == sorted([*COUNTS, *EVALPLUS_FILES, "jsonl", "easy_code", "toy_regex"])
+
+
+@pytest.mark.parametrize("name,kind,count", [("easy_code", "code", 125), ("toy_regex", "regex", 16)])
+def test_training_task_sets_load_as_benchmarks(name, kind, count):
+    bench = load_benchmark(name)
+    assert (bench.kind, bench.columns, len(bench.items)) == (kind, ("main",), count)
+    assert all(item.checks == (item.problem,) for item in bench.items)
 
 
 @pytest.mark.parametrize("name", sorted(COUNTS))
