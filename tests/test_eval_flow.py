@@ -161,3 +161,30 @@ def test_model_cells_generate_verify_reuse_and_summary(tmp_path, tiny_model_path
     assert again[0].folder(eval_dir) == cell.folder(eval_dir)
     _, other = plan_cells(EvalRequest(**{**req.__dict__, "limit": 1}))
     assert other[0].folder(eval_dir) != cell.folder(eval_dir)
+
+
+def test_cell_key_follows_the_benchmark_file_content_not_its_path(tmp_path):
+    from mel.eval.plan import EvalRequest, plan_cells
+    from mel.stages.evaluate import Checkpoint
+
+    data = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "gsm8k" / "test.jsonl"
+    if not data.exists():
+        pytest.skip(f"{data} is missing (../shared/datasets beside the repository)")
+    copy = tmp_path / "moved" / "test.jsonl"
+    copy.parent.mkdir()
+    copy.write_bytes(data.read_bytes())
+    ck = Checkpoint(uri="m", fingerprint="f")
+    sampling = Sampling()
+    refs = []
+    for path in (str(data), str(copy)):
+        _, (cell,) = plan_cells(EvalRequest(target=str(tmp_path / "samples.jsonl"), benchmarks=("gsm8k",),
+                                            out=str(tmp_path), limit=3, temperature=0.0, path=path,
+                                            samples_file=_write_jsonl(tmp_path / "samples.jsonl", [])))
+        refs.append(cell.benchmark)
+    keys = [EvalCell(checkpoint=ck, benchmark=ref, sampling=sampling).key for ref in refs]
+    assert refs[0].path != refs[1].path and keys[0] == keys[1]
+    copy.write_bytes(data.read_bytes().replace(b"Janet", b"Jane", 1))
+    _, (changed,) = plan_cells(EvalRequest(target="x", benchmarks=("gsm8k",), out=str(tmp_path), limit=3,
+                                           temperature=0.0, path=str(copy),
+                                           samples_file=str(tmp_path / "samples.jsonl")))
+    assert EvalCell(checkpoint=ck, benchmark=changed.benchmark, sampling=sampling).key != keys[0]

@@ -122,8 +122,11 @@ def plan_cells(req: EvalRequest) -> tuple[str, list[EvalCell]]:
     if req.max_new_tokens is not None:
         generation = dataclasses.replace(generation, max_new_tokens=req.max_new_tokens)
     samplings = request_samplings(req, cfg)
-    refs = [BenchmarkRef(name=name, path=benchmark_path(cfg, name, req.path), limit=req.limit,
-                         fields=tuple(req.fields), kind=req.kind) for name in req.benchmarks]
+    refs = []
+    for name in req.benchmarks:
+        path = benchmark_path(cfg, name, req.path)
+        refs.append(BenchmarkRef(name=name, path=path, limit=req.limit, fields=tuple(req.fields), kind=req.kind,
+                                 data_fingerprint=fingerprint_file(path) if path else ""))
     cells = [EvalCell(checkpoint=ck, benchmark=ref, sampling=s, generation=generation, verify=cfg.verify)
              for ck in checkpoints for ref in refs for s in samplings]
     return eval_dir, cells

@@ -295,8 +295,8 @@ def figures(runs: Sequence[RunData], out_dir: str
         rows = tuple((Cell(r.name), *(Cell(f"{tables.pct(peaks[k][r.name][1])} @ {peaks[k][r.name][0]}")
                                       if r.name in peaks[k] else Cell(MISSING) for k, _ in panels)) for r in runs)
         blocks += [tables.Image("validation.png", "validation score per step"),
-                   Paragraph("Peak of each run (% @ step; the earliest step on ties), starred in the figure; – where the "
-                             "score never changed over the evaluated steps:"),
+                   Paragraph("Peak of each run (% @ step; the earliest step on ties), starred in the figure; "
+                             "– where the score never changed over the evaluated steps:"),
                    Table(("method", *(f"{k.where}\n{k.what}" for k, _ in panels)), rows)]
     else:
         blocks.append(Paragraph("No run has been evaluated at a training step yet: no validation figure."))

