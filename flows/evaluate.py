@@ -62,6 +62,14 @@ def summary_markdown(rows: list[dict], eval_dir: str) -> str:
     return "\n".join(lines)
 
 
+def publish_summary(rows: list[dict], eval_dir: str) -> None:
+    """The eval directory's scores as a Prefect markdown artifact (key ``mel-eval-summary``) of the running flow."""
+    from prefect.artifacts import create_markdown_artifact
+
+    create_markdown_artifact(summary_markdown(rows, eval_dir), key="mel-eval-summary",
+                             description=f"scores of every cell under {eval_dir}")
+
+
 @flow(name="mel-eval", log_prints=False)
 def evaluate(
     target: str,
@@ -79,15 +87,11 @@ def evaluate(
 ) -> str:
     """Evaluate ``target`` (a run directory, a model, or with ``samples_file`` given samples) on ``benchmarks``;
     returns the eval directory (``summary.parquet`` and ``cells/``)."""
-    from prefect.artifacts import create_markdown_artifact
-
     req = EvalRequest(target=target, benchmarks=tuple(benchmarks or ("humaneval",)), out=out, limit=limit,
                       samples=samples, temperature=temperature, max_new_tokens=max_new_tokens, steps=steps, path=path,
                       data_root=data_root, samples_file=samples_file, config_path=config_path)
     eval_dir, cells = plan_cells(req)
-    rows = run_cells(cells, eval_dir)
-    create_markdown_artifact(summary_markdown(rows, eval_dir), key="mel-eval-summary",
-                             description=f"scores of every cell under {eval_dir}")
+    publish_summary(run_cells(cells, eval_dir), eval_dir)
     return eval_dir
 
 

