@@ -19,22 +19,13 @@ from prefect import flow
 from mel import artifacts
 from mel.eval.plan import EvalRequest, plan_cells
 from mel.stages.evaluate import EvalCell, write_summary
+from flows.train import results_storage, run_cached
 from tasks.evaluate import eval_generate, eval_verify
 
 
-def results_storage(eval_dir: str) -> Path:
-    from flows.train import results_storage as run_storage
-
-    return run_storage(eval_dir)
-
-
 def _call(task_fn, storage: Path, **params) -> str:
-    """Run a task; a Prefect cache hit whose artifact has since been deleted is recomputed."""
-    task_fn = task_fn.with_options(result_storage=storage)
-    state = task_fn(**params, return_state=True)
-    uri: str = state.result()
-    if state.name == "Cached" and not artifacts.is_complete(uri):
-        uri = task_fn.with_options(refresh_cache=True)(**params, return_state=True).result()
+    """Run an eval task (its result is its artifact's URI); a stale cache hit is recomputed (`run_cached`)."""
+    uri, _ = run_cached(task_fn, storage, lambda u: (u,), **params)
     return uri
 
 

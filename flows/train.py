@@ -70,18 +70,24 @@ def init_run_dir(cfg: Config, run_dir: str) -> str:
     return uri
 
 
+def run_cached(task_fn, storage: Path, outputs, **params):
+    """Run a task with results persisted in ``storage``; returns ``(result, cached)``. A Prefect cache hit whose
+    output artifacts (``outputs(result)``, URIs) have since been deleted is recomputed (and is then not cached)."""
+    task_fn = task_fn.with_options(result_storage=storage)
+    state = task_fn(**params, return_state=True)
+    result = state.result()
+    cached = state.name == "Cached"
+    if cached and not all(artifacts.is_complete(u) for u in outputs(result)):
+        result, cached = task_fn.with_options(refresh_cache=True)(**params, return_state=True).result(), False
+    return result, cached
+
+
 def call_stage(task_fn, storage: Path, **params) -> StageResult:
     """Run a stage task; a Prefect cache hit or an already complete artifact is reported as reused. A cache hit
     whose artifacts (the main one and any in ``extra``, e.g. the update's checkpoint) have since been deleted is
     recomputed."""
-    task_fn = task_fn.with_options(result_storage=storage)
     progress.stage_start(task_fn.name, params.get("step", 0))
-    state = task_fn(**params, return_state=True)
-    result: StageResult = state.result()
-    cached = state.name == "Cached"
-    if cached and not all(artifacts.is_complete(u) for u in (result.uri, *result.extra.values())):
-        state = task_fn.with_options(refresh_cache=True)(**params, return_state=True)
-        result, cached = state.result(), False
+    result, cached = run_cached(task_fn, storage, lambda r: (r.uri, *r.extra.values()), **params)
     if cached:
         result = dataclasses.replace(result, reused=True)
     progress.stage_done(result)

@@ -349,7 +349,8 @@ _register(BenchmarkSpec(
 
 # -------------------------------------------------------------------------------------------------------------- entry
 
-def _resolve_path(spec: BenchmarkSpec, path: str | None, data_root: str | None) -> str | None:
+def resolve_path(spec: BenchmarkSpec, path: str | None, data_root: str | None) -> str | None:
+    """``path`` if given, else ``data_root`` joined with the spec's default file (None: the benchmark needs none)."""
     if path is not None:
         return path
     if spec.default_file is None:
@@ -377,7 +378,7 @@ def load_benchmark(name: str, path: str | None = None, *, data_root: str | None 
                              f"own format (use name='jsonl' with path= to map another file's fields)")
         if kind not in (None, spec.kind):
             raise ValueError(f"benchmark {name!r} is a {spec.kind} benchmark; kind={kind!r} does not fit it")
-    source = _resolve_path(spec, path, data_root)
+    source = resolve_path(spec, path, data_root)
     options = LoadOptions(name=name, limit=limit, fields=fields, kind=kind, timeout_s=timeout_s, memory_mb=memory_mb,
                           workers=workers, cache_dir=cache_dir)
     items = spec.load(source, options)[:limit]

