@@ -41,6 +41,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set, base=args.base)  # fail fast on a bad config, before any server starts
     if not args.force_flow and _report_if_complete(cfg, args.run_dir or default_run_dir(cfg), config_hash(cfg)):
         return 0
+    problem = _isolation_problem(cfg)
+    if problem:
+        print(f"mel run: {problem}", file=sys.stderr)
+        return 2
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -48,6 +52,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     train(config_path=args.config, overrides=list(args.set), run_dir=args.run_dir, base=args.base)
     return 0
+
+
+def _isolation_problem(cfg) -> str:
+    """Why the code sandbox this run asks for cannot be had here ("" when it can, or when no code is verified):
+    said before any server starts, instead of as a failed verify task."""
+    from mel.data import TASKSET_INFO
+    from mel.verify.sandbox import IsolationUnavailable, isolation_mode
+
+    if TASKSET_INFO[cfg.data.taskset].kind != "code":
+        return ""
+    try:
+        isolation_mode(cfg.verify.isolation)
+    except IsolationUnavailable as exc:
+        return str(exc)
+    return ""
 
 
 def _report_if_complete(cfg, run_dir: str, digest: str) -> bool:
@@ -159,26 +178,29 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     from mel.data.loaders import DatasetError
     from mel.verify import jsonl
+    from mel.verify.sandbox import IsolationUnavailable, describe_isolation, isolation_mode
 
     t0 = time.monotonic()
+    label = args.kind
     try:
         if args.kind == "code":
+            label = f"code [sandbox {describe_isolation(isolation_mode(args.isolation))}]"
             parsed = jsonl.parse_code_rows(args.input)
             jsonl.resolve_io_tests(parsed, args.input, timeout_s=args.timeout, memory_mb=args.memory_mb,
                                    workers=args.workers,
-                                   progress=_verify_progress("code", "expected outputs (EvalPlus tasks)"))
+                                   progress=_verify_progress(label, "expected outputs (EvalPlus tasks)"))
         else:
             parsed = jsonl.parse_math_rows(args.input)
-    except DatasetError as exc:
+    except (DatasetError, IsolationUnavailable) as exc:
         print(f"mel verify: {exc}", file=sys.stderr)
         return 2
     for message in parsed.errors:
         print(f"mel verify: bad row: {message}", file=sys.stderr)
     t_verify = time.monotonic()
-    progress = _verify_progress(args.kind, "rows") if len(parsed.rows) > 256 or args.kind == "code" else None
+    progress = _verify_progress(label, "rows") if len(parsed.rows) > 256 or args.kind == "code" else None
     if args.kind == "code":
         records = jsonl.verify_code_rows(parsed.rows, timeout_s=args.timeout, memory_mb=args.memory_mb,
-                                         workers=args.workers, progress=progress)
+                                         workers=args.workers, progress=progress, isolation=args.isolation)
         columns = jsonl.CODE_COLUMNS
     else:
         records = jsonl.verify_math_rows(parsed.rows, timeout_s=args.timeout, workers=args.workers, progress=progress)
@@ -189,7 +211,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     passed = sum(r["passed"] for r in records)
     by_status = collections.Counter(r["status"] for r in records)
     bad = len(parsed.bad_lines)
-    print(f"mel verify {args.kind}: {n} rows verified in {seconds:.1f} s ({n / max(seconds, 1e-9):.1f} samples/s), "
+    print(f"mel verify {label}: {n} rows verified in {seconds:.1f} s ({n / max(seconds, 1e-9):.1f} samples/s), "
           f"passed {passed}/{n} ({100 * passed / max(n, 1):.1f}%); "
           + ", ".join(f"{status} {count}" for status, count in by_status.most_common())
           + (f"; {bad} bad rows skipped" if bad else "") + f"; wrote {args.out} ({time.monotonic() - t0:.1f} s in all)",
@@ -267,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=_cmd_verify)
     code.add_argument("--memory-mb", type=int, default=512, metavar="N",
                       help="address-space limit per sample in MiB (default 512)")
+    from mel.verify.sandbox import ISOLATIONS
+
+    code.add_argument("--isolation", choices=ISOLATIONS, default="auto",
+                      help="sandbox (default auto: bubblewrap, else unshare; where neither works nothing runs). "
+                      "'none' opts into resource limits only, with NO isolation")
     from mel.cli_eval import add_parsers
 
     add_parsers(sub)

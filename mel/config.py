@@ -98,8 +98,11 @@ class VerifyConfig:
     """Address-space limit of a code sample's process."""
     workers: int = 2
     """Samples verified in parallel."""
-    backend: Literal["auto", "docker"] = "auto"
-    """Code sandbox: ``auto`` (bubblewrap, else unshare; see ``mel.verify.isolation_mode``) or ``docker``."""
+    isolation: Literal["auto", "bwrap", "unshare", "docker", "none"] = "auto"
+    """Code sandbox (``mel.verify.sandbox``): ``auto`` (bubblewrap, else util-linux unshare; both give the whole
+    contract), one of ``bwrap``/``unshare``/``docker`` by name, or ``none``: resource limits only and NO isolation,
+    an explicit opt-in shown in every progress line and manifest. Where the isolation asked for cannot be had, the
+    run stops before any candidate code runs, saying how to get it (e.g. ``apt install bubblewrap``)."""
 
     def __post_init__(self) -> None:
         _check(self.timeout_s > 0, "verify.timeout_s", "greater than 0")
@@ -278,7 +281,7 @@ class Config:
 
 
 # Fields that do not change any artifact; left out of the config hash.
-_UNHASHED = {("run", "steps"), ("run", "runs_root"), ("verify", "workers"), ("verify", "backend"),
+_UNHASHED = {("run", "steps"), ("run", "runs_root"), ("verify", "workers"), ("verify", "isolation"),
              ("rollout", "batch_size")}
 
 

@@ -149,8 +149,24 @@ def fence(code: str) -> str:
     return "Here is my solution:\n```python\n" + code + "\n```\n"
 
 
+# The suites run once per isolation mode this machine has (each must give the whole contract); .ci/run installs
+# bubblewrap, so CI runs both ``bwrap`` and ``unshare``.
+ISOLATIONS = sandbox.available_isolations()
+CURRENT = {"isolation": "auto"}
+
+
+@pytest.fixture(scope="module", autouse=True, params=ISOLATIONS or ["auto"])
+def isolation(request):
+    """Every test of a suite module, in each isolation mode in turn (``auto`` fails closed where there is none)."""
+    CURRENT["isolation"] = request.param
+    yield request.param
+    sandbox.shutdown_sandbox_workers()
+    CURRENT["isolation"] = "auto"
+
+
 def one(code: str, tests: CodeTests, *, timeout_s: float = TIMEOUT, memory_mb: int = MEMORY_MB) -> Verdict:
-    (v,) = verify_code([fence(code)], [tests], timeout_s=timeout_s, memory_mb=memory_mb, workers=1)
+    (v,) = verify_code([fence(code)], [tests], timeout_s=timeout_s, memory_mb=memory_mb, workers=1,
+                       isolation=CURRENT["isolation"])
     assert v.status in STATUSES, v
     return v
 
@@ -216,7 +232,7 @@ DRIVER = textwrap.dedent("""
     job = json.loads(sys.argv[1])
     tests = CodeTests(**{k: tuple(v) if isinstance(v, list) else v for k, v in job["tests"].items()})
     (v,) = sandbox.verify_code([job["code"]], [tests], timeout_s=job["timeout_s"], memory_mb=job["memory_mb"],
-                               workers=1)
+                               workers=1, isolation=job["isolation"])
     stop = getattr(sandbox, "shutdown_sandbox_workers", None)
     if stop is not None:
         stop()
@@ -228,7 +244,7 @@ def isolated(code: str, tests: CodeTests, *, secret: str = ENV_SECRET, timeout_s
     """Verify in a throw-away verifier process (its argv holds the job, expected outputs included, and its environment
     holds MEL_TEST_SECRET=`secret`), so an attack on "the parent" can at worst kill that process, never pytest."""
     job = json.dumps({"code": fence(code), "tests": dataclasses.asdict(tests), "timeout_s": timeout_s,
-                      "memory_mb": MEMORY_MB})
+                      "memory_mb": MEMORY_MB, "isolation": CURRENT["isolation"]})
     env = {**os.environ, "MEL_TEST_SECRET": secret, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-c", DRIVER, job, DRIVER_MARK], cwd=REPO, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

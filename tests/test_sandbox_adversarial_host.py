@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sandbox_attack_kit import *  # noqa: F401,F403  (helpers, constants and the autouse fixtures)
-from sandbox_attack_kit import host_before, no_stray_marked_processes  # noqa: F401  (fixtures, by name)
+from sandbox_attack_kit import host_before, isolation, no_stray_marked_processes  # noqa: F401  (fixtures, by name)
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -31,19 +31,21 @@ class UnknownTasksetError(KeyError, ValueError):
 
 @dataclass(frozen=True)
 class TasksetInfo:
-    """How a registered task set is called: ``path`` is ``"none"`` (takes none), ``"optional"`` or ``"required"``."""
+    """How a registered task set is called: ``path`` is ``"none"`` (takes none), ``"optional"`` or ``"required"``;
+    ``kind`` is its problems' `Problem.kind` (``code`` runs candidate programs in the sandbox)."""
 
     name: str
     path: str = "none"
     description: str = ""
+    kind: str = "code"
 
 
 TASKSETS: dict[str, TaskSetLoader] = {}
 TASKSET_INFO: dict[str, TasksetInfo] = {}
 
 
-def register_taskset(name: str, *, path: str = "none", description: str = "") -> Callable[[TaskSetLoader],
-                                                                                         TaskSetLoader]:
+def register_taskset(name: str, *, path: str = "none", description: str = "",
+                     kind: str = "code") -> Callable[[TaskSetLoader], TaskSetLoader]:
     """Decorator registering ``fn`` under ``name``; ``path`` says whether it takes a file path (see `TasksetInfo`)."""
     if path not in ("none", "optional", "required"):
         raise ValueError(f"path must be 'none', 'optional' or 'required', not {path!r}")
@@ -52,7 +54,7 @@ def register_taskset(name: str, *, path: str = "none", description: str = "") ->
         if name in TASKSETS:
             raise ValueError(f"task set {name!r} is already registered")
         TASKSETS[name] = fn
-        TASKSET_INFO[name] = TasksetInfo(name=name, path=path, description=description)
+        TASKSET_INFO[name] = TasksetInfo(name=name, path=path, description=description, kind=kind)
         return fn
 
     return decorate
@@ -67,7 +69,7 @@ def _easy_code() -> list[Problem]:
     return easy_code_problems()
 
 
-@register_taskset("toy_regex", description="16 toy prompts checked by a regular expression")
+@register_taskset("toy_regex", description="16 toy prompts checked by a regular expression", kind="regex")
 def _toy_regex() -> list[Problem]:
     return toy_regex_problems()
 
@@ -82,12 +84,12 @@ def _mbpp(path: str) -> list[Problem]:
     return load_mbpp(path)
 
 
-@register_taskset("gsm8k", path="required", description="GSM8K JSONL, original or normalized format")
+@register_taskset("gsm8k", path="required", description="GSM8K JSONL, original or normalized format", kind="math")
 def _gsm8k(path: str) -> list[Problem]:
     return load_gsm8k(path)
 
 
-@register_taskset("math500", path="required", description="MATH-500-style JSONL (problem, answer)")
+@register_taskset("math500", path="required", description="MATH-500-style JSONL (problem, answer)", kind="math")
 def _math500(path: str) -> list[Problem]:
     return load_math(path)
 

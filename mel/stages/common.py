@@ -60,7 +60,7 @@ def step_verifier(cfg: Config):
 
     def verify(problems, completions):
         return verify_problems(problems, completions, timeout_s=cfg.verify.timeout_s, memory_mb=cfg.verify.memory_mb,
-                               workers=cfg.verify.workers, backend=cfg.verify.backend)
+                               workers=cfg.verify.workers, isolation=cfg.verify.isolation)
 
     return verify
 

@@ -48,7 +48,7 @@ class VerifySettings:
     timeout_s: float = 5.0
     memory_mb: int = 512
     workers: int = 2
-    backend: str = "auto"
+    isolation: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -291,7 +291,7 @@ def _verify_all(cell: EvalCell, bench, by_id: dict, generations: list[dict], pro
     _say(f"  verify   {cell.describe()}: {len(jobs)} checks ({len(generations)} samples x columns)")
     if bench.kind == "code":
         return verify_code([programs[k] for _, _, k in jobs], [item.checks[c].tests for item, c, _ in jobs],
-                           timeout_s=v.timeout_s, memory_mb=v.memory_mb, workers=v.workers, backend=v.backend,
+                           timeout_s=v.timeout_s, memory_mb=v.memory_mb, workers=v.workers, isolation=v.isolation,
                            extract=False)
     golds = [item.checks[c].answer or "" for item, c, _ in jobs]
     texts = [generations[k]["completion_text"] for _, _, k in jobs]

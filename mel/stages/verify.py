@@ -8,6 +8,7 @@ from mel.config import Config
 from mel.data import Problem
 from mel.stages.common import StageResult, parse_problems, step_dir, step_verifier
 from mel.verify import isolation_mode
+from mel.verify.sandbox import describe_isolation
 
 
 def run_verify(cfg: Config, run_dir: str, step: int, rollouts_uri: str) -> StageResult:
@@ -48,10 +49,10 @@ def _isolation(cfg: Config, problems: list[Problem]) -> str:
     """The code sandbox's isolation mode, recorded with the verdicts (``-`` when no code was run)."""
     if not any(p.kind == "code" for p in problems):
         return "-"
-    return "docker" if cfg.verify.backend == "docker" else isolation_mode()
+    return isolation_mode(cfg.verify.isolation)
 
 
 def _summary(info: dict) -> str:
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(info["statuses"].items()))
-    sandbox = f", sandbox {info['isolation']}" if info.get("isolation", "-") != "-" else ""
+    sandbox = f", sandbox {describe_isolation(info['isolation'])}" if info.get("isolation", "-") != "-" else ""
     return f"{info['passed']}/{info['samples']} passed ({statuses}){sandbox}"

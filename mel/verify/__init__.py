@@ -12,30 +12,30 @@ from typing import Callable, Sequence
 from mel.data.types import Problem
 from mel.verify.extract import extract_answer, extract_code
 from mel.verify.math import clear_math_caches, shutdown_math_workers, verify_math, verify_regex
-from mel.verify.sandbox import isolation_mode, verify_code
+from mel.verify.sandbox import IsolationUnavailable, isolation_mode, verify_code
 from mel.verify.types import STATUSES, Status, Verdict
 
 __all__ = [
     "VERIFIERS", "Verdict", "Status", "STATUSES", "verify_problems", "verify_code", "verify_math", "verify_regex",
-    "extract_code", "extract_answer", "isolation_mode", "shutdown_math_workers", "clear_math_caches",
+    "extract_code", "extract_answer", "isolation_mode", "IsolationUnavailable", "shutdown_math_workers", "clear_math_caches",
 ]
 
 BatchVerifier = Callable[..., list[Verdict]]
 
 
 def _code(problems: Sequence[Problem], completions: Sequence[str], *, timeout_s: float, memory_mb: int,
-          workers: int, backend: str = "auto") -> list[Verdict]:
+          workers: int, isolation: str = "auto") -> list[Verdict]:
     return verify_code(completions, [p.tests for p in problems],  # type: ignore[misc]
-                       timeout_s=timeout_s, memory_mb=memory_mb, workers=workers, backend=backend)
+                       timeout_s=timeout_s, memory_mb=memory_mb, workers=workers, isolation=isolation)
 
 
 def _math(problems: Sequence[Problem], completions: Sequence[str], *, timeout_s: float, memory_mb: int,
-          workers: int, backend: str = "auto") -> list[Verdict]:
+          workers: int, isolation: str = "auto") -> list[Verdict]:
     return verify_math(completions, [p.answer or "" for p in problems], timeout_s=timeout_s, workers=workers)
 
 
 def _regex(problems: Sequence[Problem], completions: Sequence[str], *, timeout_s: float, memory_mb: int,
-           workers: int, backend: str = "auto") -> list[Verdict]:
+           workers: int, isolation: str = "auto") -> list[Verdict]:
     return verify_regex(completions, [p.answer or "" for p in problems])
 
 
@@ -43,7 +43,7 @@ VERIFIERS: dict[str, BatchVerifier] = {"code": _code, "math": _math, "regex": _r
 
 
 def verify_problems(problems: Sequence[Problem], completions: Sequence[str], *, timeout_s: float = 5.0,
-                    memory_mb: int = 512, workers: int = 2, backend: str = "auto") -> list[Verdict]:
+                    memory_mb: int = 512, workers: int = 2, isolation: str = "auto") -> list[Verdict]:
     """One verdict per (problem, raw completion), in input order; each kind's verifier is called once."""
     if len(problems) != len(completions):
         raise ValueError(f"{len(problems)} problems but {len(completions)} completions")
@@ -58,7 +58,7 @@ def verify_problems(problems: Sequence[Problem], completions: Sequence[str], *, 
                 out[i] = Verdict(False, "sandbox_error", f"no verifier for kind {kind!r}")
             continue
         verdicts = verifier([problems[i] for i in idxs], [completions[i] for i in idxs],
-                            timeout_s=timeout_s, memory_mb=memory_mb, workers=workers, backend=backend)
+                            timeout_s=timeout_s, memory_mb=memory_mb, workers=workers, isolation=isolation)
         for i, v in zip(idxs, verdicts):
             out[i] = v
     assert all(v is not None for v in out)

@@ -230,11 +230,16 @@ def _sweep():
                 pass
 
 
-def _reap_all():
+def _reap_all(wait_s=0.0):
+    """Reap exited children; with ``wait_s``, wait up to that long until none is left (as the PID namespace's init,
+    after a sweep, every killed process is our child: none may linger as a zombie)."""
+    end = time.monotonic() + wait_s
     while True:
         try:
             if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                return
+                if time.monotonic() >= end:
+                    return
+                time.sleep(0.0005)
         except ChildProcessError:
             return
 
@@ -289,7 +294,7 @@ def serve_sample(ctl, job):
     _, status = os.waitpid(pid, 0)
     if job.get("sweep"):
         _sweep()
-    _reap_all()
+    _reap_all(2.0 if job.get("sweep") and os.getpid() == 1 else 0.0)
     for fd in (out_r, pidfd):
         os.close(fd)
     shutil.rmtree(scratch, ignore_errors=True)
@@ -331,16 +336,153 @@ def _warm_up():
     gc.freeze()
 
 
+# ---------------------------------------------------------------------------------------------------- the jail
+# ``--jail``: the worker was started by ``unshare --mount --net --pid --ipc --uts --fork`` (plus ``--user
+# --map-root-user`` when the host process is not root), so it is PID 1 of new namespaces and may mount. It builds a
+# new root the way bubblewrap does, moves into it and drops every privilege before any sample is served.
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
+_MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 32, 4096, 16384, 1 << 18
+_ST_FLAGS = ((1, _MS_RDONLY), (2, _MS_NOSUID), (4, _MS_NODEV), (8, _MS_NOEXEC), (1024, 1024), (2048, 2048),
+             (4096, 1 << 21))  # statvfs f_flag bit -> mount flag (noatime, nodiratime, relatime): locked flags stay
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+_RO_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc")
+_DEVICES = ("null", "zero", "full", "random", "urandom")
+JAIL_TMP_BYTES = 512 << 20  # a private /tmp (the scratch directories live there): a sample cannot fill the host's RAM
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _check(rc, what):
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "%s: %s" % (what, os.strerror(err)))
+
+
+def _mount(source, target, fstype, flags, data=None):
+    enc = lambda x: x.encode() if x is not None else None  # noqa: E731
+    _check(_libc().mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+           "mount " + target)
+
+
+def _bind_ro(source, target, is_dir):
+    """A read-only, non-recursive bind of ``source`` at ``target`` (the source's locked flags kept)."""
+    if is_dir:
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+    _mount(source, target, None, _MS_BIND)
+    kept = sum(flag for bit, flag in _ST_FLAGS if os.statvfs(source).f_flag & bit)
+    _mount(None, target, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | kept)
+
+
+def _jail_binds():
+    """What the jail shows, read-only: the system directories and the interpreter's own prefix."""
+    paths = list(_RO_DIRS)
+    for prefix in (sys.base_prefix, os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))):
+        prefix = os.path.realpath(prefix)
+        if not any(prefix == p or prefix.startswith(p + "/") for p in paths):
+            paths.append(prefix)
+    return paths
+
+
+def _enter_jail():
+    """Mount a new root (read-only system directories, fresh /proc, minimal /dev, private tmpfs /tmp and /dev/shm),
+    pivot into it, detach the old root, then drop privileges for good."""
+    _mount(None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing we mount propagates to the host
+    root = "/tmp"
+    _mount("mel-root", root, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755,size=1m")
+    for path in _jail_binds():
+        if os.path.islink(path):  # merged /usr: /lib -> usr/lib
+            os.symlink(os.readlink(path), root + path)
+        elif os.path.isdir(path):
+            _bind_ro(path, root + path, True)
+    os.makedirs(root + "/proc")
+    _mount("proc", root + "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+    os.makedirs(root + "/dev")
+    _mount("mel-dev", root + "/dev", "tmpfs", _MS_NOSUID | _MS_NOEXEC, "mode=0755,size=64k")
+    for name in _DEVICES:
+        _bind_ro("/dev/" + name, root + "/dev/" + name, False)
+        _mount(None, root + "/dev/" + name, None, _MS_REMOUNT | _MS_BIND | _MS_NOSUID | _MS_NOEXEC)  # writable
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, root + "/dev/" + name)
+    for path in ("/tmp", "/dev/shm"):
+        os.makedirs(root + path, exist_ok=True)
+        _mount("mel-tmp", root + path, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=1777,size=%d" % JAIL_TMP_BYTES)
+    os.makedirs(root + "/.old")
+    os.chdir(root)
+    number = _SYS_PIVOT_ROOT.get(os.uname().machine)
+    if number is None:
+        raise OSError("pivot_root: unknown system call number on " + os.uname().machine)
+    _check(_libc().syscall(number, b".", b".old"), "pivot_root")
+    os.chdir("/")
+    _check(_libc().umount2(b"/.old", 2), "umount /.old")  # MNT_DETACH: the host's tree is gone from this namespace
+    os.rmdir("/.old")
+    _mount(None, "/", None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
+    _drop_privileges()
+
+
+def _drop_privileges():
+    """No capability and no way back: the bounding and ambient sets emptied, uid/gid 65534 where we are the host's
+    root (else the one mapped uid, with no capabilities), and no new privileges through exec."""
+    libc = _libc()
+    for cap in range(64):
+        libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP (fails past the last capability: ignored)
+    libc.prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
+    if _uid_map_is_host_root():
+        os.setgroups([])
+        os.setresgid(65534, 65534, 65534)
+        os.setresuid(65534, 65534, 65534)
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    _check(libc.capset(header, (ctypes.c_uint32 * 6)()), "capset")  # effective, permitted, inheritable: empty
+    _check(libc.prctl(38, 1, 0, 0, 0), "PR_SET_NO_NEW_PRIVS")
+
+
+def _uid_map_is_host_root():
+    """True when we are the host's root, outside a user namespace: then we can, and must, become uid 65534."""
+    if os.getuid() != 0:
+        return False
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() == ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
+def _probe_report():
+    """``--probe``: ``ok 3.N`` only if the contract holds here (read-only root, no capability, own PID namespace)."""
+    try:
+        open("/mel-probe", "w").close()
+        return "writable root"
+    except OSError:
+        pass
+    with open("/proc/self/status") as f:
+        caps = [line.split()[1] for line in f if line.startswith(("CapEff:", "CapPrm:", "CapBnd:"))]
+    if any(int(c, 16) for c in caps):
+        return "capabilities left: " + " ".join(caps)
+    return "ok %d.%d" % sys.version_info[:2]
+
+
 def main():
-    if sys.argv[1:] == ["--probe"]:
-        sys.stdout.write("ok %d.%d\n" % sys.version_info[:2])
+    flags = sys.argv[1:]
+    if "--jail" in flags:
+        try:
+            _enter_jail()
+        except OSError as e:
+            sys.stderr.write("mel sandbox jail: %s\n" % e)
+            sys.exit(3)
+    if "--probe" in flags:
+        sys.stdout.write((_probe_report() if "--jail" in flags else "ok %d.%d" % sys.version_info[:2]) + "\n")
         return
     _no_dump()
     _warm_up()
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    if sys.argv[1:2] == ["--connect"]:  # the docker backend: a Unix socket mounted into the container
+    if flags[:1] == ["--connect"]:  # the docker backend: a Unix socket mounted into the container
         ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        ctl.connect(sys.argv[2])
+        ctl.connect(flags[1])
     else:
         ctl = socket.socket(fileno=os.dup(0))
     devnull = os.open(os.devnull, os.O_RDWR)

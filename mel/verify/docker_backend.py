@@ -1,6 +1,6 @@
 """The ``docker`` sandbox backend: the same worker (``_zygote.py``) and protocol, inside a container.
 
-For users who have a Docker engine: ``verify_code(..., backend="docker")`` (or ``verify.backend: docker``). The
+For users who have a Docker engine: ``verify_code(..., isolation="docker")`` (or ``verify.isolation: docker``). The
 container runs with no network, a read-only root file system, a tmpfs ``/tmp``, uid 65534, a pids limit and a memory
 limit; the worker file is mounted read-only, and the worker connects back to the host over a Unix socket in a
 mounted directory (descriptor passing needs a Unix socket; the attach stream cannot carry it). Needs the ``docker``

