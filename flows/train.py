@@ -27,6 +27,7 @@ import pyarrow as pa
 from prefect import flow
 
 from mel import artifacts, schemas
+from mel.checkpoints import prune
 from mel.config import Config, config_hash, default_run_dir, load_config, to_yaml
 from mel.progress import progress
 from mel.stages.common import StageResult
@@ -171,6 +172,7 @@ def train(
         checkpoint = result.extra["checkpoint"]
         update_uris.append(result.uri)
         write_run_metrics(run_dir, update_uris)
+        prune(run_dir, step, cfg.run.keep_checkpoints, cfg.run.keep_every)  # only now that step's checkpoint is done
     if cfg.revise.mode != "none":
         write_revision_report(run_dir, cfg.run.steps)
     metrics_uri = artifacts.join(run_dir, "metrics.parquet")

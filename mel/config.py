@@ -255,9 +255,17 @@ class RunConfig:
     """Parent of the default run directory (a path or fsspec URL)."""
     torch_threads: int = 0
     """torch intra-op threads (0: leave torch's default). Fixed thread counts keep CPU runs bit-reproducible."""
+    keep_checkpoints: int = 2
+    """Step checkpoints that keep their weights: the newest N (``mel.checkpoints``); older ones are pruned once a
+    newer one is complete, keeping their manifest. Only the newest keeps the optimizer state. Not in the hash."""
+    keep_every: int = 0
+    """Also keep the weights of every k-th step's checkpoint (1-based steps k, 2k, ...) for evaluation curves;
+    0: none. Not in the hash."""
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, "run.steps", "at least 1")
+        _check(self.keep_checkpoints >= 1, "run.keep_checkpoints", "at least 1 (the newest is what a step resumes from)")
+        _check(self.keep_every >= 0, "run.keep_every", "0 (none) or a positive step interval")
         _check(bool(self.name) and "/" not in self.name, "run.name", "a non-empty name without '/'")
 
 
@@ -281,8 +289,8 @@ class Config:
 
 
 # Fields that do not change any artifact; left out of the config hash.
-_UNHASHED = {("run", "steps"), ("run", "runs_root"), ("verify", "workers"), ("verify", "isolation"),
-             ("rollout", "batch_size")}
+_UNHASHED = {("run", "steps"), ("run", "runs_root"), ("run", "keep_checkpoints"), ("run", "keep_every"),
+             ("verify", "workers"), ("verify", "isolation"), ("rollout", "batch_size")}
 
 
 class ConfigError(ValueError):

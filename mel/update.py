@@ -49,9 +49,8 @@ from mel.algos import (
     loss_token_weights,
     nll_token_weights,
 )
+from mel.checkpoints import OPTIMIZER_FILE
 from mel.config import AlgorithmConfig, OptimizerConfig
-
-OPTIMIZER_FILE = "optimizer.pt"
 
 
 @dataclass(frozen=True)

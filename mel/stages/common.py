@@ -70,8 +70,10 @@ def policy_engine(cfg: Config, checkpoint_uri: str):
     from mel.engines.base import LazyEngine
 
     def make():
+        from mel.checkpoints import require_weights
         from mel.engines import make_engine
 
+        require_weights(checkpoint_uri)
         return make_engine(cfg.rollout.engine, artifacts.fetch_folder(checkpoint_uri), dtype=cfg.model.dtype,
                            use_chat_template=cfg.rollout.use_chat_template, system_prompt=cfg.rollout.system_prompt,
                            batch_size=cfg.rollout.batch_size)

@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from mel import artifacts, schemas
+from mel.checkpoints import require_weights
 from mel.config import Config
 from mel.models import load_model_and_tokenizer, resolve_model
 from mel.stages.common import StageResult, derive_seed, set_threads, step_dir
@@ -72,6 +73,7 @@ def run_update(
     ]:
         raise ValueError(f"{verdicts_uri} does not line up with {rollouts_uri} (prompt_index/sample_index differ)")
 
+    require_weights(checkpoint_in, optimizer=True)  # a step resumes from the newest checkpoint, never a pruned one
     model, tokenizer = load_model_and_tokenizer(artifacts.fetch_folder(checkpoint_in), cfg.model.dtype)
     optimizer = make_optimizer(model, cfg.optimizer)
     load_optimizer_state(optimizer, artifacts.fetch_folder(checkpoint_in))
