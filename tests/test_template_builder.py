@@ -378,7 +378,8 @@ def test_garbage_inputs_never_raise(k):
     for y_plus in (text, SUM_PLUS, None):
         for status in ("failed", "syntax_error", text[:30]):
             m = build_template(text, y_plus, text, status, text)
-            assert m.ok or m.reject_reason
+            assert m.ok != bool(m.reject_reason), m  # well-formed with no reason, or rejected with one
+            assert not m.ok or (m.bifurcation_step and m.critique and m.heuristic), m
     assert divergence_category(text, text, text, text) in CATEGORIES
     assert isinstance(first_divergent_line(text, text), str) and isinstance(first_plan_step(text), str)
 
