@@ -105,11 +105,10 @@ VERIFY_EXIT = """exit status: 0 when every row was verified (whatever the verdic
 named on stderr by file, line and field; left out of the output, every other row verified and written), 2 when the
 input cannot be read or the command line is wrong."""
 
-VERIFY_OUTPUT = """output (Parquet, one row per verified input row, in input order, with OUT.parquet.manifest.json written
-last): line (1-based input line), {before}
-passed, status ({statuses}), detail, tests_passed, tests_total, seconds{after}, then every input field the
-verifier does not consume, unchanged (e.g. id, task_id; named input_<name> if it clashes with a column above; stored
-as JSON text unless all its values are scalars of one type)."""
+VERIFY_OUTPUT = """output (Parquet, one row per verified input row, in input order; OUT.parquet.manifest.json is
+written last): line (1-based input line), {before} passed, status ({statuses}), detail, tests_passed, tests_total,
+seconds{after}, then every input field the verifier does not consume, unchanged (e.g. id, task_id; named
+input_<name> if it clashes with a column above; stored as JSON text unless all its values are scalars of one type)."""
 
 VERIFY_CODE_FORMATS = """input: JSONL (a path or fsspec URL, compression inferred from the name), one code row per
 line; the format is recognised by its fields:
