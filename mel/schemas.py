@@ -211,9 +211,9 @@ EVAL_SUMMARY = pa.schema([
     #                        -1 for a model that is not part of a run)
     ("benchmark", pa.string()),
     ("column", pa.string()),
-    ("sampling", pa.string()),  # "greedy" or e.g. "t0.6-n8"
-    ("temperature", pa.float64()),
-    ("samples", pa.int32()),  # samples per problem
+    ("sampling", pa.string()),  # "greedy", e.g. "t0.6-n8", or for a samples file e.g. "samples-file-n3-5"
+    ("temperature", pa.float64()),  # null for a samples file (not known)
+    ("samples", pa.int32()),  # samples per problem (a samples file's fewest)
     ("metric", pa.string()),
     ("value", pa.float64()),  # mean over problems
     ("num_problems", pa.int32()),
