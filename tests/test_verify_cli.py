@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -245,3 +246,23 @@ def test_verify_code_help_lists_the_field_names():
     math_help = subprocess.run([sys.executable, "-m", "mel.cli", "verify", "math", "--help"], capture_output=True,
                                text=True, check=True, cwd=REPO).stdout
     assert "gold" in math_help and "prediction" in math_help and "extracted_answer" in math_help
+
+
+def test_verify_output_has_the_declared_schema_then_carried_columns_and_a_manifest(tmp_path, capsys):
+    from mel import artifacts
+
+    code_rows = [{"id": "a", "completion": "def f(x):\n    return x\n", "test_list": ["assert f(1) == 1"]}]
+    math_rows = [{"id": "b", "n": 3, "gold": "3", "prediction": "\\boxed{3}"}]
+    for kind, rows, declared in (("code", code_rows, schemas.VERIFY_CODE), ("math", math_rows, schemas.VERIFY_MATH)):
+        out = str(tmp_path / kind / "out.parquet")
+        rc, err = run_cli(capsys, "verify", kind, str(write_jsonl(tmp_path / f"{kind}.jsonl", rows)), "--out", out)
+        assert rc == 0, err
+        schema = pq.read_schema(out)
+        assert pa.schema(list(schema)[:len(declared)]).equals(declared)  # names, types, order
+        carried = schema.names[len(declared):]
+        assert artifacts.is_complete(out)
+        manifest = artifacts.read_manifest(out)
+        assert manifest["carried"] == carried == (["id"] if kind == "code" else ["id", "n"])
+        assert manifest["rows"] == 1 and manifest["passed"] == 1 and manifest["kind"] == kind
+        assert manifest["columns"] == schema.names
+        assert [name for name in (tmp_path / kind).iterdir() if ".tmp-" in name.name] == []
