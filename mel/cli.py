@@ -124,10 +124,10 @@ VERIFY_EXIT = """exit status: 0 when every row was verified (whatever the verdic
 named on stderr by file, line and field; left out of the output, every other row verified and written), 2 when the
 input cannot be read or the command line is wrong."""
 
-VERIFY_OUTPUT = """output (Parquet, one row per verified input row, in input order): line (1-based input line), {before}
-passed, status ({statuses}), detail, tests_passed, tests_total, seconds{after}, then every input field the
-verifier does not consume, unchanged (e.g. id, task_id; named input_<name> if it clashes with a column above; stored
-as JSON text unless all its values are scalars of one type)."""
+VERIFY_OUTPUT = """output (Parquet, one row per verified input row, in input order; OUT.parquet.manifest.json is
+written last): line (1-based input line), {before} passed, status ({statuses}), detail, tests_passed, tests_total,
+seconds{after}, then every input field the verifier does not consume, unchanged (e.g. id, task_id; named
+input_<name> if it clashes with a column above; stored as JSON text unless all its values are scalars of one type)."""
 
 VERIFY_CODE_FORMATS = """input: JSONL (a path or fsspec URL, compression inferred from the name), one code row per
 line; the format is recognised by its fields:
@@ -186,9 +186,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         if args.kind == "code":
             label = f"code [sandbox {describe_isolation(isolation_mode(args.isolation))}]"
             parsed = jsonl.parse_code_rows(args.input)
-            jsonl.resolve_io_tests(parsed, args.input, timeout_s=args.timeout, memory_mb=args.memory_mb,
-                                   workers=args.workers,
-                                   progress=_verify_progress(label, "expected outputs (EvalPlus tasks)"))
+            jsonl.resolve_io_tests(parsed, timeout_s=args.timeout, memory_mb=args.memory_mb, workers=args.workers,
+                                   progress=_verify_progress(label, "expected outputs (EvalPlus tasks)"),
+                                   isolation=args.isolation)
         else:
             parsed = jsonl.parse_math_rows(args.input)
     except (DatasetError, IsolationUnavailable) as exc:
@@ -201,16 +201,16 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if args.kind == "code":
         records = jsonl.verify_code_rows(parsed.rows, timeout_s=args.timeout, memory_mb=args.memory_mb,
                                          workers=args.workers, progress=progress, isolation=args.isolation)
-        columns = jsonl.CODE_COLUMNS
     else:
         records = jsonl.verify_math_rows(parsed.rows, timeout_s=args.timeout, workers=args.workers, progress=progress)
-        columns = jsonl.MATH_COLUMNS
     seconds = time.monotonic() - t_verify
-    jsonl.write_parquet(jsonl.to_table(records, columns), args.out)
     n = len(records)
     passed = sum(r["passed"] for r in records)
     by_status = collections.Counter(r["status"] for r in records)
     bad = len(parsed.bad_lines)
+    sandbox = {"isolation": isolation_mode(args.isolation)} if args.kind == "code" else {}
+    jsonl.write_output(args.out, records, args.kind, input=args.input, passed=passed, bad_rows=bad,
+                       statuses=dict(by_status), timeout_s=args.timeout, seconds=seconds, **sandbox)
     print(f"mel verify {label}: {n} rows verified in {seconds:.1f} s ({n / max(seconds, 1e-9):.1f} samples/s), "
           f"passed {passed}/{n} ({100 * passed / max(n, 1):.1f}%); "
           + ", ".join(f"{status} {count}" for status, count in by_status.most_common())

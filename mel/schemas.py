@@ -28,6 +28,11 @@ eval_problems (``problems.parquet``): one row per (problem, column, metric): the
     pass@1, c/n for avg@n, the unbiased estimate for pass@k), what the paired bootstrap of ``mel report`` resamples.
 eval_summary (``summary.parquet`` at the eval directory's root): one row per (cell, column, metric): the benchmark
     score (mean over problems) with where it came from.
+
+Standalone verification (``mel verify code`` / ``mel verify math``; see `mel.verify.jsonl`), at the ``--out`` URI:
+verify_code / verify_math: one row per verified input row, in input order: these columns, then every input field the
+    verifier does not consume, carried unchanged as extra columns (their types follow the values; the manifest lists
+    them).
 """
 from __future__ import annotations
 
@@ -206,17 +211,38 @@ EVAL_SUMMARY = pa.schema([
     #                        -1 for a model that is not part of a run)
     ("benchmark", pa.string()),
     ("column", pa.string()),
-    ("sampling", pa.string()),  # "greedy" or e.g. "t0.6-n8"
-    ("temperature", pa.float64()),
-    ("samples", pa.int32()),  # samples per problem
+    ("sampling", pa.string()),  # "greedy", e.g. "t0.6-n8", or for a samples file e.g. "samples-file-n3-5"
+    ("temperature", pa.float64()),  # null for a samples file (not known)
+    ("samples", pa.int32()),  # samples per problem (a samples file's fewest)
     ("metric", pa.string()),
     ("value", pa.float64()),  # mean over problems
     ("num_problems", pa.int32()),
+])
+
+_STANDALONE_VERDICT = [
+    ("passed", pa.bool_()),
+    ("status", pa.string()),  # mel.verify.types.STATUSES
+    ("detail", pa.string()),
+    ("tests_passed", pa.int64()),
+    ("tests_total", pa.int64()),
+    ("seconds", pa.float64()),
+]
+
+VERIFY_CODE = pa.schema([
+    ("line", pa.int64()),  # 1-based line of the input row
+    ("format", pa.string()),  # "mbpp", "humaneval" or "evalplus" (told by the row's fields)
+    *_STANDALONE_VERDICT,
+])
+
+VERIFY_MATH = pa.schema([
+    ("line", pa.int64()),
+    *_STANDALONE_VERDICT,
+    ("extracted_answer", pa.string()),  # the final answer taken from the prediction (null if none)
 ])
 
 SCHEMAS: dict[str, pa.Schema] = {
     "rollouts": ROLLOUTS, "verdicts": VERDICTS, "pairs": PAIRS, "experiences": EXPERIENCES,
     "meta_experiences": META_EXPERIENCES, "revisions": REVISIONS, "metrics": METRICS,
     "eval_generations": EVAL_GENERATIONS, "eval_results": EVAL_RESULTS, "eval_problems": EVAL_PROBLEMS,
-    "eval_summary": EVAL_SUMMARY,
+    "eval_summary": EVAL_SUMMARY, "verify_code": VERIFY_CODE, "verify_math": VERIFY_MATH,
 }

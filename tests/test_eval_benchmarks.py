@@ -145,7 +145,7 @@ def test_mbpp_plus_prompt_is_text_example_and_instruction(evalplus):
 
 @pytest.mark.parametrize("name, count, style", [("humaneval_plus", 164, "humaneval"), ("mbpp_plus", 378, "mbpp")])
 def test_whole_evalplus_files_validate_with_readme_count(name, count, style, data_root):
-    rows = parse_evalplus(str(DATA / EVALPLUS_FILES[name]), style)  # no reference runs
+    rows = [styled.row for styled in parse_evalplus(str(DATA / EVALPLUS_FILES[name]), style)]  # no reference runs
     assert len(rows) == len({row.task_id for row in rows}) == count
     skipped = {row.task_id: row.skipped for row in rows if row.skipped}
     assert skipped == ({"Mbpp/255": 5} if name == "mbpp_plus" else {})

@@ -133,10 +133,9 @@ def test_the_mel_eval_flow_scores_a_samples_file_and_publishes_its_summary(prefe
     samples.write_text("".join(json.dumps({"task_id": f"HumanEval/{i}",
                                            "completion": problems[f"HumanEval/{i}"]["canonical_solution"]}) + "\n"
                                for i in range(2)))
-    eval_dir = evaluate(str(samples), ["humaneval"], out=str(tmp_path / "ev"), limit=2, temperature=0.0,
-                        samples_file=str(samples))
+    eval_dir = evaluate(str(samples), ["humaneval"], out=str(tmp_path / "ev"), limit=2, samples_file=str(samples))
     (row,) = pq.read_table(Path(eval_dir) / "summary.parquet").to_pylist()
-    assert (row["metric"], row["value"], row["num_problems"]) == ("pass@1", 1.0, 2)
+    assert (row["sampling"], row["metric"], row["value"], row["num_problems"]) == ("samples-file-n1", "pass@1", 1.0, 2)
 
-    line = "| humaneval | main | -1 | greedy | pass@1 | 100.0% | 2 |"
+    line = "| humaneval | main | -1 | samples-file-n1 | pass@1 | 100.0% | 2 |"
     assert any(line in text for text in _published("mel-eval-summary"))

