@@ -41,7 +41,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set, base=args.base)  # fail fast on a bad config, before any server starts
     if not args.force_flow and _report_if_complete(cfg, args.run_dir or default_run_dir(cfg), config_hash(cfg)):
         return 0
-    problem = _isolation_problem(cfg)
+    problem = _isolation_problem(cfg) or _data_problem(cfg)
     if problem:
         print(f"mel run: {problem}", file=sys.stderr)
         return 2
@@ -65,6 +65,18 @@ def _isolation_problem(cfg) -> str:
     try:
         isolation_mode(cfg.verify.isolation)
     except IsolationUnavailable as exc:
+        return str(exc)
+    return ""
+
+
+def _data_problem(cfg) -> str:
+    """Why the run's task set cannot be loaded (a missing file, a bad row: named by file, line and field), said
+    before any server starts instead of under a Prefect traceback; "" when it loads."""
+    from mel.data import DatasetError, load_taskset
+
+    try:
+        load_taskset(cfg.data.taskset, cfg.data.path, limit=cfg.data.limit)
+    except DatasetError as exc:
         return str(exc)
     return ""
 

@@ -411,8 +411,13 @@ def _read_one(path: str) -> tuple[dict[str, Any], str | None]:
     """A YAML config's sections and the resolved path of its ``base:`` file (None if it has none)."""
     import fsspec
 
-    with fsspec.open(path, "rt") as f:
-        raw = yaml.safe_load(f) or {}
+    try:
+        with fsspec.open(path, "rt") as f:
+            raw = yaml.safe_load(f) or {}
+    except (FileNotFoundError, IsADirectoryError):
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     parent = raw.pop("base", None)
