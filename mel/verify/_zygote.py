@@ -22,6 +22,7 @@ Frames everywhere: 4-byte big-endian length + JSON.
                                  then one reply per call
     worker -> host (socket):  {"reason": null | "timeout" | "output_limit", "exit", "signal", "output", "output_bytes"}
 """
+import ast
 import builtins
 import collections
 import ctypes
@@ -183,9 +184,9 @@ def _child(job, call_r, reply_w, out_w, scratch):
         send({"syntax_error": _err(e)})
         os._exit(0)
     try:
-        if job.get("setup"):
-            exec(compile(job["setup"], "<setup>", "exec", dont_inherit=True), ns)
         exec(program, ns)
+        if job.get("setup"):  # after the program, as in the plain script program + setup + tests
+            exec(compile(job["setup"], "<setup>", "exec", dont_inherit=True), ns)
     except BaseException as e:  # SystemExit included: the program did not define cleanly
         send({"runtime_error": _err(e), "memory": isinstance(e, MemoryError)})
         os._exit(0)
@@ -201,21 +202,51 @@ def _child(job, call_r, reply_w, out_w, scratch):
             except NonPlain:
                 pass
     send({"ready": exports})
+    for reply in _planned(job, ns):
+        send(reply)
     while True:
         try:
             request = read_frame(call_r)
         except EOFError:
             os._exit(0)
+        send(_answer(lambda: ns[request["name"]], request.get("args", ())))
+
+
+def _answer(function, tagged_args=None):
+    """Call ``function()(*args)`` (``args`` untagged from ``tagged_args``; none for a planned call, whose source
+    names its arguments) and tag the outcome: ``{"value"}`` (plus ``"args"`` after the call, for the copy-back) or
+    ``{"error", "message"}``."""
+    try:
+        if tagged_args is None:
+            value = function()
+        else:
+            args = [untag(a) for a in tagged_args]
+            value = function()(*args)
         try:
-            args = [untag(a) for a in request["args"]]
-            value = ns[request["name"]](*args)
-            try:
-                reply = {"value": tag(value), "args": [tag(a) for a in args]}
-            except NonPlain as e:
-                reply = {"error": "TypeError", "message": "returned a " + str(e), "nonplain": True}
-        except BaseException as e:  # the call raised, exited, or was interrupted: an exception in the test
-            reply = {"error": _type(e).__name__, "message": _err(e), "memory": isinstance(e, MemoryError)}
-        send(reply)
+            reply = {"value": tag(value)}
+            if tagged_args is not None:
+                reply["args"] = [tag(a) for a in args]
+        except NonPlain as e:
+            reply = {"error": "TypeError", "message": "returned a " + str(e), "nonplain": True}
+    except BaseException as e:  # the call raised, exited, or was interrupted: an exception in the test
+        reply = {"error": _type(e).__name__, "message": _err(e), "memory": isinstance(e, MemoryError)}
+    return reply
+
+
+def _planned(job, ns):
+    """The replies to the calls the host planned (``mel.verify.plan``), in plan order: each call's source evaluated
+    here, as plain Python would, and its result tagged right after it returns."""
+    entry, literal = job.get("entry_point") or "", job.get("literal")
+    local = {}
+    if job.get("param") and entry in ns:  # HumanEval's check(candidate): candidate is the entry point
+        local[job["param"]] = ns[entry]
+    for name, source in job.get("calls") or ():
+        if literal:  # io: the source is the argument list
+            yield _answer(lambda: ns[entry](*ast.literal_eval(source)))
+        elif name in local or name in ns or hasattr(builtins, name):
+            yield _answer(lambda: eval(compile(source, "<test>", "eval", dont_inherit=True), ns, local))
+        else:  # nothing ran: the host may skip this result without a rerun (its own lookup of the name failed too)
+            yield {"error": "NameError", "message": "name %r is not defined" % name, "unbound": True}
 
 
 # ---------------------------------------------------------------------------------------------------- the worker
@@ -239,9 +270,28 @@ def _reap_all():
             return
 
 
+_scratch_base = []
+
+
+def _scratch_dir():
+    """A fresh scratch directory name: on a tmpfs where /tmp is none but /dev/shm is (removing a directory on a disk
+    file system costs up to milliseconds -- ext4 with ``discard`` -- on a tmpfs microseconds)."""
+    if not _scratch_base:
+        base = "/tmp"
+        try:
+            with open("/proc/self/mounts") as f:
+                tmpfs = {line.split()[1] for line in f if line.split()[2:3] == ["tmpfs"]}
+            if "/tmp" not in tmpfs and "/dev/shm" in tmpfs and os.access("/dev/shm", os.W_OK | os.X_OK):
+                base = "/dev/shm"
+        except (OSError, IndexError):
+            pass
+        _scratch_base.append(base)
+    return "%s/mel-sample-%d-%d" % (_scratch_base[0], os.getpid(), time.monotonic_ns())
+
+
 def serve_sample(ctl, job):
     """Fork one child for one sample, hand its pipes to the host, watch it, clean up, report how it ended."""
-    scratch = "/tmp/mel-sample-%d-%d" % (os.getpid(), time.monotonic_ns())
+    scratch = _scratch_dir()
     os.mkdir(scratch, 0o700)
     call_r, call_w = os.pipe()
     reply_r, reply_w = os.pipe()
@@ -257,7 +307,7 @@ def serve_sample(ctl, job):
         os.close(fd)
     pidfd = os.pidfd_open(pid)
     try:
-        socket.send_fds(ctl, [b"F"], [call_w, reply_r])
+        socket.send_fds(ctl, [b"F"], [call_w, reply_r, pidfd])
     finally:
         os.close(call_w)
         os.close(reply_r)

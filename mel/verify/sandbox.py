@@ -65,7 +65,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 from mel.data.types import CodeTests
-from mel.verify.remote import Remote, SampleEnded, literal, run_tests
+from mel.verify.plan import Plan, literal, plan_tests
+from mel.verify.remote import Diverged, Remote, SampleEnded, run_tests
 from mel.verify.extract import extract_code
 from mel.verify.types import Verdict
 
@@ -203,31 +204,11 @@ class _Worker:
             theirs.close()
 
     def sample(self, program: str, tests: CodeTests, timeout_s: float, memory_mb: int) -> dict:
-        """Run one sample: fork a child in the worker, run the tests here against it, collect how it ended."""
-        limits = {"timeout_s": timeout_s, "memory_mb": memory_mb, "nproc": self.mode.nproc, "sweep": self.mode.sweep}
-        try:
-            data = json.dumps(limits).encode()
-            self.ctl.sendall(struct.pack(">I", len(data)) + data)
-            if not select.select([self.ctl], [], [], 30.0)[0]:
-                raise WorkerDied("worker did not fork a child")
-            msg, fds, _, _ = socket.recv_fds(self.ctl, 16, 2)
-        except OSError as exc:
-            raise WorkerDied(f"worker gone: {exc}") from None
-        if msg != b"F" or len(fds) != 2:
-            for fd in fds:
-                os.close(fd)
-            raise WorkerDied("worker broke the protocol")
-        call_w, reply_r = fds
-        remote = Remote(call_w, reply_r, time.monotonic() + timeout_s)
-        try:
-            outcome = run_tests(remote, program, tests)
-        except SampleEnded as exc:
-            outcome = {"status": "ended", "detail": str(exc), "results": []}
-        finally:
-            os.close(call_w)  # EOF: the child exits
-            os.close(reply_r)
-        outcome["end"] = _read_frame(self.ctl, timeout_s + 30.0)
-        outcome["memory"] = remote.memory
+        """Run one sample: its planned calls made ahead in the child, the tests here; if the tests did not read the
+        planned results in plan order, the sample again in a fresh child, call by call."""
+        outcome = _attempt(self, program, tests, plan_tests(tests), timeout_s, memory_mb)
+        if outcome.get("diverged"):
+            outcome = _attempt(self, program, tests, plan_tests(tests, sequential=True), timeout_s, memory_mb)
         return outcome
 
     def alive(self) -> bool:
@@ -251,6 +232,46 @@ class _Worker:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+
+
+def _attempt(worker: Any, program: str, tests: CodeTests, plan: Plan, timeout_s: float, memory_mb: int) -> dict:
+    """One child of ``worker`` for one sample: fork it in the worker, run the tests here against it (``plan``: the
+    calls it makes ahead), collect how it ended. ``"diverged"`` in the outcome: discard it and run without a plan."""
+    limits = {"timeout_s": timeout_s, "memory_mb": memory_mb, "nproc": worker.mode.nproc, "sweep": worker.mode.sweep}
+    try:
+        data = json.dumps(limits).encode()
+        worker.ctl.sendall(struct.pack(">I", len(data)) + data)
+        if not select.select([worker.ctl], [], [], 30.0)[0]:
+            raise WorkerDied("worker did not fork a child")
+        msg, fds, _, _ = socket.recv_fds(worker.ctl, 16, 3)
+    except OSError as exc:
+        raise WorkerDied(f"worker gone: {exc}") from None
+    if msg != b"F" or len(fds) != 3:
+        for fd in fds:
+            os.close(fd)
+        raise WorkerDied("worker broke the protocol")
+    call_w, reply_r, pidfd = fds
+    remote = Remote(call_w, reply_r, time.monotonic() + timeout_s)
+    diverged = ended = False
+    try:
+        outcome = run_tests(remote, program, tests, plan)
+    except SampleEnded as exc:
+        ended, outcome = True, {"status": "ended", "detail": str(exc), "results": []}
+    except Diverged:
+        diverged, outcome = True, {"status": "diverged", "detail": "", "results": []}
+    finally:
+        if remote.pending and not ended:  # the child may be computing results nobody will read: end it now
+            try:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            except OSError:  # not ours to signal (a container's uid): the worker's deadline ends it
+                pass
+        for fd in (call_w, reply_r, pidfd):
+            os.close(fd)  # EOF: the child exits
+    outcome["end"] = _read_frame(worker.ctl, timeout_s + 30.0)
+    outcome["memory"] = remote.memory
+    # Output written by calls the tests never read may have hit the limit: only a run without a plan can say.
+    outcome["diverged"] = diverged or (remote.pending > 0 and outcome["end"].get("reason") == "output_limit")
+    return outcome
 
 
 class _Pool:
