@@ -185,8 +185,9 @@ def run_tests(remote: Remote, program: str, tests: CodeTests, plan: Plan) -> dic
     ns: dict[str, Any] = {"__name__": "__mel_tests__", "__builtins__": builtins, PLANNED: remote.take}
     for name, kind in exports.items():
         # The program may not replace a builtin the tests use -- except the entry point itself, which the tests
-        # name on purpose (MBPP 126 is a function called ``sum``).
-        if type(name) is not str or (name in _BUILTIN_NAMES and name != plan.entry_point):
+        # name on purpose (MBPP 126 is a function called ``sum``) -- nor a dunder name (``__builtins__``, the
+        # planned-result reader): the child exports none, so such a name is a forged message.
+        if type(name) is not str or name.startswith("__") or (name in _BUILTIN_NAMES and name != plan.entry_point):
             continue
         try:
             ns[name] = remote.proxy(name) if kind == "call" else untag(kind[1])
