@@ -2,24 +2,32 @@
 
 The worker is a fork server that never sees a program, a test or a value. Its standard input is a Unix socket to the
 host (the control channel). For each sample the host sends the limits; the worker makes two pipes, forks a CHILD,
-hands the host its ends of the pipes over the socket (SCM_RIGHTS), and then only watches: it drains the child's
-stdout/stderr (capped), enforces the wall-clock deadline, and when the child is gone it kills the child's process
-group (and, in a PID namespace of its own, every other process left), reaps, removes the scratch directory and
-reports how the child ended. So the worker's memory -- which every child inherits -- never holds another sample's
-program, tests or answers.
+hands the host its ends of the pipes and a pidfd of the child over the socket (SCM_RIGHTS), and then only watches:
+it drains the child's stdout/stderr (capped), enforces the wall-clock deadline, and when the child is gone it kills
+the child's process group (and, in a PID namespace of its own, every other process left), reaps, removes the scratch
+directory and reports how the child ended. So the worker's memory -- which every child inherits -- never holds
+another sample's program, tests or answers.
 
 The child, before any candidate code runs, redirects stdout/stderr to the capped pipe, closes every other
-descriptor (the control socket included), sets its limits, moves into a fresh scratch directory; then it reads the
-program from its call pipe, runs it, reports the names it defines, and answers calls: ``{"name", "args"}`` ->
-``{"value", "args"}`` (returned value and arguments after the call, as tagged plain data of exact builtin types) or
-``{"error", "message"}``. The tests themselves run in the host (``mel.verify.sandbox``), on fresh builtin values.
+descriptor (the control socket included), sets its limits, moves into a fresh scratch directory (its environment,
+``HOME``/``TMPDIR`` = that directory, is set by the worker before the fork); then it reads the program from its call
+pipe, runs it and then the setup code (the plain script's order), reports the names it defines, makes the calls the
+host PLANNED (``mel.verify.plan``: each call's source text evaluated here, in plan order, its result tagged and sent
+as soon as it returns), and then answers calls: ``{"name", "args"}`` -> ``{"value", "args"}`` (returned value and
+arguments after the call, as tagged plain data of exact builtin types) or ``{"error", "message"}``. The tests
+themselves -- every comparison on a result -- run in the host (``mel.verify.sandbox``), on fresh builtin values; the
+child is sent calls only, never an expected value.
 
 Frames everywhere: 4-byte big-endian length + JSON.
     host -> worker (socket):  {"timeout_s", "memory_mb", "nproc", "sweep"}
-    worker -> host (socket):  b"F" with the call pipe's write end and the reply pipe's read end
-    host -> child (call pipe):   {"program", "setup"} then {"name", "args"} per call; EOF ends the child
-    child -> host (reply pipe):  {"syntax_error"} | {"runtime_error", "memory"} | {"ready": {name: "call" | ["value", v]}}
-                                 then one reply per call
+    worker -> host (socket):  b"F" with the call pipe's write end, the reply pipe's read end and the child's pidfd
+                              (the host ends a child left computing planned results it will not read)
+    host -> child (call pipe):   {"program", "setup", "calls": [[name, source], ...], "entry_point", "param",
+                                 "literal"} then {"name", "args"} per call; EOF ends the child
+    child -> host (reply pipe):  {"syntax_error"} | {"runtime_error", "memory"}
+                                 | {"ready": {name: "call" | ["value", v]}}, then one reply per planned call
+                                 ({"value"} | {"error", "message"}, with "unbound" where the called name was not
+                                 found and nothing ran), then one reply per call
     worker -> host (socket):  {"reason": null | "timeout" | "output_limit", "exit", "signal", "output", "output_bytes"}
 """
 import ast
@@ -165,10 +173,6 @@ def _child(job, call_r, reply_w, out_w, scratch):
         limits.append((resource.RLIMIT_NPROC, job["nproc"], job["nproc"]))
     for which, soft, hard in limits:
         resource.setrlimit(which, (soft, hard))
-    wanted = {"PATH": "/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8"}
-    for key in [k for k in os.environ if k not in wanted]:  # the worker's environment is clean already
-        del os.environ[key]
-    os.environ.update(wanted)
     sys.argv = ["solution.py"]
     if hasattr(sys, "set_int_max_str_digits"):
         sys.set_int_max_str_digits(0)  # big-integer tasks print and parse long decimals
@@ -289,9 +293,21 @@ def _scratch_dir():
     return "%s/mel-sample-%d-%d" % (_scratch_base[0], os.getpid(), time.monotonic_ns())
 
 
+def _child_environment(scratch):
+    """The environment the child inherits, set here before the fork: changing it in the child would copy the pages
+    that libc's environment and Python's ``os.environ`` live on (about half a millisecond a sample)."""
+    wanted = {"PATH": "/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8"}
+    for key in [k for k in os.environ if k not in wanted]:  # the worker's environment is clean already
+        del os.environ[key]
+    for key, value in wanted.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
+
 def serve_sample(ctl, job):
     """Fork one child for one sample, hand its pipes to the host, watch it, clean up, report how it ended."""
     scratch = _scratch_dir()
+    _child_environment(scratch)
     os.mkdir(scratch, 0o700)
     call_r, call_w = os.pipe()
     reply_r, reply_w = os.pipe()

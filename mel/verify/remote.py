@@ -4,7 +4,17 @@ The child (see ``_zygote.py``) holds the candidate's functions; here every name 
 sends the plain arguments down the call pipe and rebuilds the reply -- a tagged value of exact builtin types -- as
 fresh builtin objects. The test code (``assert`` statements, HumanEval's ``check``) runs in this process, so every
 comparison, builtin and exception it uses is ours; nothing the candidate defines can decide a test. A name the
-program defines that shadows a builtin (``def abs``, ``def sorted``) is not exported: the tests keep the real one.
+program defines that shadows a builtin (``def abs``, ``def sorted``) is not exported: the tests keep the real one --
+except the entry point, which the tests name on purpose (MBPP 126's ``sum``).
+
+Most calls need no round trip: the child makes the tests' PLANNED calls (``mel.verify.plan``) right after the program
+defines, and streams their results; the test code, rewritten by the plan, reads result ``k`` where it made call
+``k`` (`Remote.take`), and the calls after the planned prefix go through the proxies. The host checks that the tests
+read the planned results in exactly plan order -- none skipped and a later one read (a short-circuit ``and``, an
+exception earlier in the statement), no proxy call while planned results are left -- or else raises `Diverged`:
+the child has made calls plain Python would not have made at that point, so the sample is run again without a plan
+(``mel.verify.sandbox``). Results left unread when the tests stop are harmless: each was tagged before the next
+call ran.
 """
 from __future__ import annotations
 

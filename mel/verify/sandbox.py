@@ -6,11 +6,17 @@ How a sample runs (`verify_code`):
      that works here (`isolation_mode()`, probed once and reported) -- forks a CHILD for the sample and passes this
      process the child's call and reply pipes over a Unix socket. The worker is a fork server only: it never holds
      a program, a test or a value, so no sample can find another's in the memory it inherits.
-  3. Here (`mel.verify.remote`), the program goes down the call pipe; the child runs it and reports the names it
-     defines; the TEST CODE RUNS IN THIS PROCESS with each of those names (builtin names excepted) bound to a proxy
-     that calls into the child and rebuilds the returned value -- plain data of exact builtin types -- as fresh
-     objects. For ``io`` tests the returned values are compared with the expected outputs here (floats with
-     ``atol``); ``assert``/``check`` code evaluates here on plain values. The worker reports how the child ended
+  3. Here (`mel.verify.remote`), the program goes down the call pipe with the PLANNED calls (`mel.verify.plan`:
+     the tests' calls of program functions whose arguments are literals or names living in the child, up to the
+     first statement that uses the program otherwise); the child runs the program and the setup code, reports the
+     names it defines, evaluates each planned call's source (so its arguments -- set literals, instances of the
+     program's classes, setup objects -- are built as plain CPython builds them) and streams back each result. The
+     TEST CODE RUNS IN THIS PROCESS: each planned call reads its result, every later call goes through a proxy bound
+     to the program's name (builtin names excepted, but for the entry point), and every returned value -- plain data
+     of exact builtin types -- is rebuilt as fresh objects. For ``io`` tests the returned values are compared with
+     the expected outputs here (floats with ``atol``); ``assert``/``check`` code evaluates here on plain values. If
+     the tests do not read the planned results in plan order (a skipped call, a proxy call while results are left),
+     the sample is run again in a fresh child with no plan, call by call. The worker reports how the child ended
      (deadline, output limit, signal, exit). An exit code, printed text or a crash never counts as a pass.
 
 Isolation modes (first that works; ``isolation_mode()`` says which is in force):
@@ -28,23 +34,30 @@ the unprivileged-user modes), output bytes; a wall-clock deadline per sample aft
 is killed (and, if the worker itself stops answering, the whole worker). Cleaned environment; a fresh scratch
 directory per sample as cwd.
 
-Covered: exits of every kind (``sys.exit``, ``os._exit``, ``atexit``/``excepthook`` tricks: no result -> not
-passed); custom ``__eq__``/``__hash__``/``__bool__``, builtin-type subclasses, patched builtins or ``AssertionError``,
-top-level ``def abs``/``def sorted`` (they live in the child; tests run here on fresh builtins); forged protocol
-messages (the child holds no descriptor but its own two pipes, and a forged reply is only a value); reading the
-tests or a sibling sample's program (never in the child's memory; not on its file system in ``bwrap`` mode);
-infinite loops, sleeping children, memory bombs, huge output, fork bombs (limits, then the process group / PID
-namespace is killed); network (no interface but
-loopback in the netns modes); writing outside the scratch directory (read-only file system in ``bwrap`` mode;
-unprivileged uid elsewhere); killing the worker (the sample is retried once in a fresh worker, then
+Covered: planned calls (the child is sent the calls, never a comparison or an expected value; a planned result is
+plain data like a proxy reply, so a program class's ``__eq__`` never runs here; forged or patched evaluation in the
+child only yields other values; a run read out of plan order never counts); exits of every kind (``sys.exit``,
+``os._exit``, ``atexit``/``excepthook`` tricks: no result -> not passed); custom
+``__eq__``/``__hash__``/``__bool__``, builtin-type subclasses, patched builtins or ``AssertionError``, top-level
+``def abs``/``def sorted`` (they live in the child; tests run here on fresh builtins); forged protocol messages (the
+child holds no descriptor but its own two pipes, and a forged reply is only a value); reading the tests or a sibling
+sample's program (never in the child's memory; not on its file system in ``bwrap`` mode); infinite loops, sleeping
+children, memory bombs, huge output, fork bombs (limits, then the process group / PID namespace is killed); network
+(no interface but loopback in the netns modes); writing outside the scratch directory (read-only file system in
+``bwrap`` mode; unprivileged uid elsewhere); killing the worker (the sample is retried once in a fresh worker, then
 ``sandbox_error``).
 Not covered: escapes through kernel bugs (no seccomp filter); in the non-``bwrap`` modes, processes that leave the
 process group with ``setsid`` can outlive the sample, world-writable host directories (/tmp) are writable and
 world-readable files readable, and such an escaped process can kill later samples' children (a denial, never a
 pass); ``none`` mode isolates nothing. A sample can slow other samples down (shared CPU). Test code is
 trusted and runs in this process (a test that loops forever without calling the program is not interrupted).
-In-place changes a function makes to list/dict arguments are copied back; other argument mutations are not seen;
-the program's functions take positional arguments only through the proxy.
+Faithful to plain Python where the tests call the program with arguments the child can build (the planned calls:
+all 974 MBPP reference solutions get plain CPython's verdict, 164/164 HumanEval canonical solutions pass). Calls
+through the proxy take positional plain arguments only; in-place changes a function makes to list/dict arguments are
+copied back, other argument mutations are not seen. Objects of the program's classes never reach the tests (a test
+that reads ``f(x).attr`` fails), and setup values built from program names live in the child only. A run that
+diverges from plan order (mostly failing samples: a short-circuit, an assert message that calls the program) costs a
+second child. The child learns every planned call's arguments up front (never an expected value).
 """
 from __future__ import annotations
 
@@ -282,7 +295,10 @@ class _Pool:
 
     def _queue(self, name: str) -> queue.LifoQueue:
         with self.lock:
-            return self.idle.setdefault(name, queue.LifoQueue())
+            q = self.idle.get(name)
+            if q is None:
+                q = self.idle[name] = queue.LifoQueue()
+            return q
 
     def acquire(self, mode: _Mode) -> _Worker:
         try:
