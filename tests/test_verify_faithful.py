@@ -124,6 +124,13 @@ def test_calls_made_ahead_and_never_read_do_not_change_the_verdict() -> None:
     assert time.monotonic() - t0 < 4.0  # the child left computing was ended, not waited for
 
 
+def test_output_limit_reached_before_the_planned_calls_is_not_rerun(attempts) -> None:
+    program = "print('x' * (10 << 20))\ndef f(x):\n    return x\n"
+    (v,) = verify_code([program], [CodeTests(style="assert", asserts=("assert f(1) == 1",))], extract=False)
+    assert v.status == "output_limit", v
+    assert attempts == [True]
+
+
 # --- round trips ------------------------------------------------------------------------------------------------
 
 def test_a_fully_planned_sample_makes_one_round_trip(monkeypatch) -> None:

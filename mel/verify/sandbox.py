@@ -282,8 +282,10 @@ def _attempt(worker: Any, program: str, tests: CodeTests, plan: Plan, timeout_s:
             os.close(fd)  # EOF: the child exits
     outcome["end"] = _read_frame(worker.ctl, timeout_s + 30.0)
     outcome["memory"] = remote.memory
-    # Output written by calls the tests never read may have hit the limit: only a run without a plan can say.
-    outcome["diverged"] = diverged or (remote.pending > 0 and outcome["end"].get("reason") == "output_limit")
+    # Output written by calls the tests never read (they were done, results were left) may have hit the limit: only
+    # a run without a plan can say. A run that ended waiting for a result wrote only what plain Python would have.
+    unread = not ended and remote.pending > 0
+    outcome["diverged"] = diverged or (unread and outcome["end"].get("reason") == "output_limit")
     return outcome
 
 
