@@ -124,6 +124,11 @@ def test_a_value_the_host_also_reads_is_no_static_argument() -> None:
     assert planned(tests) == [("f", "f(lst)"), ("g", "g(lst)")]
 
 
+def test_a_program_value_read_by_module_level_test_code_is_no_static_argument() -> None:
+    head = "def expected():\n    return len(TABLE)\n"
+    assert planned(check("    assert candidate(TABLE) == expected()\n", head=head)) == []
+
+
 def test_setup_using_program_names_runs_only_in_the_child() -> None:
     setup = "import math\nroot = Node(1)\nroot.left = Node(2)\nn = 3"
     p = plan_tests(asserts("assert height(root) == 2", setup=setup))

@@ -44,8 +44,10 @@ __all__ = ["PLANNED", "Plan", "PlannedCall", "entry_point_of", "literal", "plan_
 
 PLANNED = "__mel_planned__"  # the host-side name a planned call is rewritten to
 _BUILTIN_NAMES = frozenset(dir(builtins))
-_ORDER_UNSAFE = (ast.IfExp, ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.NamedExpr,
-                 ast.Await, ast.Yield, ast.YieldFrom)
+_OWN_SCOPES = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.NamedExpr, ast.Await,
+               ast.Yield, ast.YieldFrom)  # they bind names of their own: not worth the bookkeeping
+_ORDER_UNSAFE = (ast.IfExp, *_OWN_SCOPES)  # evaluated partly, or later, or in another order than written
+_OPERATORS = (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)
 _SIMPLE_STATEMENTS = (ast.Import, ast.ImportFrom, ast.Pass, ast.Global, ast.Nonlocal)
 
 
@@ -129,9 +131,10 @@ def entry_point_of(tests: CodeTests) -> str:
 
 
 class _Scope:
-    """Name classes of one test spec: ``child`` names are evaluated in the child (the program's, the setup's,
-    builtins), ``program`` names are what the host reaches only through the child (proxies, exported snapshots,
-    child-only setup values); ``host`` is every name the host code reads as a value."""
+    """What the names of one test spec stand for: a PROGRAM name's value lives in the child only (the program's
+    names, the entry point, check's parameter, setup names built from the program); a STATIC name can be evaluated
+    in the child as plain Python would (anything the test code does not bind, and that the host code does not read
+    as a value: ``host_values``, filled in by `_plan_units`)."""
 
     def __init__(self, test_bound: set[str], setup_host: set[str], setup_child: set[str], entry_point: str,
                  param: str) -> None:
@@ -158,11 +161,9 @@ class _Scope:
             return True
         if isinstance(node, ast.Name):
             return isinstance(node.ctx, ast.Load) and self.is_static_name(node.id)
-        if isinstance(node, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.NamedExpr,
-                             ast.Await, ast.Yield, ast.YieldFrom)):
-            return False  # their own scopes bind names; not worth the bookkeeping
-        return all(self.static(child) for child in ast.iter_child_nodes(node)
-                   if not isinstance(child, (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)))
+        if isinstance(node, _OWN_SCOPES):
+            return False
+        return all(self.static(child) for child in ast.iter_child_nodes(node) if not isinstance(child, _OPERATORS))
 
     def planned_call(self, node: ast.AST) -> bool:
         return (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and self.is_program(node.func.id)
@@ -178,8 +179,7 @@ def _evaluation_order(node: ast.AST) -> list[ast.AST]:
         return out
     if isinstance(node, ast.Call):
         return [node.func, *node.args, *(k.value for k in node.keywords)]
-    return [c for c in ast.iter_child_nodes(node)
-            if not isinstance(c, (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop))]
+    return [c for c in ast.iter_child_nodes(node) if not isinstance(c, _OPERATORS)]
 
 
 def _calls(node: ast.AST, scope: _Scope, out: list[ast.Call]) -> bool:
@@ -191,7 +191,7 @@ def _calls(node: ast.AST, scope: _Scope, out: list[ast.Call]) -> bool:
     if isinstance(node, ast.Name):
         return not scope.is_program(node.id)
     if isinstance(node, _ORDER_UNSAFE):
-        return not any(isinstance(n, ast.Name) and scope.is_program(n.id) for n in ast.walk(node))
+        return not _mentions_program(node, scope)
     return all(_calls(child, scope, out) for child in _evaluation_order(node))
 
 
@@ -301,14 +301,14 @@ def _prefix(bodies: list[list[ast.stmt] | None], sources: list[str], scope: _Sco
     return calls, index, done
 
 
-def _plan_units(bodies: list[list[ast.stmt] | None], sources: list[str], scope: _Scope) -> tuple[list[PlannedCall],
-                                                                                          dict[int, int]]:
+def _plan_units(bodies: list[list[ast.stmt] | None], sources: list[str], scope: _Scope,
+                others: list[ast.stmt]) -> tuple[list[PlannedCall], dict[int, int]]:
     """The prefix, once no static argument names a value the host also reads (anywhere: the statements after the
-    prefix call through proxies, which send the host's copies)."""
+    prefix call through proxies, which send the host's copies; ``others`` is host code outside the units)."""
     stmts = [s for body in bodies if body is not None for s in body]
     while True:
         calls, index, done = _prefix(bodies, sources, scope)
-        seen = _host_values(stmts[:done], set(index)) | _host_values(stmts[done:], set())
+        seen = _host_values(stmts[:done], set(index)) | _host_values(stmts[done:] + others, set())
         seen = {n for n in seen if scope.is_program(n) or n in scope.setup_host}  # builtins are the same on both sides
         if seen <= scope.host_values:
             return calls, index
@@ -344,15 +344,17 @@ def plan_tests(tests: CodeTests, sequential: bool = False) -> Plan:
     parsed = [t for t in trees if t is not None]
     param = ""
     bodies = [t.body if t is not None else None for t in trees]
+    others: list[ast.stmt] = []
     test_bound = set().union(*(_bound_names(t) for t in parsed))
     if tests.style == "check":
         check = next((s for s in parsed[0].body if isinstance(s, ast.FunctionDef) and s.name == "check"
                       and s.args.args), None) if parsed else None
         param = check.args.args[0].arg if check is not None else ""
         bodies = [check.body] if check is not None else []
+        others = [s for s in parsed[0].body if s is not check] if parsed else []
         test_bound -= {param}
     scope = _Scope(test_bound, setup_host, setup_child, entry, param)
-    calls, index = ([], {}) if sequential or not bodies else _plan_units(bodies, sources, scope)
+    calls, index = ([], {}) if sequential or not bodies else _plan_units(bodies, sources, scope, others)
     units: list[CodeType | str] = []
     for tree, source in zip(trees, sources):
         try:
