@@ -320,6 +320,19 @@ def test_write_outside_the_scratch_dir(where: str) -> None:
             os.unlink(path)
 
 
+@pytest.mark.parametrize("where", ["/tmp", "/dev/shm"])
+def test_files_an_earlier_sample_left_are_gone(where: str) -> None:
+    # the sandbox's own /tmp and /dev/shm outlive a sample in its worker: a file planted there must not reach the
+    # next sample (which passes only if it finds it)
+    path = f"{where}/{MARK}-left"
+    plant = f"import os\nos.makedirs({where!r}, exist_ok=True)\nopen({path!r}, 'w').write('x')\n" + GOOD_ADD
+    assert one(plant, ADD["io"]).passed  # the write itself is allowed: it is the sandbox's private tmpfs
+    finder = f"import os\ndef add(a, b):\n    return a + b if os.path.exists({path!r}) else a - b\n"
+    for _ in range(3):  # whichever pre-started worker runs it
+        not_passed(one(finder, ADD["io"]), "failed")
+    assert not os.path.lexists(path), "the sample's private file is on the host"
+
+
 CONNECT = """
 import socket
 def add(a, b):

@@ -2,26 +2,35 @@
 
 The worker is a fork server that never sees a program, a test or a value. Its standard input is a Unix socket to the
 host (the control channel). For each sample the host sends the limits; the worker makes two pipes, forks a CHILD,
-hands the host its ends of the pipes over the socket (SCM_RIGHTS), and then only watches: it drains the child's
-stdout/stderr (capped), enforces the wall-clock deadline, and when the child is gone it kills the child's process
-group (and, in a PID namespace of its own, every other process left), reaps, removes the scratch directory and
-reports how the child ended. So the worker's memory -- which every child inherits -- never holds another sample's
-program, tests or answers.
+hands the host its ends of the pipes and a pidfd of the child over the socket (SCM_RIGHTS), and then only watches:
+it drains the child's stdout/stderr (capped), enforces the wall-clock deadline, and when the child is gone it kills
+the child's process group (and, in a PID namespace of its own, every other process left), reaps, removes the scratch
+directory and reports how the child ended. So the worker's memory -- which every child inherits -- never holds
+another sample's program, tests or answers.
 
 The child, before any candidate code runs, redirects stdout/stderr to the capped pipe, closes every other
-descriptor (the control socket included), sets its limits, moves into a fresh scratch directory; then it reads the
-program from its call pipe, runs it, reports the names it defines, and answers calls: ``{"name", "args"}`` ->
-``{"value", "args"}`` (returned value and arguments after the call, as tagged plain data of exact builtin types) or
-``{"error", "message"}``. The tests themselves run in the host (``mel.verify.sandbox``), on fresh builtin values.
+descriptor (the control socket included), sets its limits, moves into a fresh scratch directory (its environment,
+``HOME``/``TMPDIR`` = that directory, is set by the worker before the fork); then it reads the program from its call
+pipe, runs it and then the setup code (the plain script's order), reports the names it defines, makes the calls the
+host PLANNED (``mel.verify.plan``: each call's source text evaluated here, in plan order, its result tagged and sent
+as soon as it returns), and then answers calls: ``{"name", "args"}`` -> ``{"value", "args"}`` (returned value and
+arguments after the call, as tagged plain data of exact builtin types) or ``{"error", "message"}``. The tests
+themselves -- every comparison on a result -- run in the host (``mel.verify.sandbox``), on fresh builtin values; the
+child is sent calls only, never an expected value.
 
 Frames everywhere: 4-byte big-endian length + JSON.
     host -> worker (socket):  {"timeout_s", "memory_mb", "nproc", "sweep"}
-    worker -> host (socket):  b"F" with the call pipe's write end and the reply pipe's read end
-    host -> child (call pipe):   {"program", "setup"} then {"name", "args"} per call; EOF ends the child
-    child -> host (reply pipe):  {"syntax_error"} | {"runtime_error", "memory"} | {"ready": {name: "call" | ["value", v]}}
-                                 then one reply per call
+    worker -> host (socket):  b"F" with the call pipe's write end, the reply pipe's read end and the child's pidfd
+                              (the host ends a child left computing planned results it will not read)
+    host -> child (call pipe):   {"program", "setup", "calls": [[name, source], ...], "entry_point", "param",
+                                 "literal"} then {"name", "args"} per call; EOF ends the child
+    child -> host (reply pipe):  {"syntax_error"} | {"runtime_error", "memory"}
+                                 | {"ready": {name: "call" | ["value", v]}}, then one reply per planned call
+                                 ({"value"} | {"error", "message"}, with "unbound" where the called name was not
+                                 found and nothing ran), then one reply per call
     worker -> host (socket):  {"reason": null | "timeout" | "output_limit", "exit", "signal", "output", "output_bytes"}
 """
+import ast
 import builtins
 import collections
 import ctypes
@@ -164,10 +173,6 @@ def _child(job, call_r, reply_w, out_w, scratch):
         limits.append((resource.RLIMIT_NPROC, job["nproc"], job["nproc"]))
     for which, soft, hard in limits:
         resource.setrlimit(which, (soft, hard))
-    wanted = {"PATH": "/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8"}
-    for key in [k for k in os.environ if k not in wanted]:  # the worker's environment is clean already
-        del os.environ[key]
-    os.environ.update(wanted)
     sys.argv = ["solution.py"]
     if hasattr(sys, "set_int_max_str_digits"):
         sys.set_int_max_str_digits(0)  # big-integer tasks print and parse long decimals
@@ -183,9 +188,9 @@ def _child(job, call_r, reply_w, out_w, scratch):
         send({"syntax_error": _err(e)})
         os._exit(0)
     try:
-        if job.get("setup"):
-            exec(compile(job["setup"], "<setup>", "exec", dont_inherit=True), ns)
         exec(program, ns)
+        if job.get("setup"):  # after the program, as in the plain script program + setup + tests
+            exec(compile(job["setup"], "<setup>", "exec", dont_inherit=True), ns)
     except BaseException as e:  # SystemExit included: the program did not define cleanly
         send({"runtime_error": _err(e), "memory": isinstance(e, MemoryError)})
         os._exit(0)
@@ -201,21 +206,51 @@ def _child(job, call_r, reply_w, out_w, scratch):
             except NonPlain:
                 pass
     send({"ready": exports})
+    for reply in _planned(job, ns):
+        send(reply)
     while True:
         try:
             request = read_frame(call_r)
         except EOFError:
             os._exit(0)
+        send(_answer(lambda: ns[request["name"]], request.get("args", ())))
+
+
+def _answer(function, tagged_args=None):
+    """Call ``function()(*args)`` (``args`` untagged from ``tagged_args``; none for a planned call, whose source
+    names its arguments) and tag the outcome: ``{"value"}`` (plus ``"args"`` after the call, for the copy-back) or
+    ``{"error", "message"}``."""
+    try:
+        if tagged_args is None:
+            value = function()
+        else:
+            args = [untag(a) for a in tagged_args]
+            value = function()(*args)
         try:
-            args = [untag(a) for a in request["args"]]
-            value = ns[request["name"]](*args)
-            try:
-                reply = {"value": tag(value), "args": [tag(a) for a in args]}
-            except NonPlain as e:
-                reply = {"error": "TypeError", "message": "returned a " + str(e), "nonplain": True}
-        except BaseException as e:  # the call raised, exited, or was interrupted: an exception in the test
-            reply = {"error": _type(e).__name__, "message": _err(e), "memory": isinstance(e, MemoryError)}
-        send(reply)
+            reply = {"value": tag(value)}
+            if tagged_args is not None:
+                reply["args"] = [tag(a) for a in args]
+        except NonPlain as e:
+            reply = {"error": "TypeError", "message": "returned a " + str(e), "nonplain": True}
+    except BaseException as e:  # the call raised, exited, or was interrupted: an exception in the test
+        reply = {"error": _type(e).__name__, "message": _err(e), "memory": isinstance(e, MemoryError)}
+    return reply
+
+
+def _planned(job, ns):
+    """The replies to the calls the host planned (``mel.verify.plan``), in plan order: each call's source evaluated
+    here, as plain Python would, and its result tagged right after it returns."""
+    entry, literal = job.get("entry_point") or "", job.get("literal")
+    local = {}
+    if job.get("param") and entry in ns:  # HumanEval's check(candidate): candidate is the entry point
+        local[job["param"]] = ns[entry]
+    for name, source in job.get("calls") or ():
+        if literal:  # io: the source is the argument list
+            yield _answer(lambda: ns[entry](*ast.literal_eval(source)))
+        elif name in local or name in ns or hasattr(builtins, name):
+            yield _answer(lambda: eval(compile(source, "<test>", "eval", dont_inherit=True), ns, local))
+        else:  # nothing ran: the host may skip this result without a rerun (its own lookup of the name failed too)
+            yield {"error": "NameError", "message": "name %r is not defined" % name, "unbound": True}
 
 
 # ---------------------------------------------------------------------------------------------------- the worker
@@ -244,9 +279,67 @@ def _reap_all(wait_s=0.0):
             return
 
 
+def _empty_private_tmp():
+    """In the isolating modes (``sweep``) /tmp and /dev/shm are this worker's own tmpfs: empty them after each
+    sample, so that no sample finds files an earlier one left (never called where /tmp is the host's)."""
+    def writable_again(_fn, path, _exc):
+        try:
+            os.chmod(os.path.dirname(path), 0o700)
+            os.chmod(path, 0o700)
+            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
+        except OSError:
+            pass
+
+    for base in ("/tmp", "/dev/shm"):
+        try:
+            names = os.listdir(base)
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(base, name)
+            try:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, onerror=writable_again)
+                else:
+                    os.unlink(path)
+            except OSError:
+                pass
+
+
+_scratch_base = []
+
+
+def _scratch_dir():
+    """A fresh scratch directory name: on a tmpfs where /tmp is none but /dev/shm is (removing a directory on a disk
+    file system costs up to milliseconds -- ext4 with ``discard`` -- on a tmpfs microseconds)."""
+    if not _scratch_base:
+        base = "/tmp"
+        try:
+            with open("/proc/self/mounts") as f:
+                tmpfs = {line.split()[1] for line in f if line.split()[2:3] == ["tmpfs"]}
+            if "/tmp" not in tmpfs and "/dev/shm" in tmpfs and os.access("/dev/shm", os.W_OK | os.X_OK):
+                base = "/dev/shm"
+        except (OSError, IndexError):
+            pass
+        _scratch_base.append(base)
+    return "%s/mel-sample-%d-%d" % (_scratch_base[0], os.getpid(), time.monotonic_ns())
+
+
+def _child_environment(scratch):
+    """The environment the child inherits, set here before the fork: changing it in the child would copy the pages
+    that libc's environment and Python's ``os.environ`` live on (about half a millisecond a sample)."""
+    wanted = {"PATH": "/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8"}
+    for key in [k for k in os.environ if k not in wanted]:  # the worker's environment is clean already
+        del os.environ[key]
+    for key, value in wanted.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
+
 def serve_sample(ctl, job):
     """Fork one child for one sample, hand its pipes to the host, watch it, clean up, report how it ended."""
-    scratch = "/tmp/mel-sample-%d-%d" % (os.getpid(), time.monotonic_ns())
+    scratch = _scratch_dir()
+    _child_environment(scratch)
     os.mkdir(scratch, 0o700)
     call_r, call_w = os.pipe()
     reply_r, reply_w = os.pipe()
@@ -262,7 +355,7 @@ def serve_sample(ctl, job):
         os.close(fd)
     pidfd = os.pidfd_open(pid)
     try:
-        socket.send_fds(ctl, [b"F"], [call_w, reply_r])
+        socket.send_fds(ctl, [b"F"], [call_w, reply_r, pidfd])
     finally:
         os.close(call_w)
         os.close(reply_r)
@@ -298,6 +391,8 @@ def serve_sample(ctl, job):
     for fd in (out_r, pidfd):
         os.close(fd)
     shutil.rmtree(scratch, ignore_errors=True)
+    if job.get("sweep"):
+        _empty_private_tmp()
     return {"reason": reason,
             "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
             "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,

@@ -6,11 +6,17 @@ How a sample runs (`verify_code`):
      that works here (`isolation_mode()`, probed once and reported) -- forks a CHILD for the sample and passes this
      process the child's call and reply pipes over a Unix socket. The worker is a fork server only: it never holds
      a program, a test or a value, so no sample can find another's in the memory it inherits.
-  3. Here (`mel.verify.remote`), the program goes down the call pipe; the child runs it and reports the names it
-     defines; the TEST CODE RUNS IN THIS PROCESS with each of those names (builtin names excepted) bound to a proxy
-     that calls into the child and rebuilds the returned value -- plain data of exact builtin types -- as fresh
-     objects. For ``io`` tests the returned values are compared with the expected outputs here (floats with
-     ``atol``); ``assert``/``check`` code evaluates here on plain values. The worker reports how the child ended
+  3. Here (`mel.verify.remote`), the program goes down the call pipe with the PLANNED calls (`mel.verify.plan`:
+     the tests' calls of program functions whose arguments are literals or names living in the child, up to the
+     first statement that uses the program otherwise); the child runs the program and the setup code, reports the
+     names it defines, evaluates each planned call's source (so its arguments -- set literals, instances of the
+     program's classes, setup objects -- are built as plain CPython builds them) and streams back each result. The
+     TEST CODE RUNS IN THIS PROCESS: each planned call reads its result, every later call goes through a proxy bound
+     to the program's name (builtin names excepted, but for the entry point), and every returned value -- plain data
+     of exact builtin types -- is rebuilt as fresh objects. For ``io`` tests the returned values are compared with
+     the expected outputs here (floats with ``atol``); ``assert``/``check`` code evaluates here on plain values. If
+     the tests do not read the planned results in plan order (a skipped call, a proxy call while results are left),
+     the sample is run again in a fresh child with no plan, call by call. The worker reports how the child ended
      (deadline, output limit, signal, exit). An exit code, printed text or a crash never counts as a pass.
 
 Isolation (``isolation=``, ``verify.isolation``; ``isolation_mode()`` says which is in force) FAILS CLOSED: ``auto``
@@ -34,11 +40,14 @@ Limits in every mode, on the child: CPU seconds, address space (``memory_mb``), 
 is killed (and, if the worker itself stops answering, the whole worker). Cleaned environment; a fresh scratch
 directory per sample as cwd.
 
-Covered: exits of every kind (``sys.exit``, ``os._exit``, ``atexit``/``excepthook`` tricks: no result -> not
-passed); custom ``__eq__``/``__hash__``/``__bool__``, builtin-type subclasses, patched builtins or ``AssertionError``,
-top-level ``def abs``/``def sorted`` (they live in the child; tests run here on fresh builtins); forged protocol
-messages (the child holds no descriptor but its own two pipes, and a forged reply is only a value); reading the
-tests or a sibling sample's program (never in the child's memory, nor on its file system); infinite loops, sleeping
+Covered: planned calls (the child is sent the calls, never a comparison or an expected value; a planned result is
+plain data like a proxy reply, so a program class's ``__eq__`` never runs here; forged or patched evaluation in the
+child only yields other values; a run read out of plan order never counts); exits of every kind (``sys.exit``,
+``os._exit``, ``atexit``/``excepthook`` tricks: no result -> not passed); custom ``__eq__``/``__hash__``/``__bool__``,
+builtin-type subclasses, patched builtins or ``AssertionError``, top-level ``def abs``/``def sorted`` (they live in
+the child; tests run here on fresh builtins); forged protocol messages (the child holds no descriptor but its own two
+pipes, and a forged reply is only a value); reading the tests or a sibling sample's program (never in the child's
+memory, nor on its file system); files a sample leaves in /tmp (removed after each sample); infinite loops, sleeping
 children, memory bombs, huge output, fork bombs (limits, then the process group and PID namespace are killed);
 network (no interface but loopback); writing outside the scratch directory and the private /tmp (read-only root);
 seeing or signalling host processes and reaching host Unix sockets (own PID and network namespaces, no host /run or
@@ -46,9 +55,14 @@ seeing or signalling host processes and reaching host Unix sockets (own PID and 
 Not covered: escapes through kernel bugs (no seccomp filter); the opted-in ``none`` mode isolates nothing (processes
 that leave the process group can outlive the sample, host files are readable and world-writable ones writable). A
 sample can slow other samples down (shared CPU). Test code is trusted and runs in this process (a test that loops
-forever without calling the program is not interrupted). In-place changes a function makes to list/dict arguments
-are copied back; other argument mutations are not seen; the program's functions take positional arguments only
-through the proxy.
+forever without calling the program is not interrupted).
+Faithful to plain Python where the tests call the program with arguments the child can build (the planned calls:
+all 974 MBPP reference solutions get plain CPython's verdict, 164/164 HumanEval canonical solutions pass). Calls
+through the proxy take positional plain arguments only; in-place changes a function makes to list/dict arguments are
+copied back, other argument mutations are not seen. Objects of the program's classes never reach the tests (a test
+that reads ``f(x).attr`` fails), and setup values built from program names live in the child only. A run that
+diverges from plan order (mostly failing samples: a short-circuit, an assert message that calls the program) costs a
+second child. The child learns every planned call's arguments up front (never an expected value).
 """
 from __future__ import annotations
 
@@ -69,7 +83,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 from mel.data.types import CodeTests
-from mel.verify.remote import Remote, SampleEnded, literal, run_tests
+from mel.verify.plan import Plan, literal, plan_tests
+from mel.verify.remote import Diverged, Remote, SampleEnded, run_tests
 from mel.verify.extract import extract_code
 from mel.verify.types import Verdict
 
@@ -288,31 +303,11 @@ class _Worker:
             theirs.close()
 
     def sample(self, program: str, tests: CodeTests, timeout_s: float, memory_mb: int) -> dict:
-        """Run one sample: fork a child in the worker, run the tests here against it, collect how it ended."""
-        limits = {"timeout_s": timeout_s, "memory_mb": memory_mb, "nproc": self.mode.nproc, "sweep": self.mode.sweep}
-        try:
-            data = json.dumps(limits).encode()
-            self.ctl.sendall(struct.pack(">I", len(data)) + data)
-            if not select.select([self.ctl], [], [], 30.0)[0]:
-                raise WorkerDied("worker did not fork a child")
-            msg, fds, _, _ = socket.recv_fds(self.ctl, 16, 2)
-        except OSError as exc:
-            raise WorkerDied(f"worker gone: {exc}") from None
-        if msg != b"F" or len(fds) != 2:
-            for fd in fds:
-                os.close(fd)
-            raise WorkerDied("worker broke the protocol")
-        call_w, reply_r = fds
-        remote = Remote(call_w, reply_r, time.monotonic() + timeout_s)
-        try:
-            outcome = run_tests(remote, program, tests)
-        except SampleEnded as exc:
-            outcome = {"status": "ended", "detail": str(exc), "results": []}
-        finally:
-            os.close(call_w)  # EOF: the child exits
-            os.close(reply_r)
-        outcome["end"] = _read_frame(self.ctl, timeout_s + 30.0)
-        outcome["memory"] = remote.memory
+        """Run one sample: its planned calls made ahead in the child, the tests here; if the tests did not read the
+        planned results in plan order, the sample again in a fresh child, call by call."""
+        outcome = _attempt(self, program, tests, plan_tests(tests), timeout_s, memory_mb)
+        if outcome.get("diverged"):
+            outcome = _attempt(self, program, tests, plan_tests(tests, sequential=True), timeout_s, memory_mb)
         return outcome
 
     def alive(self) -> bool:
@@ -338,6 +333,48 @@ class _Worker:
             pass
 
 
+def _attempt(worker: Any, program: str, tests: CodeTests, plan: Plan, timeout_s: float, memory_mb: int) -> dict:
+    """One child of ``worker`` for one sample: fork it in the worker, run the tests here against it (``plan``: the
+    calls it makes ahead), collect how it ended. ``"diverged"`` in the outcome: discard it and run without a plan."""
+    limits = {"timeout_s": timeout_s, "memory_mb": memory_mb, "nproc": worker.mode.nproc, "sweep": worker.mode.sweep}
+    try:
+        data = json.dumps(limits).encode()
+        worker.ctl.sendall(struct.pack(">I", len(data)) + data)
+        if not select.select([worker.ctl], [], [], 30.0)[0]:
+            raise WorkerDied("worker did not fork a child")
+        msg, fds, _, _ = socket.recv_fds(worker.ctl, 16, 3)
+    except OSError as exc:
+        raise WorkerDied(f"worker gone: {exc}") from None
+    if msg != b"F" or len(fds) != 3:
+        for fd in fds:
+            os.close(fd)
+        raise WorkerDied("worker broke the protocol")
+    call_w, reply_r, pidfd = fds
+    remote = Remote(call_w, reply_r, time.monotonic() + timeout_s)
+    diverged = ended = False
+    try:
+        outcome = run_tests(remote, program, tests, plan)
+    except SampleEnded as exc:
+        ended, outcome = True, {"status": "ended", "detail": str(exc), "results": []}
+    except Diverged:
+        diverged, outcome = True, {"status": "diverged", "detail": "", "results": []}
+    finally:
+        if remote.pending and not ended:  # the child may be computing results nobody will read: end it now
+            try:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            except OSError:  # not ours to signal (a container's uid): the worker's deadline ends it
+                pass
+        for fd in (call_w, reply_r, pidfd):
+            os.close(fd)  # EOF: the child exits
+    outcome["end"] = _read_frame(worker.ctl, timeout_s + 30.0)
+    outcome["memory"] = remote.memory
+    # Output written by calls the tests never read (they were done, results were left) may have hit the limit: only
+    # a run without a plan can say. A run that ended waiting for a result wrote only what plain Python would have.
+    unread = not ended and remote.pending > 0
+    outcome["diverged"] = diverged or (unread and outcome["end"].get("reason") == "output_limit")
+    return outcome
+
+
 class _Pool:
     def __init__(self) -> None:
         self.idle: dict[str, queue.LifoQueue] = {}
@@ -346,7 +383,10 @@ class _Pool:
 
     def _queue(self, name: str) -> queue.LifoQueue:
         with self.lock:
-            return self.idle.setdefault(name, queue.LifoQueue())
+            q = self.idle.get(name)
+            if q is None:
+                q = self.idle[name] = queue.LifoQueue()
+            return q
 
     def acquire(self, mode: _Mode) -> _Worker:
         try:
