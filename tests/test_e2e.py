@@ -49,7 +49,8 @@ def test_tiny_flow_writes_typed_artifacts_then_reuses_them(prefect_harness, tmp_
             uri = str(base / f"{name}.parquet")
             assert artifacts.is_complete(uri)
             assert pq.read_schema(uri).names == schema.names
-        assert (base / "checkpoint" / "config.json").exists() and (base / "checkpoint" / "optimizer.pt").exists()
+        assert (base / "checkpoint" / "config.json").exists()
+        assert (base / "checkpoint" / "optimizer.pt").exists() == (step == 1)  # retention: in the newest only
     rollouts = pq.read_table(run_dir / "step_0000" / "rollouts.parquet").to_pylist()
     assert len(rollouts) == 8 * 8
     assert all(r["num_completion_tokens"] == len(r["completion_token_ids"]) == len(r["completion_logprobs"])
