@@ -1,8 +1,10 @@
-"""The training flows: a run is N steps; a step is
+"""The training flows: a run is N steps; a step is the stage table ``mel.stages.table.STEP``:
 rollout -> verify -> [pair -> (revise) -> extract -> replay] -> update.
 
 The bracketed stages run when meta-experience learning is on (``mel.builder`` is not ``none``): MEL, MEL-Code,
 Self-Critique and their ablations (``configs/methods/``); revise runs for R-MEL and MEL+Extra (``revise.mode``).
+``train_step`` runs the table's enabled stages in order, each its cached task (``tasks.stage``), handing each the
+artifacts (by role) and stats of the stages before it.
 
 Run it:
     mel run configs/tiny.yaml --run-dir runs/tiny            # the CLI (progress lines + a summary)
@@ -10,7 +12,7 @@ Run it:
     mel run configs/methods/mel_code.yaml --base configs/tiny.yaml   # the same method on the tiny config
     python -m flows.train configs/tiny.yaml                  # the same flow, without the CLI
 
-Every stage is a cached Prefect task (``tasks/``) writing a Parquet artifact under the run directory; running the
+Every stage is a cached Prefect task writing Parquet artifacts under the run directory; running the
 same command again reuses every stage whose artifact is complete and says so. With ``PREFECT_API_URL`` set the runs
 appear on that server (and its UI); otherwise Prefect starts a temporary local server.
 """
@@ -30,16 +32,11 @@ from mel import artifacts, schemas
 from mel.checkpoints import prune
 from mel.config import Config, config_hash, default_run_dir, load_config, to_yaml
 from mel.progress import progress
-from mel.stages.common import StageResult
+from mel.stages.step import Stage, StageResult, StepStats, StepTable, stage_inputs
+from mel.stages.table import STEP_TABLES
 from tasks.common import run_config
-from tasks.extract import extract
-from tasks.pair import pair
 from tasks.prepare import prepare_model
-from tasks.replay import replay
-from tasks.revise import revise
-from tasks.rollout import rollout
-from tasks.update import update
-from tasks.verify import verify
+from tasks.stage import stage_task
 
 
 def results_storage(run_dir: str) -> Path:
@@ -83,12 +80,12 @@ def run_cached(task_fn, storage: Path, outputs, **params):
     return result, cached
 
 
-def call_stage(task_fn, storage: Path, **params) -> StageResult:
-    """Run a stage task; a Prefect cache hit or an already complete artifact is reported as reused. A cache hit
-    whose artifacts (the main one and any in ``extra``, e.g. the update's checkpoint) have since been deleted is
-    recomputed."""
-    progress.stage_start(task_fn.name, params.get("step", 0))
-    result, cached = run_cached(task_fn, storage, lambda r: (r.uri, *r.extra.values()), **params)
+def call_stage(stage: Stage, storage: Path, **params) -> StageResult:
+    """Run a stage's task; a Prefect cache hit or already complete outputs are reported as reused. A cache hit whose
+    outputs (any of them, e.g. the update's checkpoint) have since been deleted is recomputed."""
+    progress.stage_start(stage.name, params["step"])
+    result, cached = run_cached(stage_task(stage), storage, lambda r: r.outputs.values(), stage_name=stage.name,
+                                **params)
     if cached:
         result = dataclasses.replace(result, reused=True)
     progress.stage_done(result)
@@ -97,47 +94,43 @@ def call_stage(task_fn, storage: Path, **params) -> StageResult:
 
 @flow(name="mel-step", log_prints=False)
 def train_step(
-    config_uri: str, cfg_hash: str, run_dir: str, step: int, checkpoint_uri: str
-) -> StageResult:
-    """One RL step; returns the update's result (its checkpoint in ``extra``)."""
+    config_uri: str, cfg_hash: str, run_dir: str, step: int, checkpoint_uri: str, table: str = "mel"
+) -> dict[str, str]:
+    """One RL step: the enabled stages of the step table ``table`` (a name in ``STEP_TABLES``), in order; returns the
+    step's artifacts by role (the update's ``metrics`` and the next ``checkpoint`` among them)."""
     storage = results_storage(run_dir)
-    common = dict(config_uri=config_uri, config_hash=cfg_hash, run_dir=run_dir, step=step)
-    rolled = call_stage(rollout, storage, **common, checkpoint_uri=checkpoint_uri)
-    verified = call_stage(verify, storage, **common, rollouts_uri=rolled.uri)
-    meta_uri = None
     cfg = run_config(config_uri, cfg_hash)
-    if cfg.mel.enabled:
-        paired = call_stage(pair, storage, **common, rollouts_uri=rolled.uri, verdicts_uri=verified.uri)
-        if cfg.revise.mode != "none":
-            paired = call_stage(revise, storage, **common, checkpoint_uri=checkpoint_uri, rollouts_uri=rolled.uri,
-                                verdicts_uri=verified.uri, pairs_uri=paired.uri)
-        built = call_stage(extract, storage, **common, checkpoint_uri=checkpoint_uri, pairs_uri=paired.uri)
-        meta_uri = call_stage(replay, storage, **common, checkpoint_uri=checkpoint_uri,
-                              experiences_uri=built.uri).uri
-    return call_stage(update, storage, **common, checkpoint_uri=checkpoint_uri, rollouts_uri=rolled.uri,
-                      verdicts_uri=verified.uri, meta_experiences_uri=meta_uri)
+    available = {"checkpoint": checkpoint_uri}  # role -> URI: the step's input, then each stage's outputs
+    stats = StepStats()
+    for stage in STEP_TABLES.get(table).enabled(cfg):
+        result = call_stage(stage, storage, config_uri=config_uri, config_hash=cfg_hash, run_dir=run_dir, step=step,
+                            inputs=stage_inputs(stage, available), upstream=stats)
+        available.update(result.outputs)
+        stats = stats.add(stage.name, result.stats)
+    return available
 
 
-def write_run_metrics(run_dir: str, update_uris: Sequence[str]) -> str:
-    """``run_dir/metrics.parquet``: the per-step metrics rows of every finished step."""
-    tables = [artifacts.read_table(u, schemas.METRICS) for u in update_uris]
+def write_run_metrics(run_dir: str, metrics_uris: Sequence[str]) -> str:
+    """``run_dir/metrics.parquet``: the per-step metrics rows of every finished step; its manifest's ``step_stats``
+    lists each step's stage stats (also those with no METRICS column)."""
+    tables = [artifacts.read_table(u, schemas.METRICS) for u in metrics_uris]
+    step_stats = [artifacts.read_manifest(u)["step_stats"] for u in metrics_uris]
     out = artifacts.join(run_dir, "metrics.parquet")
-    artifacts.write_table(out, pa.concat_tables(tables), schemas.METRICS, steps=len(tables))
+    artifacts.write_table(out, pa.concat_tables(tables), schemas.METRICS, steps=len(tables), step_stats=step_stats)
     return out
 
 
-def write_revision_report(run_dir: str, steps: int) -> str:
+def write_revision_report(run_dir: str, steps: int, table: StepTable, cfg: Config) -> str:
     """R-MEL / MEL+Extra runs: ``run_dir/report/`` gets the revision analytics of every finished step as Parquet
     (``revision_groups``, ``revision_buckets``) and ``revisions.png`` (success per tau, LCP ratios, success by
     difficulty and log-prob quintile, tokens per group)."""
     import tempfile
 
     from mel.experience.revision_report import plot_revisions, write_analytics
-    from mel.stages.common import step_dir
 
     rows: list[dict] = []
     for step in range(steps):
-        uri = artifacts.join(step_dir(run_dir, step), "revisions.parquet")
+        uri = table.uri(run_dir, step, "revisions", cfg)
         if artifacts.is_complete(uri):
             rows += artifacts.read_table(uri, schemas.REVISIONS).to_pylist()
     report = artifacts.join(run_dir, "report")
@@ -158,23 +151,26 @@ def train(
     overrides: list[str] | None = None,
     run_dir: str | None = None,
     base: str | None = None,
+    table: str = "mel",
 ) -> str:
-    """Train for ``run.steps`` steps; returns the run directory. ``base`` replaces the config file's ``base:``."""
+    """Train for ``run.steps`` steps; returns the run directory. ``base`` replaces the config file's ``base:``;
+    ``table`` names the step table (``mel.stages.table.STEP_TABLES``)."""
     cfg = load_config(config_path, overrides or [], base=base)
     run_dir = run_dir or default_run_dir(cfg)
     progress.run_start(cfg, run_dir)
     cfg_hash = config_hash(cfg)
     config_uri = init_run_dir(cfg, run_dir)
     checkpoint = prepare_model(config_uri, cfg_hash)
-    update_uris = []
+    metrics_uris = []
     for step in range(cfg.run.steps):
-        result = train_step(config_uri, cfg_hash, run_dir, step, checkpoint)
-        checkpoint = result.extra["checkpoint"]
-        update_uris.append(result.uri)
-        write_run_metrics(run_dir, update_uris)
+        produced = train_step(config_uri, cfg_hash, run_dir, step, checkpoint, table)
+        checkpoint = produced["checkpoint"]
+        metrics_uris.append(produced["metrics"])
+        write_run_metrics(run_dir, metrics_uris)
         prune(run_dir, step, cfg.run.keep_checkpoints, cfg.run.keep_every)  # only now that step's checkpoint is done
-    if cfg.revise.mode != "none":
-        write_revision_report(run_dir, cfg.run.steps)
+    step_table = STEP_TABLES.get(table)
+    if step_table.producer("revisions", cfg) is not None:
+        write_revision_report(run_dir, cfg.run.steps, step_table, cfg)
     metrics_uri = artifacts.join(run_dir, "metrics.parquet")
     progress.run_done(run_dir, artifacts.read_table(metrics_uri, schemas.METRICS).to_pylist(), checkpoint)
     return run_dir

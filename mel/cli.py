@@ -81,20 +81,20 @@ def _data_problem(cfg) -> str:
     return ""
 
 
-def _report_if_complete(cfg, run_dir: str, digest: str) -> bool:
-    """Like make: when every stage artifact of the run already exists, say so and start no flow at all."""
+def _report_if_complete(cfg, run_dir: str, digest: str, table=None) -> bool:
+    """Like make: when every output of every stage the run's step table (``table``, default the paper's) enables
+    already exists, say so and start no flow at all."""
     from mel.progress import progress
-    from mel.stages.common import completed_run_metrics
+    from mel.stages.step import completed_run_metrics
+    from mel.stages.table import STEP
 
-    metrics = completed_run_metrics(run_dir, digest, cfg.run.steps)
+    table = table or STEP
+    metrics = completed_run_metrics(table, run_dir, digest, cfg.run.steps)
     if metrics is None:
         return False
     progress.run_start(cfg, run_dir)
-    stages = ("rollout", "verify") + (("pair",) if cfg.mel.enabled else ()) + (
-        ("revise",) if cfg.revise.mode != "none" else ()) + (("extract", "replay") if cfg.mel.enabled else ()) + (
-        "update",)
-    progress.reused = [f"step {s + 1} {stage}" for s in range(cfg.run.steps) for stage in stages]
-    progress.run_done(run_dir, metrics, f"{run_dir.rstrip('/')}/step_{cfg.run.steps - 1:04d}/checkpoint")
+    progress.reused = [f"step {s + 1} {stage}" for s in range(cfg.run.steps) for stage in table.names(cfg)]
+    progress.run_done(run_dir, metrics, table.uri(run_dir, cfg.run.steps - 1, "checkpoint", cfg))
     return True
 
 
@@ -110,7 +110,8 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def _cmd_show(args: argparse.Namespace) -> int:
     from mel import artifacts, schemas
     from mel.experience.show import terminal_report
-    from mel.stages.common import step_dir
+    from mel.stages.replay import ReplayStats
+    from mel.stages.table import STEP
 
     run_dir = args.run_dir
     steps = sorted(
@@ -120,14 +121,15 @@ def _cmd_show(args: argparse.Namespace) -> int:
         print(f"mel show: {run_dir} has no steps", file=sys.stderr)
         return 2
     step = steps[-1] if args.step is None else args.step - 1
-    uri = artifacts.join(step_dir(run_dir, step), "meta_experiences.parquet")
+    uri = STEP.uri(run_dir, step, "meta_experiences")
     if not artifacts.is_complete(uri):
         print(f"mel show: step {step + 1} of {run_dir} has no complete meta_experiences.parquet (a run without "
               f"meta-experience learning, or the step has not reached its replay stage); steps: "
               f"{', '.join(str(s + 1) for s in steps)}", file=sys.stderr)
         return 2
     rows = artifacts.read_table(uri, schemas.META_EXPERIENCES).to_pylist()
-    print(terminal_report(rows, step, artifacts.read_manifest(uri), only=args.only, limit=args.limit,
+    stats = ReplayStats.from_manifest(uri, artifacts.read_manifest(uri))
+    print(terminal_report(rows, step, stats, only=args.only, limit=args.limit,
                           width=args.width))
     return 0
 

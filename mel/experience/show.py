@@ -1,12 +1,16 @@
 """Reading a step's meta-experiences: a Markdown report (published as a Prefect artifact) and a terminal view
-(``mel show RUN_DIR --step N``). Rows are those of ``step_NNNN/meta_experiences.parquet``."""
+(``mel show RUN_DIR --step N``). Rows are those of ``step_NNNN/meta_experiences.parquet``, with the replay stage's stats."""
 from __future__ import annotations
 
 import difflib
 import json
 import textwrap
+from typing import TYPE_CHECKING
 
 from mel.verify.extract import extract_code
+
+if TYPE_CHECKING:
+    from mel.stages.replay import ReplayStats
 
 
 def pair_diff(y_plus: str | None, y_minus: str, context: int = 1, max_lines: int = 30) -> str:
@@ -29,11 +33,10 @@ def _verdict(row: dict) -> str:
     return f"REJECTED by {row['replay']} replay ({row['replay_status']}: {row['replay_detail'][:200]})"
 
 
-def _header(step: int, info: dict) -> str:
-    return (f"step {step + 1}: {info.get('accepted', 0)} of {info.get('pairs', 0)} meta-experiences accepted "
-            f"({info.get('built', 0)} well-formed, replay {info.get('replay', '?')}); p_pair "
-            f"{info.get('p_pair', 0):.2f}, p_accept {info.get('p_accept', 0):.2f}, p_usable "
-            f"{info.get('p_usable', 0):.2f}, retention {info.get('retention', 0):.2f}")
+def _header(step: int, stats: "ReplayStats") -> str:
+    return (f"step {step + 1}: {stats.accepted} of {stats.pairs} meta-experiences accepted ({stats.built} "
+            f"well-formed, replay {stats.replay}); p_pair {stats.p_pair:.2f}, p_accept {stats.p_accept:.2f}, "
+            f"p_usable {stats.p_usable:.2f}, retention {stats.retention:.2f}")
 
 
 def _pick(rows: list[dict], only: str | None) -> list[dict]:
@@ -44,10 +47,10 @@ def _pick(rows: list[dict], only: str | None) -> list[dict]:
     return sorted(rows, key=lambda r: not r["accepted"])  # accepted first, then rejected, stable
 
 
-def terminal_report(rows: list[dict], step: int, info: dict, only: str | None = None, limit: int = 20,
+def terminal_report(rows: list[dict], step: int, stats: "ReplayStats", only: str | None = None, limit: int = 20,
                     width: int = 100) -> str:
     picked = _pick(rows, only)
-    out = [_header(step, info), ""]
+    out = [_header(step, stats), ""]
     for r in picked[:limit]:
         out.append("=" * width)
         out.append(f"prompt {r['prompt_index']} pair {r['pair_index']} ({r['problem_id']}, {r['origin']}, "
@@ -75,8 +78,8 @@ def _cell(text: str, n: int = 160) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-def markdown_report(rows: list[dict], step: int, info: dict, limit: int = 50) -> str:
-    out = [f"# Meta-experiences, {_header(step, info)}", ""]
+def markdown_report(rows: list[dict], step: int, stats: "ReplayStats", limit: int = 50) -> str:
+    out = [f"# Meta-experiences, {_header(step, stats)}", ""]
     out += ["| prompt | pair | verdict | category | s* | C | H |", "|---|---|---|---|---|---|---|"]
     for r in _pick(rows, None)[:limit]:
         out.append(f"| {r['prompt_index']} ({_cell(r['problem_id'], 40)}) | {r['pair_index']} | "

@@ -1,12 +1,9 @@
-"""The stages of one RL step, one module each, as plain functions over artifact URIs (no orchestration here):
+"""The stages of one RL step, one module each, as plain functions over artifact URIs (no orchestration here).
 
-    rollout.run_rollout   (checkpoint, problems)    -> step_NNNN/rollouts.parquet
-    verify.run_verify     (rollouts)                -> step_NNNN/verdicts.parquet
-    update.run_update     (checkpoint, rollouts, verdicts) -> step_NNNN/checkpoint/ + step_NNNN/update.parquet
-
-Each returns a ``StageResult``; if its output artifact is already complete it returns at once with ``reused=True``.
-The Prefect tasks in ``tasks/`` are thin wrappers over these.
+`mel.stages.table` declares them, in order, once: name, function, input and output artifact roles (with their file
+names under ``step_NNNN/``), the condition that enables each, its resources and its typed stats record;
+`mel.stages.step` is what a stage is and how a step runs from such a table (``run_stage``: reuse complete outputs,
+else call the stage function). A stage function is ``fn(cfg, ctx, **inputs) -> stats``; ``update`` also builds the
+step's metrics row from every stage's stats (``update.metrics_row``). ``evaluate`` holds the eval cells' stages.
+The Prefect tasks (``tasks.stage``) are made from the table entries.
 """
-from mel.stages.common import StageResult, step_dir
-
-__all__ = ["StageResult", "step_dir"]

@@ -1,28 +1,17 @@
-"""What the stages share: the result record, run-directory layout, seeds and problem selection."""
+"""What the stage functions share: seeds, problem selection, the step's verifier and policy engine. (What a stage
+is, and the run-directory layout ``step_dir``: `mel.stages.step`.)"""
 from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass, field
 
 from mel import artifacts
 from mel.config import Config
 from mel.data import Problem, load_taskset
+from mel.stages.step import step_dir
 
-
-@dataclass(frozen=True)
-class StageResult:
-    stage: str
-    step: int
-    uri: str  # the stage's main output artifact
-    reused: bool = False  # the artifact was already complete; nothing was recomputed
-    seconds: float = 0.0
-    summary: str = ""  # one line for the progress output
-    extra: dict = field(default_factory=dict)  # other output URIs (e.g. the update's checkpoint)
-
-
-def step_dir(run_dir: str, step: int) -> str:
-    return artifacts.join(run_dir, f"step_{step:04d}")
+__all__ = ["derive_seed", "problems_for_step", "parse_problems", "step_verifier", "policy_engine", "set_threads",
+           "step_dir"]
 
 
 def derive_seed(base: int, step: int, purpose: str) -> int:
@@ -86,32 +75,3 @@ def set_threads(cfg: Config) -> None:
         import torch
 
         torch.set_num_threads(cfg.run.torch_threads)
-
-
-STEP_ARTIFACTS = ("rollouts.parquet", "verdicts.parquet", "update.parquet", "checkpoint")
-MEL_STEP_ARTIFACTS = ("pairs.parquet", "experiences.parquet", "meta_experiences.parquet")
-REVISE_STEP_ARTIFACTS = ("revised_pairs.parquet", "revisions.parquet")
-
-
-def completed_run_metrics(run_dir: str, config_hash: str, steps: int) -> list[dict] | None:
-    """The run's per-step metrics if every stage of all ``steps`` steps is complete under ``run_dir`` for this
-    config; None if anything is missing (then the flow has work to do)."""
-    from mel import schemas
-
-    config_uri = artifacts.join(run_dir, "config.yaml")
-    if not artifacts.is_complete(config_uri) or artifacts.read_manifest(config_uri).get("config_hash") != config_hash:
-        return None
-    from mel.config import load_config
-
-    cfg = load_config(config_uri)
-    names = STEP_ARTIFACTS + (MEL_STEP_ARTIFACTS if cfg.mel.enabled else ()) + (
-        REVISE_STEP_ARTIFACTS if cfg.revise.mode != "none" else ())
-    for step in range(steps):
-        base = step_dir(run_dir, step)
-        for name in names:
-            if not artifacts.is_complete(artifacts.join(base, name)):
-                return None
-    metrics_uri = artifacts.join(run_dir, "metrics.parquet")
-    if not artifacts.is_complete(metrics_uri) or artifacts.read_manifest(metrics_uri).get("steps") != steps:
-        return None
-    return artifacts.read_table(metrics_uri, schemas.METRICS).to_pylist()

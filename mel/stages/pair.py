@@ -1,31 +1,44 @@
-"""Pair stage (MEL): per prompt, contrastive (y+, y-) pairs from the step's verdicts -> ``step_NNNN/pairs.parquet``.
+"""Pair stage (MEL): per prompt, contrastive (y+, y-) pairs from the step's verdicts -> ``pairs``.
 
 Without contrast (``mel.contrastive: false``) the rows are failing rollouts alone (``plus_sample_index = -1``).
-The manifest records p_pair (share of prompts with both Y+ and Y-) and the pair count.
+Its stats record p_pair (share of prompts with both Y+ and Y-) and the pair count.
 """
 from __future__ import annotations
 
 import random
 import time
+from dataclasses import dataclass
 
 from mel import artifacts, schemas
 from mel.config import Config
 from mel.experience import draw_pairs, group_outcomes, p_pair
-from mel.stages.common import StageResult, derive_seed, step_dir
+from mel.stages.common import derive_seed
+from mel.stages.step import StageContext, StageStats
 
 
-def run_pair(cfg: Config, run_dir: str, step: int, rollouts_uri: str, verdicts_uri: str) -> StageResult:
-    out = artifacts.join(step_dir(run_dir, step), "pairs.parquet")
-    if artifacts.is_complete(out):
-        return StageResult("pair", step, out, reused=True, summary=_summary(artifacts.read_manifest(out)))
+@dataclass(frozen=True)
+class PairStats(StageStats):
+    pairs: int  # pairs (or failing rollouts, without contrast)
+    prompts: int
+    p_pair: float  # share of prompts with both Y+ and Y-
+    contrastive: bool
+    seconds: float
+
+    def summary(self) -> str:
+        kind = "pairs" if self.contrastive else "failing rollouts"
+        return f"{self.pairs} {kind} from {self.prompts} prompts, p_pair {self.p_pair:.2f}"
+
+
+def run_pair(cfg: Config, ctx: StageContext, rollouts: str, verdicts: str) -> PairStats:
+    step = ctx.step
     t0 = time.perf_counter()
-    rollouts = artifacts.read_table(rollouts_uri, schemas.ROLLOUTS).to_pylist()
-    verdicts = artifacts.read_table(verdicts_uri, schemas.VERDICTS).to_pylist()
-    key = {(r["prompt_index"], r["sample_index"]): r for r in rollouts}
-    if set(key) != {(v["prompt_index"], v["sample_index"]) for v in verdicts}:
-        raise ValueError(f"{verdicts_uri} does not line up with {rollouts_uri} (prompt_index/sample_index differ)")
-    verdict = {(v["prompt_index"], v["sample_index"]): v for v in verdicts}
-    groups = group_outcomes([v["prompt_index"] for v in verdicts], [v["passed"] for v in verdicts])
+    rollout_rows = artifacts.read_table(rollouts, schemas.ROLLOUTS).to_pylist()
+    verdict_rows = artifacts.read_table(verdicts, schemas.VERDICTS).to_pylist()
+    key = {(r["prompt_index"], r["sample_index"]): r for r in rollout_rows}
+    if set(key) != {(v["prompt_index"], v["sample_index"]) for v in verdict_rows}:
+        raise ValueError(f"{verdicts} does not line up with {rollouts} (prompt_index/sample_index differ)")
+    verdict = {(v["prompt_index"], v["sample_index"]): v for v in verdict_rows}
+    groups = group_outcomes([v["prompt_index"] for v in verdict_rows], [v["passed"] for v in verdict_rows])
     samples_of = {g: sorted(s for (p, s) in verdict if p == g) for g in groups}
     rng = random.Random(derive_seed(cfg.run.seed, step, "pairs"))
     rows = []
@@ -44,12 +57,7 @@ def run_pair(cfg: Config, run_dir: str, step: int, rollouts_uri: str, verdicts_u
                 "y_plus": plus["completion_text"] if plus else None, "y_minus": minus["completion_text"],
                 "minus_status": minus_v["status"], "minus_detail": minus_v["detail"],
             })
-    info = {"pairs": len(rows), "prompts": len(groups), "p_pair": p_pair(groups), "contrastive": cfg.mel.contrastive,
-            "seconds": time.perf_counter() - t0}
-    artifacts.write_rows(out, rows, schemas.PAIRS, **info)
-    return StageResult("pair", step, out, seconds=info["seconds"], summary=_summary(info))
-
-
-def _summary(info: dict) -> str:
-    kind = "pairs" if info.get("contrastive", True) else "failing rollouts"
-    return f"{info['pairs']} {kind} from {info['prompts']} prompts, p_pair {info['p_pair']:.2f}"
+    stats = PairStats(pairs=len(rows), prompts=len(groups), p_pair=p_pair(groups), contrastive=cfg.mel.contrastive,
+                      seconds=time.perf_counter() - t0)
+    artifacts.write_rows(ctx.outputs["pairs"], rows, schemas.PAIRS, **stats.manifest())
+    return stats

@@ -1,28 +1,38 @@
-"""Rollout stage: sample G completions for each of the step's prompts with the current policy."""
+"""Rollout stage: sample G completions for each of the step's prompts with the current policy -> ``rollouts``."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from mel import artifacts, schemas
 from mel.config import Config
-from mel.stages.common import StageResult, derive_seed, policy_engine, problems_for_step, set_threads, step_dir
+from mel.stages.common import derive_seed, policy_engine, problems_for_step, set_threads
+from mel.stages.step import StageContext, StageStats
 
 
-def run_rollout(cfg: Config, run_dir: str, step: int, checkpoint_uri: str) -> StageResult:
-    out = artifacts.join(step_dir(run_dir, step), "rollouts.parquet")
-    if artifacts.is_complete(out):
-        return StageResult("rollout", step, out, reused=True, summary=_summary(artifacts.read_manifest(out)))
+@dataclass(frozen=True)
+class RolloutStats(StageStats):
+    samples: int
+    completion_tokens: int  # generated this step
+    gen_tokens_per_s: float  # generation throughput (generation time only)
+    seconds: float
+
+    def summary(self) -> str:
+        return f"{self.samples} samples, {self.completion_tokens} tokens, {self.gen_tokens_per_s:.0f} tok/s"
+
+
+def run_rollout(cfg: Config, ctx: StageContext, checkpoint: str) -> RolloutStats:
     set_threads(cfg)
     t0 = time.perf_counter()
-    problems = problems_for_step(cfg, step)
-    engine = policy_engine(cfg, checkpoint_uri).get()
+    problems = problems_for_step(cfg, ctx.step)
+    engine = policy_engine(cfg, checkpoint).get()
     t_gen = time.perf_counter()
     results = engine.generate(
         [p.prompt for p in problems],
         n=cfg.rollout.group_size,
         temperature=cfg.rollout.temperature,
         max_tokens=cfg.rollout.max_new_tokens,
-        seed=derive_seed(cfg.run.seed, step, "rollout"),
+        seed=derive_seed(cfg.run.seed, ctx.step, "rollout"),
         top_p=cfg.rollout.top_p,
     )
     gen_s = time.perf_counter() - t_gen
@@ -31,7 +41,7 @@ def run_rollout(cfg: Config, run_dir: str, step: int, checkpoint_uri: str) -> St
         problem_json = problem.to_json()
         for sample_index, sample in enumerate(result.samples):
             rows.append({
-                "step": step,
+                "step": ctx.step,
                 "prompt_index": prompt_index,
                 "sample_index": sample_index,
                 "problem_id": problem.problem_id,
@@ -45,13 +55,7 @@ def run_rollout(cfg: Config, run_dir: str, step: int, checkpoint_uri: str) -> St
                 "num_completion_tokens": len(sample.token_ids),
             })
     tokens = sum(r["num_completion_tokens"] for r in rows)
-    seconds = time.perf_counter() - t0
-    info = {"samples": len(rows), "completion_tokens": tokens, "seconds": seconds,
-            "gen_tokens_per_s": tokens / gen_s if gen_s > 0 else 0.0, "checkpoint": checkpoint_uri}
-    artifacts.write_rows(out, rows, schemas.ROLLOUTS, **info)
-    return StageResult("rollout", step, out, seconds=seconds, summary=_summary(info))
-
-
-def _summary(info: dict) -> str:
-    return (f"{info['samples']} samples, {info['completion_tokens']} tokens, "
-            f"{info['gen_tokens_per_s']:.0f} tok/s")
+    stats = RolloutStats(samples=len(rows), completion_tokens=tokens,
+                         gen_tokens_per_s=tokens / gen_s if gen_s > 0 else 0.0, seconds=time.perf_counter() - t0)
+    artifacts.write_rows(ctx.outputs["rollouts"], rows, schemas.ROLLOUTS, **stats.manifest(), checkpoint=checkpoint)
+    return stats

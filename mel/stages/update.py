@@ -1,23 +1,32 @@
 """Update stage: one policy update (GRPO / REINFORCE++ / RFT, plus lambda * the NLL of the step's selected
 meta-experiences when MEL is on) on the step's scored rollouts, then a checkpoint and the step's metrics.
 
-Outputs: ``step_NNNN/checkpoint/`` (Hugging Face model folder + optimizer state) and ``step_NNNN/update.parquet``
-(one ``schemas.METRICS`` row). The metrics artifact is written after the checkpoint, so its manifest marks the whole
-stage complete.
+Outputs: ``metrics`` (``step_NNNN/update.parquet``: the step's ``schemas.METRICS`` row, built by ``metrics_row`` from
+the stats of every stage of the step; its manifest keeps them all as ``step_stats``, including those of stages that
+have no METRICS column) and ``checkpoint`` (``step_NNNN/checkpoint/``: Hugging Face model folder + optimizer state).
+The metrics artifact is written after the checkpoint, so its manifest marks the whole stage complete.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from mel import artifacts, schemas
 from mel.checkpoints import require_weights
 from mel.config import Config
-from mel.models import load_model_and_tokenizer, resolve_model
-from mel.stages.common import StageResult, derive_seed, set_threads, step_dir
 from mel.engines.base import format_chat
 from mel.experience import group_outcomes
+from mel.models import load_model_and_tokenizer, resolve_model
+from mel.stages.common import derive_seed, set_threads
+from mel.stages.extract import ExtractStats
+from mel.stages.pair import PairStats
+from mel.stages.replay import ReplayStats
+from mel.stages.revise import ReviseStats
+from mel.stages.rollout import RolloutStats
+from mel.stages.step import StageContext, StageStats, StepStats
+from mel.stages.verify import VerifyStats
 from mel.update import (
     ExperienceBatch,
     UpdateBatch,
@@ -28,8 +37,36 @@ from mel.update import (
 )
 
 
-def checkpoint_uri(run_dir: str, step: int) -> str:
-    return artifacts.join(step_dir(run_dir, step), "checkpoint")
+@dataclass(frozen=True)
+class UpdateStats(StageStats):
+    reward_mean: float  # over the step's samples
+    reward_std: float
+    pass_rate: float
+    prompt_pass_rate: float
+    mixed_group_rate: float
+    all_negative_rate: float
+    loss: float
+    pg_loss: float
+    kl: float
+    clip_frac: float
+    grad_norm: float
+    entropy: float
+    lr: float
+    train_tokens_per_s: float
+    nll_loss: float
+    nll_coef: float
+    grad_norm_rl: float
+    grad_norm_nll: float
+    num_experiences: int
+    experience_tokens: int
+    seconds: float  # loading, the update and the checkpoint
+
+    def summary(self) -> str:
+        text = (f"reward {self.reward_mean:.3f}, loss {self.loss:+.4f}, kl {self.kl:.4f}, "
+                f"clip {self.clip_frac:.3f}, grad norm {self.grad_norm:.3f}")
+        if self.num_experiences:
+            text += f", nll {self.nll_loss:.3f} on {self.num_experiences} M (lambda {self.nll_coef:.4g})"
+        return text
 
 
 def group_stats(prompt_index: list[int], passed: list[bool]) -> dict[str, float]:
@@ -55,101 +92,104 @@ def experience_batch(rows: list[dict], tokenizer, cfg: Config) -> ExperienceBatc
     return ExperienceBatch(context_ids=context, target_ids=target)
 
 
-def run_update(
-    cfg: Config, run_dir: str, step: int, checkpoint_in: str, rollouts_uri: str, verdicts_uri: str,
-    meta_experiences_uri: str | None = None,
-) -> StageResult:
-    out = artifacts.join(step_dir(run_dir, step), "update.parquet")
-    ckpt_out = checkpoint_uri(run_dir, step)
-    if artifacts.is_complete(out) and artifacts.is_complete(ckpt_out):
-        row = artifacts.read_table(out, schemas.METRICS).to_pylist()[0]
-        return StageResult("update", step, out, reused=True, summary=_summary(row), extra={"checkpoint": ckpt_out})
+def run_update(cfg: Config, ctx: StageContext, checkpoint: str, rollouts: str, verdicts: str,
+               meta_experiences: str | None) -> UpdateStats:
     set_threads(cfg)
     t0 = time.perf_counter()
-    rollouts = artifacts.read_table(rollouts_uri, schemas.ROLLOUTS).to_pylist()
-    verdicts = artifacts.read_table(verdicts_uri, schemas.VERDICTS).to_pylist()
-    if [(r["prompt_index"], r["sample_index"]) for r in rollouts] != [
-        (v["prompt_index"], v["sample_index"]) for v in verdicts
+    rollout_rows = artifacts.read_table(rollouts, schemas.ROLLOUTS).to_pylist()
+    verdict_rows = artifacts.read_table(verdicts, schemas.VERDICTS).to_pylist()
+    if [(r["prompt_index"], r["sample_index"]) for r in rollout_rows] != [
+        (v["prompt_index"], v["sample_index"]) for v in verdict_rows
     ]:
-        raise ValueError(f"{verdicts_uri} does not line up with {rollouts_uri} (prompt_index/sample_index differ)")
+        raise ValueError(f"{verdicts} does not line up with {rollouts} (prompt_index/sample_index differ)")
 
-    require_weights(checkpoint_in, optimizer=True)  # a step resumes from the newest checkpoint, never a pruned one
-    model, tokenizer = load_model_and_tokenizer(artifacts.fetch_folder(checkpoint_in), cfg.model.dtype)
+    require_weights(checkpoint, optimizer=True)  # a step resumes from the newest checkpoint, never a pruned one
+    model, tokenizer = load_model_and_tokenizer(artifacts.fetch_folder(checkpoint), cfg.model.dtype)
     optimizer = make_optimizer(model, cfg.optimizer)
-    load_optimizer_state(optimizer, artifacts.fetch_folder(checkpoint_in))
+    load_optimizer_state(optimizer, artifacts.fetch_folder(checkpoint))
     ref_model = None
     if cfg.algorithm.kl_coef > 0:
         ref_model, _ = load_model_and_tokenizer(resolve_model(cfg.model), cfg.model.dtype)
         ref_model.eval()
     batch = UpdateBatch(
-        prompt_ids=[r["prompt_token_ids"] for r in rollouts],
-        completion_ids=[r["completion_token_ids"] for r in rollouts],
-        rewards=[v["reward"] for v in verdicts],
-        group_ids=[r["prompt_index"] for r in rollouts],
+        prompt_ids=[r["prompt_token_ids"] for r in rollout_rows],
+        completion_ids=[r["completion_token_ids"] for r in rollout_rows],
+        rewards=[v["reward"] for v in verdict_rows],
+        group_ids=[r["prompt_index"] for r in rollout_rows],
     )
-    experiences, mel_info = None, {}
-    if meta_experiences_uri is not None:
-        me_rows = artifacts.read_table(meta_experiences_uri, schemas.META_EXPERIENCES).to_pylist()
+    experiences = None
+    if meta_experiences is not None:
+        me_rows = artifacts.read_table(meta_experiences, schemas.META_EXPERIENCES).to_pylist()
         experiences = experience_batch([r for r in me_rows if r["selected"]], tokenizer, cfg)
-        mel_info = artifacts.read_manifest(meta_experiences_uri)
     import torch
 
-    torch.manual_seed(derive_seed(cfg.run.seed, step, "update"))
-    stats = policy_update(
+    torch.manual_seed(derive_seed(cfg.run.seed, ctx.step, "update"))
+    trained = policy_update(
         model, optimizer, batch, cfg.algorithm, cfg.optimizer,
         pad_id=tokenizer.pad_token_id, temperature=cfg.rollout.temperature, max_len=cfg.rollout.max_new_tokens,
-        seed=derive_seed(cfg.run.seed, step, "minibatch"), ref_model=ref_model,
+        seed=derive_seed(cfg.run.seed, ctx.step, "minibatch"), ref_model=ref_model,
         experiences=experiences, nll_coef=cfg.mel.nll_coef, nll_coef_mode=cfg.mel.nll_coef_mode,
         nll_grad_ratio=cfg.mel.nll_grad_ratio,
     )
-    artifacts.write_folder(ckpt_out, lambda d: save_checkpoint(model, tokenizer, optimizer, d), step=step)
-    update_s = time.perf_counter() - t0
+    ckpt_out = ctx.outputs["checkpoint"]
+    artifacts.write_folder(ckpt_out, lambda d: save_checkpoint(model, tokenizer, optimizer, d), step=ctx.step)
+    seconds = time.perf_counter() - t0
 
-    roll_info = artifacts.read_manifest(rollouts_uri)
-    ver_info = artifacts.read_manifest(verdicts_uri)
     rewards = np.array(batch.rewards, dtype=np.float64)
-    tokens = [r["num_completion_tokens"] for r in rollouts]
-    groups = group_stats([r["prompt_index"] for r in rollouts], [v["passed"] for v in verdicts])
-    row = {
+    groups = group_stats([r["prompt_index"] for r in rollout_rows], [v["passed"] for v in verdict_rows])
+    stats = UpdateStats(
+        reward_mean=float(rewards.mean()), reward_std=float(rewards.std()),
+        pass_rate=float(np.mean([v["passed"] for v in verdict_rows])), **groups,
+        **{k: float(trained[k]) for k in ("loss", "pg_loss", "kl", "clip_frac", "grad_norm", "entropy", "lr",
+                                          "train_tokens_per_s", "nll_loss", "nll_coef", "grad_norm_rl",
+                                          "grad_norm_nll")},
+        num_experiences=int(trained["num_experiences"]), experience_tokens=int(trained["experience_tokens"]),
+        seconds=seconds,
+    )
+    step_stats = ctx.upstream.add("update", stats)
+    artifacts.write_rows(ctx.outputs["metrics"], [metrics_row(ctx.step, step_stats)], schemas.METRICS,
+                         **stats.manifest(), step_stats=step_stats.to_record(), checkpoint=ckpt_out)
+    return stats
+
+
+def metrics_row(step: int, stats: StepStats) -> dict:
+    """The step's ``schemas.METRICS`` row from the stats of its stages. The columns of a stage that did not run are
+    null (MEL's without meta-experience learning, R-MEL's without revision); p_pair, the mixed-group rate, every run
+    has. A column no stage fills stays null, so a test checks that a run of every stage fills them all."""
+    roll, ver, upd = stats.require(RolloutStats), stats.require(VerifyStats), stats.require(UpdateStats)
+    row: dict = dict.fromkeys(schemas.METRICS.names)
+    row.update({
         "step": step,
-        "reward_mean": float(rewards.mean()),
-        "reward_std": float(rewards.std()),
-        "pass_rate": float(np.mean([v["passed"] for v in verdicts])),
-        **groups,
-        **{k: stats[k] for k in ("loss", "pg_loss", "kl", "clip_frac", "grad_norm", "entropy", "lr")},
-        "num_samples": len(rollouts),
-        "completion_tokens": int(sum(tokens)),
-        "mean_completion_tokens": float(np.mean(tokens)),
-        "gen_tokens_per_s": float(roll_info["gen_tokens_per_s"]),
-        "train_tokens_per_s": stats["train_tokens_per_s"],
-        "rollout_s": float(roll_info["seconds"]),
-        "verify_s": float(ver_info["seconds"]),
-        "update_s": update_s,
-        **mel_metrics(mel_info, groups, stats),
-    }
-    artifacts.write_rows(out, [row], schemas.METRICS, checkpoint=ckpt_out)
-    return StageResult("update", step, out, seconds=update_s, summary=_summary(row), extra={"checkpoint": ckpt_out})
-
-
-def mel_metrics(mel_info: dict, groups: dict, stats: dict) -> dict:
-    """The METRICS columns of meta-experience learning; the pair/replay ones are null in a run without it."""
-    row = {k: stats[k] for k in ("nll_loss", "nll_coef", "grad_norm_rl", "grad_norm_nll", "num_experiences",
-                                 "experience_tokens")}
-    row["p_pair"] = groups["mixed_group_rate"]
-    keys = {"num_pairs": "pairs", "num_built": "built", "num_accepted": "accepted", "p_accept": "p_accept",
-            "p_usable": "p_usable", "retention": "retention", "extract_s": "extract_seconds", "replay_s": "seconds"}
-    row.update({col: mel_info.get(key) for col, key in keys.items()})
-    row["mel_gen_tokens"] = (mel_info["gen_tokens"] + mel_info["replay_tokens"]) if mel_info else None
-    revise = mel_info.get("revise") or {}
-    for col in ("revise_groups", "rescued_groups", "revision_attempts", "revision_tokens"):
-        row[col] = revise.get(col)
-    row["revise_s"] = revise.get("seconds")
+        "reward_mean": upd.reward_mean, "reward_std": upd.reward_std, "pass_rate": upd.pass_rate,
+        "prompt_pass_rate": upd.prompt_pass_rate, "mixed_group_rate": upd.mixed_group_rate,
+        "all_negative_rate": upd.all_negative_rate,
+        "loss": upd.loss, "pg_loss": upd.pg_loss, "kl": upd.kl, "clip_frac": upd.clip_frac,
+        "grad_norm": upd.grad_norm, "entropy": upd.entropy, "lr": upd.lr,
+        "num_samples": roll.samples, "completion_tokens": roll.completion_tokens,
+        "mean_completion_tokens": roll.completion_tokens / roll.samples if roll.samples else float("nan"),
+        "gen_tokens_per_s": roll.gen_tokens_per_s, "train_tokens_per_s": upd.train_tokens_per_s,
+        "rollout_s": roll.seconds, "verify_s": ver.seconds, "update_s": upd.seconds,
+        "p_pair": upd.mixed_group_rate,
+        "num_experiences": upd.num_experiences, "experience_tokens": upd.experience_tokens,
+        "nll_loss": upd.nll_loss, "nll_coef": upd.nll_coef,
+        "grad_norm_rl": upd.grad_norm_rl, "grad_norm_nll": upd.grad_norm_nll,
+    })
+    replay = stats.get(ReplayStats)
+    if replay is not None:  # meta-experience learning ran: so did pair and extract
+        pair, extract = stats.require(PairStats), stats.require(ExtractStats)
+        row.update({
+            "num_pairs": replay.pairs, "num_built": replay.built, "num_accepted": replay.accepted,
+            "p_accept": replay.p_accept, "p_usable": replay.p_usable, "retention": replay.retention,
+            "mel_gen_tokens": extract.gen_tokens + replay.replay_tokens,
+            "extract_s": extract.seconds + pair.seconds, "replay_s": replay.seconds,
+        })
+    revise = stats.get(ReviseStats)
+    if revise is not None:
+        row.update({
+            "revise_groups": revise.revise_groups, "rescued_groups": revise.rescued_groups,
+            "revision_attempts": revise.revision_attempts, "revision_tokens": revise.revision_tokens,
+            "revise_s": revise.seconds,
+        })
+    if list(row) != schemas.METRICS.names:
+        raise AssertionError(f"not METRICS columns: {sorted(set(row) - set(schemas.METRICS.names))}")
     return row
-
-
-def _summary(row: dict) -> str:
-    text = (f"reward {row['reward_mean']:.3f}, loss {row['loss']:+.4f}, kl {row['kl']:.4f}, "
-            f"clip {row['clip_frac']:.3f}, grad norm {row['grad_norm']:.3f}")
-    if row.get("num_experiences"):
-        text += f", nll {row['nll_loss']:.3f} on {row['num_experiences']} M (lambda {row['nll_coef']:.4g})"
-    return text

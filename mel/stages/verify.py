@@ -1,27 +1,41 @@
-"""Verify stage: score every rollout with the verifier of its problem's kind (code sandbox, math-verify, regex)."""
+"""Verify stage: score every rollout with the verifier of its problem's kind (code sandbox, math-verify, regex)
+-> ``verdicts``."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from mel import artifacts, schemas
 from mel.config import Config
 from mel.data import Problem
-from mel.stages.common import StageResult, parse_problems, step_dir, step_verifier
+from mel.stages.common import parse_problems, step_verifier
+from mel.stages.step import StageContext, StageStats
 from mel.verify import isolation_mode
 from mel.verify.sandbox import describe_isolation
 
 
-def run_verify(cfg: Config, run_dir: str, step: int, rollouts_uri: str) -> StageResult:
-    out = artifacts.join(step_dir(run_dir, step), "verdicts.parquet")
-    if artifacts.is_complete(out):
-        return StageResult("verify", step, out, reused=True, summary=_summary(artifacts.read_manifest(out)))
+@dataclass(frozen=True)
+class VerifyStats(StageStats):
+    samples: int
+    passed: int
+    statuses: dict[str, int]  # verdict status -> count
+    isolation: str  # the code sandbox's isolation mode ("-" when no code was run)
+    seconds: float
+
+    def summary(self) -> str:
+        statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items()))
+        sandbox = f", sandbox {describe_isolation(self.isolation)}" if self.isolation != "-" else ""
+        return f"{self.passed}/{self.samples} passed ({statuses}){sandbox}"
+
+
+def run_verify(cfg: Config, ctx: StageContext, rollouts: str) -> VerifyStats:
     t0 = time.perf_counter()
-    rollouts = artifacts.read_table(rollouts_uri, schemas.ROLLOUTS).to_pylist()
-    problems = parse_problems([r["problem_json"] for r in rollouts])
-    verdicts = step_verifier(cfg)(problems, [r["completion_text"] for r in rollouts])
+    rows_in = artifacts.read_table(rollouts, schemas.ROLLOUTS).to_pylist()
+    problems = parse_problems([r["problem_json"] for r in rows_in])
+    verdicts = step_verifier(cfg)(problems, [r["completion_text"] for r in rows_in])
     rows = [
         {
-            "step": step,
+            "step": ctx.step,
             "prompt_index": r["prompt_index"],
             "sample_index": r["sample_index"],
             "problem_id": r["problem_id"],
@@ -33,16 +47,15 @@ def run_verify(cfg: Config, run_dir: str, step: int, rollouts_uri: str) -> Stage
             "tests_total": v.tests_total,
             "seconds": v.seconds,
         }
-        for r, v in zip(rollouts, verdicts)
+        for r, v in zip(rows_in, verdicts)
     ]
-    seconds = time.perf_counter() - t0
     statuses: dict[str, int] = {}
     for v in verdicts:
         statuses[v.status] = statuses.get(v.status, 0) + 1
-    info = {"samples": len(rows), "passed": sum(v.passed for v in verdicts), "statuses": statuses,
-            "seconds": seconds, "isolation": _isolation(cfg, problems)}
-    artifacts.write_rows(out, rows, schemas.VERDICTS, **info)
-    return StageResult("verify", step, out, seconds=seconds, summary=_summary(info))
+    stats = VerifyStats(samples=len(rows), passed=sum(v.passed for v in verdicts), statuses=statuses,
+                        isolation=_isolation(cfg, problems), seconds=time.perf_counter() - t0)
+    artifacts.write_rows(ctx.outputs["verdicts"], rows, schemas.VERDICTS, **stats.manifest())
+    return stats
 
 
 def _isolation(cfg: Config, problems: list[Problem]) -> str:
@@ -50,9 +63,3 @@ def _isolation(cfg: Config, problems: list[Problem]) -> str:
     if not any(p.kind == "code" for p in problems):
         return "-"
     return isolation_mode(cfg.verify.isolation)
-
-
-def _summary(info: dict) -> str:
-    statuses = ", ".join(f"{k} {v}" for k, v in sorted(info["statuses"].items()))
-    sandbox = f", sandbox {describe_isolation(info['isolation'])}" if info.get("isolation", "-") != "-" else ""
-    return f"{info['passed']}/{info['samples']} passed ({statuses}){sandbox}"

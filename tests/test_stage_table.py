@@ -1,0 +1,211 @@
+"""The step declared once, as data (`mel.stages.table`): the stage list each method runs, the table's checks, typed
+stats through manifests, the metrics row built from the stages' stats, and a step built from a test-only table with
+an extra stage, which the flow runs, the resume check requires, the progress prints and the metrics record keeps."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import time
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mel import artifacts, schemas
+from mel.config import Config, config_hash, load_config
+from mel.stages.step import (
+    Stage,
+    StageContext,
+    StageStats,
+    StepStats,
+    StepTable,
+    completed_run_metrics,
+    stage_inputs,
+)
+from mel.stages.table import STEP, STEP_TABLES
+from mel.stages.update import UpdateStats, metrics_row
+
+from conftest import REPO
+
+TINY = str(REPO / "configs" / "tiny.yaml")
+METHODS = REPO / "configs" / "methods"
+
+
+def _cfg(method: str | None = None, overrides=()) -> Config:
+    if method is None:
+        return load_config(TINY, list(overrides))
+    return load_config(str(METHODS / f"{method}.yaml"), list(overrides), base=TINY)
+
+
+@pytest.mark.parametrize("method, stages", [
+    (None, ["rollout", "verify", "update"]),
+    ("mel_code", ["rollout", "verify", "pair", "extract", "replay", "update"]),
+    ("rmel", ["rollout", "verify", "pair", "revise", "extract", "replay", "update"]),
+])
+def test_each_method_runs_the_papers_stage_list(method, stages):
+    assert STEP.names(_cfg(method)) == stages
+
+
+def test_revise_replaces_the_pairs_that_extract_reads():
+    rmel, mel = _cfg("rmel"), _cfg("mel_code")
+    assert STEP.uri("r", 3, "pairs", rmel) == "r/step_0003/revised_pairs.parquet"
+    assert STEP.uri("r", 3, "pairs", mel) == "r/step_0003/pairs.parquet"
+    with pytest.raises(ValueError, match="pair, revise all write 'pairs'"):
+        STEP.uri("r", 3, "pairs")
+    assert STEP.uri("r", 3, "checkpoint") == "r/step_0003/checkpoint"  # the update's: one writer
+    available = {"checkpoint": "c", "rollouts": "r", "verdicts": "v"}
+    assert stage_inputs(STEP["update"], available) == {**available, "meta_experiences": None}
+
+
+@dataclass(frozen=True)
+class CountStats(StageStats):
+    prompts: int
+    longest_completion: int  # tokens
+    seconds: float
+
+    def summary(self) -> str:
+        return f"{self.prompts} prompts, longest completion {self.longest_completion} tokens"
+
+
+COUNTS = pa.schema([("prompt_index", pa.int32()), ("samples", pa.int32()), ("tokens", pa.int64())])
+
+
+def run_count(cfg: Config, ctx: StageContext, rollouts: str) -> CountStats:
+    """A trivial extra stage: per prompt, its samples and completion tokens."""
+    t0 = time.perf_counter()
+    rows = artifacts.read_table(rollouts, schemas.ROLLOUTS).to_pylist()
+    per_prompt: dict[int, list[int]] = {}
+    for r in rows:
+        per_prompt.setdefault(r["prompt_index"], []).append(r["num_completion_tokens"])
+    out = [{"prompt_index": p, "samples": len(t), "tokens": sum(t)} for p, t in sorted(per_prompt.items())]
+    stats = CountStats(prompts=len(out), longest_completion=max(r["num_completion_tokens"] for r in rows),
+                       seconds=time.perf_counter() - t0)
+    artifacts.write_rows(ctx.outputs["counts"], out, COUNTS, **stats.manifest())
+    return stats
+
+
+COUNT = Stage("count", run_count, CountStats, inputs=("rollouts",), outputs={"counts": "counts.parquet"})
+WITH_COUNT = StepTable(*STEP.stages[:2], COUNT, *STEP.stages[2:])  # rollout, verify, count, ...
+if "test-with-count" not in STEP_TABLES:
+    STEP_TABLES.register("test-with-count")(WITH_COUNT)
+
+
+def test_the_table_checks_its_entries():
+    with pytest.raises(ValueError, match=r"stage 'count' reads \['rollouts'\], which no earlier stage"):
+        StepTable(COUNT, *STEP.stages)
+    with pytest.raises(ValueError, match="stage names repeat"):
+        StepTable(*STEP.stages, STEP["update"])
+    with pytest.raises(ValueError, match=r"writes \['metrics'\]"):
+        StepTable(STEP["rollout"], dataclasses.replace(COUNT, outputs={"checkpoint": "c"}))
+    with pytest.raises(TypeError, match=r"does not take \('cfg', 'ctx', 'verdicts'\)"):
+        Stage("count", run_count, CountStats, inputs=("verdicts",), outputs={"counts": "counts.parquet"})
+
+    @dataclass
+    class Loose(StageStats):
+        seconds: float
+
+    with pytest.raises(TypeError, match="not a frozen StageStats dataclass"):
+        Stage("count", run_count, Loose, inputs=("rollouts",), outputs={"counts": "counts.parquet"})
+
+
+def test_stats_come_back_from_a_manifest_with_exactly_their_fields(tmp_path):
+    uri = str(tmp_path / "counts.parquet")
+    stats = CountStats(prompts=2, longest_completion=7, seconds=0.25)
+    artifacts.write_rows(uri, [], COUNTS, **stats.manifest())
+    assert CountStats.from_manifest(uri, artifacts.read_manifest(uri)) == stats
+    renamed = {"stats": {"prompts": 2, "longest": 7, "seconds": 0.25}}
+    with pytest.raises(ValueError, match="not a CountStats .* another version of mel"):
+        CountStats.from_manifest(uri, renamed)
+    with pytest.raises(ValueError, match="not a CountStats"):
+        CountStats.from_manifest(uri, {"rows": 0})
+
+
+def _filled(kind: type[StageStats]) -> StageStats:
+    """A record of ``kind`` with every field set (no value null or zero)."""
+    sample = {"int": 3, "float": 0.5, "str": "x", "bool": True, "dict[str, int]": {"passed": 3}}
+    return kind(**{f.name: sample[f.type] for f in dataclasses.fields(kind)})
+
+
+def test_metrics_row_is_built_from_the_stage_stats():
+    every = StepStats()
+    for stage in STEP:
+        every = every.add(stage.name, _filled(stage.stats))
+    row = metrics_row(4, every)
+    assert list(row) == schemas.METRICS.names
+    assert [c for c, v in row.items() if v is None] == []  # every column has a stage that fills it
+    assert row["step"] == 4 and row["p_pair"] == row["mixed_group_rate"] == 0.5
+    assert row["extract_s"] == 1.0 and row["mel_gen_tokens"] == 6 and row["mean_completion_tokens"] == 1.0
+    pa.Table.from_pylist([row], schema=schemas.METRICS)  # the types fit
+
+    grpo = StepStats()
+    for name in ("rollout", "verify", "update"):
+        grpo = grpo.add(name, _filled(STEP[name].stats))
+    row = metrics_row(0, grpo)
+    mel_columns = {"num_pairs", "num_built", "num_accepted", "p_accept", "p_usable", "retention",
+                   "mel_gen_tokens", "extract_s", "replay_s", "revise_groups", "rescued_groups",
+                   "revision_attempts", "revision_tokens", "revise_s"}
+    assert {c for c, v in row.items() if v is None} == mel_columns
+    with pytest.raises(LookupError, match=r"no VerifyStats among this step.s stages \(rollout\)"):
+        metrics_row(0, StepStats().add("rollout", _filled(STEP["rollout"].stats)))
+    assert isinstance(grpo.require(UpdateStats), UpdateStats)
+
+
+def test_no_step_stage_list_outside_the_table():
+    """The flow, the resume check and the CLI take the stage list from the table: no stage's file name or list of
+    stage names is written anywhere else."""
+    for path in ("flows/train.py", "mel/cli.py", "mel/stages/step.py", "tasks/stage.py"):
+        text = (REPO / path).read_text()
+        for stage in STEP:
+            for name in stage.outputs.values():
+                if name != "checkpoint":
+                    assert f'"{name}"' not in text, (path, name)
+        assert '"pair", "extract"' not in text and '("rollout", "verify")' not in text, path
+
+
+@pytest.mark.slow
+def test_a_step_built_from_a_table_with_an_extra_stage(prefect_harness, tmp_path):
+    from flows.train import train
+    from mel.cli import _report_if_complete
+    from mel.progress import progress
+
+    run_dir = tmp_path / "count"
+    overrides = ["run.steps=1"]
+
+    def run() -> str:
+        buf = io.StringIO()
+        progress.stream = buf
+        try:
+            train(config_path=TINY, overrides=overrides, run_dir=str(run_dir), table="test-with-count")
+        finally:
+            progress.stream = None
+        return buf.getvalue()
+
+    out = run()
+    counts = str(run_dir / "step_0000" / "counts.parquet")
+    assert artifacts.is_complete(counts) and pq.read_table(counts).num_rows == 8  # the flow ran it
+    rollouts = pq.read_table(run_dir / "step_0000" / "rollouts.parquet").to_pylist()
+    longest = max(r["num_completion_tokens"] for r in rollouts)
+    assert "count    done" in out and f"8 prompts, longest completion {longest} tokens" in out  # its progress line
+    recorded = artifacts.read_manifest(str(run_dir / "step_0000" / "update.parquet"))["step_stats"]
+    assert list(recorded) == ["rollout", "verify", "count", "update"]
+    assert recorded["count"]["longest_completion"] == longest  # kept with the metrics row (METRICS has no column)
+    run_stats = artifacts.read_manifest(str(run_dir / "metrics.parquet"))["step_stats"]
+    assert run_stats[0]["count"] == recorded["count"]
+
+    cfg = load_config(TINY, overrides)
+    digest = config_hash(cfg)
+    assert completed_run_metrics(WITH_COUNT, str(run_dir), digest, 1) is not None
+    artifacts.remove(counts)
+    assert completed_run_metrics(WITH_COUNT, str(run_dir), digest, 1) is None  # the resume check requires it
+    assert completed_run_metrics(STEP, str(run_dir), digest, 1) is not None  # the paper's table does not
+
+    out = run()
+    assert artifacts.is_complete(counts) and "count    done" in out and "reused 3 of 4 stages" in out
+    buf = io.StringIO()
+    progress.stream = buf
+    try:
+        assert _report_if_complete(cfg, str(run_dir), digest, WITH_COUNT)
+    finally:
+        progress.stream = None
+    assert "all 4 stages reused" in buf.getvalue()
