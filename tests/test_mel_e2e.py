@@ -80,3 +80,14 @@ def test_no_pairs_means_no_nll_term(prefect_harness, tmp_path):
     assert pq.read_table(run_dir / "step_0000" / "meta_experiences.parquet").num_rows == 0
     (m,) = pq.read_table(run_dir / "metrics.parquet").to_pylist()
     assert m["num_pairs"] == 0 and m["num_experiences"] == 0 and m["nll_loss"] == 0.0 and m["grad_norm_nll"] == 0.0
+
+
+def test_one_model_load_per_mel_step(prefect_harness, tmp_path):
+    """MEL's rollout, extract (the policy writes M) and replay (re-attempts with M in context) share one engine."""
+    from mel.engines.base import ENGINE_CACHE
+
+    before = ENGINE_CACHE.loads
+    _train("mel", tmp_path / "mel", ["run.steps=1"])
+    assert ENGINE_CACHE.loads - before == 1
+    rows = pq.read_table(tmp_path / "mel" / "step_0000" / "experiences.parquet").to_pylist()
+    assert rows, "the step built no meta-experience: extract never asked for the engine"

@@ -1,6 +1,7 @@
 """The rollout-engine interface and its registry."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Callable, Literal, Protocol, Sequence
 
@@ -25,11 +26,14 @@ class RolloutEngine(Protocol):
     """``generate`` samples from text prompts (each wrapped in the chat template as a user turn);
     ``generate_from_ids`` continues exact token ids (a chat-formatted prompt plus, e.g., a primed start of the
     assistant turn): every sample starts right after the last given token. ``encode_prompt`` and ``encode_text``
-    give the ids the two paths use, so callers can build primed prompts."""
+    give the ids the two paths use, so callers can build primed prompts; ``decode`` turns ids back into text (special
+    tokens dropped). Stages use nothing else of an engine."""
 
     def encode_prompt(self, prompt: str) -> list[int]: ...
 
     def encode_text(self, text: str) -> list[int]: ...
+
+    def decode(self, token_ids: Sequence[int]) -> str: ...
 
     def generate_from_ids(
         self,
@@ -67,6 +71,9 @@ class TokenEngine:
     def encode_text(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
     def generate(self, prompts: Sequence[str], n: int, temperature: float, max_tokens: int, seed: int,
                  top_p: float = 1.0) -> list[PromptResult]:
         return self.generate_from_ids([self.encode_prompt(p) for p in prompts], n, temperature, max_tokens, seed,
@@ -89,6 +96,35 @@ class LazyEngine:
             self._engine = self._make()
         return self._engine
 
+
+class EngineCache:
+    """The one engine of this process: every stage of a step that generates with the same checkpoint (rollout,
+    revise, extract, replay) gets the same engine, built once; asking for another checkpoint (the next step's) drops
+    the old one first, so at most one model is held. ``key`` names the checkpoint by its URI and content (its
+    manifest's write time) and the engine's settings. ``loads`` counts the engines built (a test reads it)."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._engine: RolloutEngine | None = None
+        self._lock = threading.Lock()
+        self.loads = 0
+
+    def get(self, key: tuple, make: Callable[[], RolloutEngine]) -> RolloutEngine:
+        with self._lock:
+            if self._key != key or self._engine is None:
+                self._engine, self._key = None, None  # free the old model before loading the next
+                self._engine = make()
+                self._key = key
+                self.loads += 1
+            return self._engine
+
+    def clear(self) -> None:
+        """Drop the engine (the update does, before it loads the model it trains: one model in memory at a time)."""
+        with self._lock:
+            self._engine, self._key = None, None
+
+
+ENGINE_CACHE = EngineCache()
 
 EngineFactory = Callable[..., RolloutEngine]
 ENGINES: Registry[EngineFactory] = Registry("rollout engine")

@@ -55,8 +55,9 @@ def step_verifier(cfg: Config):
 
 
 def policy_engine(cfg: Config, checkpoint_uri: str):
-    """The generation engine of ``rollout.engine`` on the checkpoint ``checkpoint_uri``, built on first use."""
-    from mel.engines.base import LazyEngine
+    """The generation engine of ``rollout.engine`` on the checkpoint ``checkpoint_uri``, built on first use and
+    shared by every stage of the step that asks for the same checkpoint (`mel.engines.base.ENGINE_CACHE`)."""
+    from mel.engines.base import ENGINE_CACHE, LazyEngine
 
     def make():
         from mel.checkpoints import require_weights
@@ -67,7 +68,24 @@ def policy_engine(cfg: Config, checkpoint_uri: str):
                            use_chat_template=cfg.rollout.use_chat_template, system_prompt=cfg.rollout.system_prompt,
                            batch_size=cfg.rollout.batch_size)
 
-    return LazyEngine(make)
+    content = artifacts.read_manifest(checkpoint_uri).get("written_at") if artifacts.is_complete(checkpoint_uri) \
+        else _folder_signature(checkpoint_uri)
+    key = (cfg.rollout.engine, checkpoint_uri, content, cfg.model.dtype, cfg.rollout.use_chat_template,
+           cfg.rollout.system_prompt, cfg.rollout.batch_size)
+    return LazyEngine(lambda: ENGINE_CACHE.get(key, make))
+
+
+def _folder_signature(uri: str) -> tuple:
+    """A model folder without a manifest (the base model): its files' names, sizes and modification times."""
+    import os
+
+    if not artifacts.is_local(uri):
+        return (uri,)
+    path = artifacts.local_path(uri)
+    try:
+        return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(path)))
+    except OSError:
+        return (uri,)
 
 
 def set_threads(cfg: Config) -> None:

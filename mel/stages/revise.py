@@ -101,7 +101,7 @@ def _run_mode(cfg: Config, step: int, checkpoint_uri: str, seeds, seed_rows, ver
     seed = derive_seed(cfg.run.seed, step, f"revise-{cfg.revise.mode}")
 
     def verify_batch(positions, y_revs, conts, k):
-        decoded = [engine.tokenizer.decode(list(y), skip_special_tokens=True) for y in y_revs]
+        decoded = [engine.decode(y) for y in y_revs]
         result = verify([problems[i] for i in positions], decoded)
         for i, text, v in zip(positions, decoded, result):
             statuses[(i, k)] = (v.status, v.detail)

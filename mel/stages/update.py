@@ -16,7 +16,7 @@ import numpy as np
 from mel import artifacts, schemas
 from mel.checkpoints import require_weights
 from mel.config import Config
-from mel.engines.base import format_chat
+from mel.engines.base import ENGINE_CACHE, format_chat
 from mel.experience import group_outcomes
 from mel.models import load_model_and_tokenizer, resolve_model
 from mel.stages.common import derive_seed, set_threads
@@ -104,6 +104,7 @@ def run_update(cfg: Config, ctx: StageContext, checkpoint: str, rollouts: str, v
         raise ValueError(f"{verdicts} does not line up with {rollouts} (prompt_index/sample_index differ)")
 
     require_weights(checkpoint, optimizer=True)  # a step resumes from the newest checkpoint, never a pruned one
+    ENGINE_CACHE.clear()  # the step's generation is over: one model in memory at a time
     model, tokenizer = load_model_and_tokenizer(artifacts.fetch_folder(checkpoint), cfg.model.dtype)
     optimizer = make_optimizer(model, cfg.optimizer)
     load_optimizer_state(optimizer, artifacts.fetch_folder(checkpoint))
