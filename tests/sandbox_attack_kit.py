@@ -266,8 +266,11 @@ def isolated(code: str, tests: CodeTests, *, secret: str = ENV_SECRET, timeout_s
 
 @pytest.fixture(scope="module", autouse=True)
 def host_before():
-    """What this process looked like before the module: its fds and its children (e.g. a session Prefect server)."""
-    return {"fds": set(os.listdir("/proc/self/fd")), "children": child_pids(os.getpid())}
+    """What this process looked like before the module (its fds and its children, e.g. a session Prefect server);
+    at the module's end, whatever order its tests ran in, the host is checked unharmed (`check_host_unharmed`)."""
+    before = {"fds": set(os.listdir("/proc/self/fd")), "children": child_pids(os.getpid())}
+    yield before
+    check_host_unharmed(before)
 
 
 @pytest.fixture(autouse=True)
