@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def timed(args: list[str]) -> tuple[float, str]:
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "mel.cli", *args], cwd=REPO, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "cli", *args], cwd=REPO, capture_output=True, text=True)
     took = time.perf_counter() - t0
     if out.returncode != 0:
         sys.exit(f"mel {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")

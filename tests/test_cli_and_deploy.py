@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import REPO
-from mel.cli import build_parser, main
+from cli.main import build_parser, main
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["config", "--help"]])
@@ -31,7 +31,7 @@ def test_config_command_prints_hash(capsys):
 
 
 def test_console_script_entry_point():
-    out = subprocess.run([sys.executable, "-m", "mel.cli", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "cli", "--help"], capture_output=True, text=True, check=True)
     assert "run" in out.stdout and "config" in out.stdout
 
 

@@ -12,7 +12,7 @@ from conftest import REPO
 
 
 def _run(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mel.cli", "run", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli", "run", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=120)
 
 

@@ -20,7 +20,7 @@ TINY = str(REPO / "configs" / "tiny.yaml")
 
 
 def _mel(*argv: str) -> tuple[int, str]:
-    from mel.cli import main
+    from cli.main import main
 
     out = io.StringIO()
     with redirect_stdout(out), redirect_stderr(out):

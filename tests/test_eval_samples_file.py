@@ -73,7 +73,7 @@ def _mel_eval(tmp_path: Path, lines: list[str], *extra: str) -> subprocess.Compl
     path = tmp_path / "s.jsonl"
     path.write_text("".join(line + "\n" for line in lines))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "mel.cli", "eval", "--samples-file", str(path), "--benchmark",
+    return subprocess.run([sys.executable, "-m", "cli", "eval", "--samples-file", str(path), "--benchmark",
                            "humaneval", "--limit", "2", "--out", str(tmp_path / "ev"), *extra],
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
 

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mel import artifacts, schemas
-from mel.cli import main
+from cli.main import main
 from mel.verify import evalplus, sandbox
 
 MBPP_PLUS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mbpp_plus" / "MbppPlus-v0.2.0.jsonl"

@@ -19,7 +19,7 @@ from mel.verify import sandbox
 from mel.verify.sandbox import IsolationUnavailable, describe_isolation, isolation_mode, verify_code
 
 REPO = Path(__file__).resolve().parents[1]
-MEL = [sys.executable, "-m", "mel.cli"]
+MEL = [sys.executable, "-m", "cli"]
 ADD = CodeTests(style="io", entry_point="add", inputs=("[1, 2]",), outputs=("3",))
 
 

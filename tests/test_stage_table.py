@@ -154,7 +154,7 @@ def test_metrics_row_is_built_from_the_stage_stats():
 def test_no_step_stage_list_outside_the_table():
     """The flow, the resume check and the CLI take the stage list from the table: no stage's file name or list of
     stage names is written anywhere else."""
-    for path in ("flows/train.py", "mel/cli.py", "mel/stages/step.py", "tasks/stage.py"):
+    for path in ("flows/train.py", "cli/main.py", "mel/stages/step.py", "tasks/stage.py"):
         text = (REPO / path).read_text()
         for stage in STEP:
             for name in stage.outputs.values():
@@ -166,7 +166,7 @@ def test_no_step_stage_list_outside_the_table():
 @pytest.mark.slow
 def test_a_step_built_from_a_table_with_an_extra_stage(prefect_harness, tmp_path):
     from flows.train import train
-    from mel.cli import _report_if_complete
+    from cli.main import _report_if_complete
     from mel.progress import progress
 
     run_dir = tmp_path / "count"

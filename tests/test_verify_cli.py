@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mel import schemas
-from mel.cli import main
+from cli.main import main
 from mel.verify import evalplus, jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -232,7 +232,7 @@ def test_verify_reads_compressed_input_and_missing_file_is_exit_2(tmp_path, caps
 
 
 def test_verify_code_help_lists_the_field_names():
-    out = subprocess.run([sys.executable, "-m", "mel.cli", "verify", "code", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "cli", "verify", "code", "--help"], capture_output=True,
                          text=True, check=True, cwd=REPO).stdout
     text = " ".join(out.split())
     for consumed, _required in jsonl.CODE_FORMATS.values():
@@ -243,7 +243,7 @@ def test_verify_code_help_lists_the_field_names():
     for column in schemas.VERIFY_CODE.names:
         assert column in text, column
     assert "--memory-mb" in text and "--timeout" in text and "--workers" in text and "--out" in text
-    math_help = subprocess.run([sys.executable, "-m", "mel.cli", "verify", "math", "--help"], capture_output=True,
+    math_help = subprocess.run([sys.executable, "-m", "cli", "verify", "math", "--help"], capture_output=True,
                                text=True, check=True, cwd=REPO).stdout
     assert "gold" in math_help and "prediction" in math_help and "extracted_answer" in math_help
 

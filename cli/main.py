@@ -7,7 +7,7 @@
     mel verify code INPUT.jsonl --out OUT.parquet [--timeout S] [--memory-mb N] [--workers N]
     mel verify math INPUT.jsonl --out OUT.parquet [--timeout S] [--workers N]  verify a JSONL file of rows
     mel eval MODEL_OR_RUN_DIR --benchmark NAME [--limit N] [--samples K] [--temperature T] [--out DIR]
-    mel report RUN_DIR [RUN_DIR ...] --out DIR [--baseline NAME]        compare runs (see `mel.cli_eval`)
+    mel report RUN_DIR [RUN_DIR ...] --out DIR [--baseline NAME]        compare runs (see `cli.eval`)
 
 This module is the only part of the ``mel`` package that reaches the orchestration layer (``flows/``), and only
 inside a command, so importing ``mel`` never imports Prefect or Ray.
@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     code.add_argument("--isolation", choices=ISOLATIONS, default="auto",
                       help="sandbox (default auto: bubblewrap, else unshare; where neither works nothing runs). "
                       "'none' opts into resource limits only, with NO isolation")
-    from mel.cli_eval import add_parsers
+    from cli.eval import add_parsers
 
     add_parsers(sub)
     return parser

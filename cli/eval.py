@@ -1,4 +1,4 @@
-"""``mel eval`` and ``mel report``: the evaluation half of the command line (see `mel.cli`).
+"""``mel eval`` and ``mel report``: the evaluation half of the command line (see `cli.main`).
 
     mel eval MODEL_OR_RUN_DIR --benchmark NAME [--benchmark ...] [--limit N] [--samples K] [--temperature T] [--out DIR]
     mel eval --samples-file SAMPLES.jsonl --benchmark humaneval --out DIR [--k K]   score samples made elsewhere
@@ -22,7 +22,7 @@ def _pct(value: float) -> str:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from mel.cli import _quiet_environment
+    from cli.main import _quiet_environment
 
     _quiet_environment(args.verbose)
     if args.list:
