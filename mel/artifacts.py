@@ -3,13 +3,18 @@
 An artifact at URI ``u`` (a Parquet file or a checkpoint folder) counts as complete only once ``u + ".manifest.json"``
 exists; data is written under a temporary name and renamed, and the manifest is written after the rename. A run
 killed at any point therefore leaves either a complete artifact or one that is simply recomputed, never a half-read
-file. Works for local paths and any fsspec URL (``memory://``, ``s3://``, ``gs://``...).
+file. The manifest also records what was written -- a table's byte count and sha256, a folder's file sizes -- and an
+artifact whose data no longer matches it (truncated, overwritten, a file gone) does not count as complete: it is
+reported on stderr and recomputed, and `read_table` refuses to read it. Works for local paths and any fsspec URL
+(``memory://``, ``s3://``, ``gs://``...).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -40,9 +45,52 @@ def local_path(uri: str) -> str:
     return uri[len("file://"):] if uri.startswith("file://") else uri
 
 
+class CorruptArtifact(ValueError):
+    """An artifact's data does not match what its manifest recorded when it was written."""
+
+
+_intact: dict[tuple[str, str, int], bool] = {}  # (uri, manifest's sha256, data size) -> checked once per process
+
+
+def _damage(uri: str, info: dict[str, Any]) -> str:
+    """Why ``uri``'s data does not match its manifest ("" when it does, or when the manifest records nothing)."""
+    fs, path = _fs(uri)
+    if "sha256" in info:
+        try:
+            size = fs.size(path)
+        except FileNotFoundError:
+            return "its data file is missing"
+        if size != info["bytes"]:
+            return f"{size} bytes, the manifest recorded {info['bytes']}"
+        key = (uri, info["sha256"], size)
+        if key not in _intact:
+            with fs.open(path, "rb") as f:
+                _intact[key] = hashlib.sha256(f.read()).hexdigest() == info["sha256"]
+        return "" if _intact[key] else "its sha256 differs from the manifest's"
+    if "sizes" in info and not info.get("pruned"):
+        for name, recorded in info["sizes"].items():
+            if name == "optimizer.pt" and info.get("optimizer_dropped"):
+                continue
+            try:
+                size = fs.size(f"{path.rstrip('/')}/{name}")
+            except FileNotFoundError:
+                return f"{name} is missing"
+            if size != recorded:
+                return f"{name} has {size} bytes, the manifest recorded {recorded}"
+    return ""
+
+
 def is_complete(uri: str) -> bool:
+    """The manifest exists and the data still matches it; a damaged artifact is reported (stderr) and is not
+    complete, so the stage that writes it runs again."""
     fs, path = _fs(uri + MANIFEST_SUFFIX)
-    return fs.exists(path)
+    if not fs.exists(path):
+        return False
+    damage = _damage(uri, read_manifest(uri))
+    if damage:
+        print(f"mel: {uri} is damaged ({damage}); it is not used, and is written again", file=sys.stderr)
+        return False
+    return True
 
 
 def read_manifest(uri: str) -> dict[str, Any]:
@@ -89,10 +137,12 @@ def write_table(uri: str, table: pa.Table, schema: pa.Schema, **manifest_info: A
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
+    data = sink.getvalue().to_pybytes()
     with fs.open(tmp, "wb") as f:
-        f.write(sink.getvalue().to_pybytes())
+        f.write(data)
     fs.mv(tmp, path)
-    write_manifest(uri, rows=table.num_rows, columns=schema.names, **manifest_info)
+    write_manifest(uri, rows=table.num_rows, columns=schema.names, bytes=len(data),
+                   sha256=hashlib.sha256(data).hexdigest(), **manifest_info)
     return uri
 
 
@@ -107,7 +157,11 @@ def read_table(uri: str, schema: pa.Schema | None = None) -> pa.Table:
     # threads that abort the interpreter at exit now and then ("terminate called without an active exception"), and
     # so does its decoding thread pool: these small tables are decoded on the calling thread.
     with fsspec.open(uri, "rb") as f:
-        table = pq.read_table(pa.BufferReader(f.read()), use_threads=False)
+        data = f.read()
+    recorded = read_manifest(uri).get("sha256")
+    if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
+        raise CorruptArtifact(f"{uri}: its data changed since it was written (sha256 differs from its manifest's)")
+    table = pq.read_table(pa.BufferReader(data), use_threads=False)
     if schema is not None and table.schema.names != schema.names:
         raise ValueError(f"{uri}: columns {table.schema.names} do not match the schema's {schema.names}")
     return table
@@ -124,6 +178,7 @@ def write_folder(uri: str, build: Callable[[Path], None], **manifest_info: Any) 
         try:
             build(tmp)
             files = sorted(p.name for p in tmp.iterdir())
+            sizes = _sizes(tmp)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -134,11 +189,16 @@ def write_folder(uri: str, build: Callable[[Path], None], **manifest_info: Any) 
         with tempfile.TemporaryDirectory() as tmp_dir:
             build(Path(tmp_dir))
             files = sorted(p.name for p in Path(tmp_dir).iterdir())
+            sizes = _sizes(Path(tmp_dir))
             if fs.exists(path):
                 fs.rm(path, recursive=True)
             fs.put(tmp_dir.rstrip("/") + "/", path, recursive=True)
-    write_manifest(uri, files=files, **manifest_info)
+    write_manifest(uri, files=files, sizes=sizes, **manifest_info)
     return uri
+
+
+def _sizes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 def fetch_folder(uri: str, cache_dir: str | Path | None = None) -> str:

@@ -67,3 +67,50 @@ def test_reading_an_artifact_leaves_a_clean_interpreter_exit(tmp_path):
     code = f"from mel import artifacts, schemas; artifacts.read_table({uri!r}, schemas.VERDICTS)"
     codes = [subprocess.run([sys.executable, "-c", code], capture_output=True).returncode for _ in range(12)]
     assert codes == [0] * 12, codes
+
+
+def test_a_damaged_table_is_not_complete_and_is_never_read(tmp_path, capsys):
+    schema = pa.schema([("x", pa.int64())])
+    uri = str(tmp_path / "t.parquet")
+    artifacts.write_rows(uri, [{"x": i} for i in range(100)], schema)
+    assert artifacts.is_complete(uri)
+    data = bytearray((tmp_path / "t.parquet").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte changed
+    (tmp_path / "t.parquet").write_bytes(bytes(data))
+    artifacts._intact.clear()  # a new process
+    assert not artifacts.is_complete(uri)
+    assert "sha256 differs" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="not a complete artifact"):
+        artifacts.read_table(uri)
+    (tmp_path / "t.parquet").write_bytes(bytes(data[:50]))  # truncated
+    assert not artifacts.is_complete(uri)
+    assert "bytes, the manifest recorded" in capsys.readouterr().err
+    artifacts.write_rows(uri, [{"x": 1}], schema)  # written again: complete
+    assert artifacts.is_complete(uri) and artifacts.read_table(uri).num_rows == 1
+
+
+def test_a_folder_with_a_truncated_or_missing_file_is_not_complete(tmp_path):
+    uri = str(tmp_path / "ckpt")
+
+    def build(d):
+        (d / "model.safetensors").write_bytes(b"w" * 100)
+        (d / "config.json").write_text("{}")
+
+    artifacts.write_folder(uri, build)
+    assert artifacts.is_complete(uri)
+    (tmp_path / "ckpt" / "model.safetensors").write_bytes(b"w" * 10)
+    assert not artifacts.is_complete(uri)
+    (tmp_path / "ckpt" / "model.safetensors").unlink()
+    assert not artifacts.is_complete(uri)
+
+
+def test_a_table_changed_after_its_check_is_refused_when_read(tmp_path):
+    schema = pa.schema([("x", pa.int64())])
+    uri = str(tmp_path / "t.parquet")
+    artifacts.write_rows(uri, [{"x": i} for i in range(100)], schema)
+    assert artifacts.is_complete(uri)  # checked (and remembered) before the change
+    data = bytearray((tmp_path / "t.parquet").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "t.parquet").write_bytes(bytes(data))
+    with pytest.raises(artifacts.CorruptArtifact, match="sha256 differs"):
+        artifacts.read_table(uri)

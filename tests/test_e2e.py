@@ -81,6 +81,25 @@ def test_a_deleted_artifact_is_recomputed_despite_the_prefect_cache(prefect_harn
     assert "reused 2 of 3 stages" in out
 
 
+def test_damaged_artifacts_are_recomputed_never_read(prefect_harness, tmp_path, capfd):
+    run_dir = tmp_path / "tiny"
+    _train_in_process(run_dir, ["run.steps=2"])
+    metrics = pq.read_table(run_dir / "metrics.parquet").select(LEARNING_COLUMNS).to_pylist()
+    rollouts = run_dir / "step_0001" / "rollouts.parquet"
+    flipped = bytearray(rollouts.read_bytes())
+    flipped[len(flipped) // 2] ^= 0xFF  # same size, one byte changed
+    rollouts.write_bytes(bytes(flipped))
+    weights = run_dir / "step_0000" / "checkpoint" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated
+    artifacts._intact.clear()  # as in a new process
+    capfd.readouterr()
+    out = _train_in_process(run_dir, ["run.steps=2"])
+    err = capfd.readouterr().err
+    assert "rollouts.parquet is damaged (its sha256 differs" in err and "checkpoint is damaged (model.safetensors" in err
+    assert "[step 1/2] update   done" in out and "[step 2/2] rollout  done" in out, out
+    assert pq.read_table(run_dir / "metrics.parquet").select(LEARNING_COLUMNS).to_pylist() == metrics
+
+
 def test_easy_code_step_runs_through_the_code_sandbox(prefect_harness, tmp_path):
     run_dir = tmp_path / "code"
     _train_in_process(run_dir, ["data.taskset=easy_code", "run.steps=1", "data.prompts_per_step=2",
