@@ -7,7 +7,6 @@ import inspect
 import json.decoder
 import random
 import textwrap
-import time
 
 import pytest
 
@@ -390,7 +389,7 @@ def test_garbage_that_has_code_still_gives_50_to_80_tokens(k, n_tokens):
     assert m.ok and 50 <= n_tokens(m.render()) <= 80
 
 
-def test_huge_inputs_are_built_quickly():
-    start = time.monotonic()
-    build_template("Write f.", GARBAGE[6], GARBAGE[6].replace("x", "y"), "failed", GARBAGE[7])
-    assert time.monotonic() - start < 10
+@pytest.mark.timeout(120)  # a guard against a hang (e.g. a quadratic diff), not a timing claim
+def test_huge_inputs_are_built():
+    m = build_template("Write f.", GARBAGE[6], GARBAGE[6].replace("x", "y"), "failed", GARBAGE[7])
+    assert m.ok != bool(m.reject_reason), m
