@@ -82,7 +82,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _list_benchmarks() -> int:
     from mel.eval.benchmarks import BENCHMARKS
-    from mel.eval.config import load_eval_config
+    from mel.config import load_eval_config
 
     cfg = load_eval_config()
     print(f"data root: {cfg.data_root}")

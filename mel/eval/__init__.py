@@ -5,7 +5,8 @@
 - `mel.eval.stats`: paired bootstrap confidence intervals and p-values on per-problem outcomes.
 - `mel.eval.evalplus`: the HumanEval+ / MBPP+ benchmarks (prompts, base and plus columns) over `mel.verify.evalplus`
   (rows, reference outputs run once and cached on disk), which ``mel verify code`` shares.
-- `mel.eval.config`, `mel.eval.plan`: eval settings (``configs/eval/default.yaml``) and the cells of a request.
+- `mel.eval.plan`: the cells of a request, under the eval settings (`mel.config.EvalConfig`,
+  ``configs/eval/default.yaml``).
 - `mel.eval.report`: the comparison report of ``mel report`` over `mel.eval.runs` (what a run directory holds);
   `mel.eval.tables` renders it to Markdown and HTML, `mel.eval.plots` draws its PNGs.
 

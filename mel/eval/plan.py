@@ -14,13 +14,12 @@ from dataclasses import dataclass
 
 from mel import artifacts
 from mel.checkpoints import is_pruned
-from mel.eval.config import EvalConfig, benchmark_path, load_eval_config
+from mel.config import EvalConfig, GenerationConfig, load_eval_config
 from mel.eval.metrics import FileSamples, Sampling
 from mel.stages.evaluate import (
     BenchmarkRef,
     Checkpoint,
     EvalCell,
-    GenerationSettings,
     fingerprint_file,
     fingerprint_folder,
     load_cell_benchmark,
@@ -61,7 +60,7 @@ def is_run_dir(target: str) -> bool:
     return artifacts.is_complete(artifacts.join(target, "config.yaml"))
 
 
-def run_checkpoints(run_dir: str, which: str = "all") -> tuple[list[Checkpoint], GenerationSettings]:
+def run_checkpoints(run_dir: str, which: str = "all") -> tuple[list[Checkpoint], GenerationConfig]:
     """A run's base model (step 0) and every complete ``step_NNNN/checkpoint`` (step NNNN + 1) whose weights were
     kept (pruned ones are named on stderr), or only the last (``which="final"``), with the run's own generation
     settings (engine, chat template, system prompt, dtype)."""
@@ -87,7 +86,7 @@ def run_checkpoints(run_dir: str, which: str = "all") -> tuple[list[Checkpoint],
         found = found[-1:]
     elif which != "all":
         raise ValueError(f"which must be 'all' or 'final', not {which!r}")
-    generation = GenerationSettings(engine=cfg.rollout.engine, dtype=cfg.model.dtype,
+    generation = GenerationConfig(engine=cfg.rollout.engine, dtype=cfg.model.dtype,
                                     use_chat_template=cfg.rollout.use_chat_template,
                                     system_prompt=cfg.rollout.system_prompt, batch_size=cfg.rollout.batch_size)
     return found, generation
@@ -158,3 +157,16 @@ def plan_cells(req: EvalRequest) -> tuple[str, list[EvalCell]]:
     cells = [EvalCell(checkpoint=ck, benchmark=ref, sampling=s, generation=generation, verify=cfg.verify)
              for ck in checkpoints for ref in refs for s in samplings]
     return eval_dir, cells
+
+
+def benchmark_path(cfg: EvalConfig, name: str, path: str | None = None) -> str | None:
+    """The file to read for benchmark ``name``: ``path`` if given, else ``paths[name]``, else ``data_root`` + the
+    benchmark's default file (None when the benchmark needs no file)."""
+    from mel.eval.benchmarks import BENCHMARKS, resolve_path
+
+    spec = BENCHMARKS.get(name)
+    path = path or cfg.paths.get(name)
+    if path is None and spec.default_file is not None and not cfg.data_root:
+        raise ValueError(f"benchmark {name!r} reads {spec.default_file} under a data root: set data_root in the eval "
+                         "config, MEL_DATA_ROOT, or pass --data-root / --path")
+    return resolve_path(spec, path, cfg.data_root)

@@ -26,29 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from mel import artifacts, schemas
+from mel.config import GenerationConfig, VerifyConfig
 from mel.eval.metrics import FileSamples, Sampling, benchmark_scores, count_passes, problem_metrics
 
 CELLS_DIR = "cells"
 _SKIP_IN_FINGERPRINT = {".complete", "optimizer.pt"}
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    engine: str = "transformers"
-    dtype: str = "float32"
-    use_chat_template: bool = True
-    system_prompt: str | None = None
-    batch_size: int = 32
-    max_new_tokens: int = 512
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class VerifySettings:
-    timeout_s: float = 5.0
-    memory_mb: int = 512
-    workers: int = 2
-    isolation: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -79,8 +61,8 @@ class EvalCell:
     checkpoint: Checkpoint
     benchmark: BenchmarkRef
     sampling: Sampling | FileSamples  # FileSamples: the checkpoint's samples file, as many per problem as it has
-    generation: GenerationSettings = GenerationSettings()
-    verify: VerifySettings = VerifySettings()
+    generation: GenerationConfig = GenerationConfig()
+    verify: VerifyConfig = VerifyConfig()
 
     @property
     def key(self) -> str:
