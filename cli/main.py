@@ -77,7 +77,8 @@ def _data_problem(cfg) -> str:
     try:
         load_taskset(cfg.data.taskset, cfg.data.path, limit=cfg.data.limit)
     except DatasetError as exc:
-        return str(exc)
+        lines = str(exc).splitlines()
+        return " ".join(lines) if len(lines) <= 2 else str(exc)  # one bad row: one line
     return ""
 
 

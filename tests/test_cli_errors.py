@@ -41,5 +41,5 @@ def test_bad_data_is_named_before_any_server_starts(tmp_path, case: str) -> None
     if case == "missing":
         assert proc.stderr.strip() == f"mel run: {data}: file not found"
     else:
-        assert "mbpp.jsonl line 1: field 'test_list'" in proc.stderr
+        assert "mbpp.jsonl line 1: field 'test_list'" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
