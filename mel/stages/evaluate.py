@@ -239,7 +239,10 @@ def run_eval_verify(cell: EvalCell, eval_dir: str, generations_uri: str) -> str:
         results.append({"benchmark": bench.name, "problem_id": g["problem_id"], "sample_index": g["sample_index"],
                         "column": column, "passed": verdict.passed, "status": verdict.status,
                         "detail": verdict.detail[:500], "seconds": verdict.seconds})
-    artifacts.write_rows(artifacts.join(folder, "results.parquet"), results, schemas.EVAL_RESULTS)
+    from mel.verify.sandbox import isolation_mode
+
+    sandbox = {"isolation": isolation_mode(cell.verify.isolation)} if bench.kind == "code" else {}
+    artifacts.write_rows(artifacts.join(folder, "results.parquet"), results, schemas.EVAL_RESULTS, **sandbox)
     _write_samples(folder, bench, by_id, generations, programs)
     problem_rows, scores = _problem_metrics(cell, bench, results)
     info = {
@@ -247,7 +250,7 @@ def run_eval_verify(cell: EvalCell, eval_dir: str, generations_uri: str) -> str:
         "step": cell.checkpoint.step, "label": cell.checkpoint.label, "benchmark": bench.name,
         "benchmark_source": bench.source, "sampling": cell.sampling.name, "temperature": cell.sampling.temperature,
         "samples": cell.sampling.samples, "num_problems": len(by_id), "scores": scores,
-        "verify_s": time.perf_counter() - t0,
+        "verify_s": time.perf_counter() - t0, **sandbox,
     }
     artifacts.write_rows(problems_uri, problem_rows, schemas.EVAL_PROBLEMS, **info)
     return problems_uri
