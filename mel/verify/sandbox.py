@@ -134,6 +134,7 @@ class _Mode:
     def __init__(self, name: str, command: list[str], sweep: bool, nproc: int, worker_class: Any = None) -> None:
         self.name, self.command, self.sweep, self.nproc = name, command, sweep, nproc
         self.worker_class = worker_class or _Worker
+        self.warned = False  # ``none``: the opt-in warning is printed once per process
 
 
 def _probe(command: list[str]) -> str:
@@ -233,8 +234,8 @@ def _current_mode(isolation: str = "auto") -> _Mode:
             except IsolationUnavailable as exc:
                 found = str(exc)
             if isinstance(found, _Mode):
-                if name == "none" and not getattr(found, "warned", False):
-                    found.warned = True  # type: ignore[attr-defined]
+                if name == "none" and not found.warned:
+                    found.warned = True
                     print("mel.verify: WARNING verify.isolation is 'none': candidate code runs with resource limits "
                           "only, NOT isolated from this machine (opted in)", file=sys.stderr)
                 return found
