@@ -1,6 +1,6 @@
 """The ``mel`` command line.
 
-    mel run CONFIG.yaml [--set section.field=value ...] [--run-dir URI] [--base BASE.yaml]
+    mel run CONFIG.yaml [--set section.field=value ...] [--run-dir URI] [--base BASE.yaml] [--ray ADDRESS]
                                                                            train (resumes if run before)
     mel config CONFIG.yaml [--set ...] [--base BASE.yaml]                  print the resolved config and its hash
     mel show RUN_DIR [--step N] [--only accepted|rejected] [--limit N]     print a step's meta-experiences
@@ -38,6 +38,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _quiet_environment(args.verbose)
     from mel.config import config_hash, default_run_dir, load_config
 
+    if args.ray:
+        args.set = [*args.set, f"cluster.ray={args.ray}"]
     cfg = load_config(args.config, args.set, base=args.base)  # fail fast on a bad config, before any server starts
     if not args.force_flow and _report_if_complete(cfg, args.run_dir or default_run_dir(cfg), config_hash(cfg)):
         return 0
@@ -252,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--base", default=None, metavar="BASE.yaml",
                      help="lay CONFIG over this file instead of the one its 'base:' key names, e.g. "
                      "mel run configs/methods/mel_code.yaml --base configs/tiny.yaml")
+    run.add_argument("--ray", default=None, metavar="ADDRESS",
+                     help="run on a Ray cluster (sets cluster.ray): 'local' starts one for the run, 'auto' joins the "
+                     "one `ray start --head` made here, HOST:PORT or ray://HOST:PORT joins that one; the policy "
+                     "stages then run on one resident GPU worker and verification fans out over the cluster's CPUs")
     run.add_argument("--verbose", action="store_true", help="show Prefect's own log lines")
     run.add_argument("--force-flow", action="store_true",
                      help="go through the Prefect flow even when every artifact exists (each stage then reports a "

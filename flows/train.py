@@ -18,12 +18,13 @@ appear on that server (and its UI); otherwise Prefect starts a temporary local s
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import pyarrow as pa
 from prefect import flow
@@ -68,24 +69,40 @@ def init_run_dir(cfg: Config, run_dir: str) -> str:
     return uri
 
 
-def run_cached(task_fn, storage: Path, outputs, **params):
+def _final_state(task_fn, params: dict, remote: dict | None):
+    """Run a task in this process, or with ``remote`` (Ray resources) as a Ray task through the flow's
+    ``RayTaskRunner``; its final state."""
+    if remote is None:
+        return task_fn(**params, return_state=True)
+    from prefect_ray.context import remote_options
+
+    with remote_options(**remote):
+        future = task_fn.submit(**params)
+    future.wait()
+    return future.state
+
+
+def run_cached(task_fn, storage: Path, outputs, remote: dict | None = None, **params):
     """Run a task with results persisted in ``storage``; returns ``(result, cached)``. A Prefect cache hit whose
     output artifacts (``outputs(result)``, URIs) have since been deleted is recomputed (and is then not cached)."""
     task_fn = task_fn.with_options(result_storage=storage)
-    state = task_fn(**params, return_state=True)
+    state = _final_state(task_fn, params, remote)
     result = state.result()
     cached = state.name == "Cached"
     if cached and not all(artifacts.is_complete(u) for u in outputs(result)):
-        result, cached = task_fn.with_options(refresh_cache=True)(**params, return_state=True).result(), False
+        result, cached = _final_state(task_fn.with_options(refresh_cache=True), params, remote).result(), False
     return result, cached
 
 
-def call_stage(stage: Stage, storage: Path, **params) -> StageResult:
+def call_stage(stage: Stage, storage: Path, on_ray: bool = False, **params) -> StageResult:
     """Run a stage's task; a Prefect cache hit or already complete outputs are reported as reused. A cache hit whose
-    outputs (any of them, e.g. the update's checkpoint) have since been deleted is recomputed."""
+    outputs (any of them, e.g. the update's checkpoint) have since been deleted is recomputed. On Ray, a stage that
+    needs no policy is a Ray task asking for its table resources; a policy stage's task hands its work to the run's
+    policy worker (`tasks.stage`)."""
     progress.stage_start(stage.name, params["step"])
-    result, cached = run_cached(stage_task(stage), storage, lambda r: r.outputs.values(), stage_name=stage.name,
-                                **params)
+    remote = stage.resources.remote_options() if on_ray and not stage.resources.gpu else None
+    result, cached = run_cached(stage_task(stage), storage, lambda r: r.outputs.values(), remote,
+                                stage_name=stage.name, **params)
     if cached:
         result = dataclasses.replace(result, reused=True)
     progress.stage_done(result)
@@ -103,8 +120,8 @@ def train_step(
     available = {"checkpoint": checkpoint_uri}  # role -> URI: the step's input, then each stage's outputs
     stats = StepStats()
     for stage in STEP_TABLES.get(table).enabled(cfg):
-        result = call_stage(stage, storage, config_uri=config_uri, config_hash=cfg_hash, run_dir=run_dir, step=step,
-                            inputs=stage_inputs(stage, available), upstream=stats)
+        result = call_stage(stage, storage, cfg.cluster.ray is not None, config_uri=config_uri, config_hash=cfg_hash,
+                            run_dir=run_dir, step=step, inputs=stage_inputs(stage, available), upstream=stats)
         available.update(result.outputs)
         stats = stats.add(stage.name, result.stats)
     return available
@@ -145,6 +162,42 @@ def write_revision_report(run_dir: str, steps: int, table: StepTable, cfg: Confi
     return png
 
 
+@contextlib.contextmanager
+def on_cluster(cfg: Config) -> Iterator:
+    """The step flow to run: ``train_step`` itself, or on a Ray cluster (``cluster.ray``) ``train_step`` with a
+    ``RayTaskRunner`` on that cluster, with every Ray worker reporting to this run's Prefect API: ``PREFECT_API_URL``
+    when set, else the one local server this process started (without it, each worker would start a temporary
+    server of its own)."""
+    if cfg.cluster.ray is None:
+        yield train_step
+        return
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect_ray import RayTaskRunner
+
+    from tasks import cluster
+
+    owned = cluster.connect(cfg.cluster.ray)
+    try:
+        cluster.say(cluster.describe())
+        api = PREFECT_API_URL.value()
+        if not api:
+            from prefect.server.api.server import SubprocessASGIServer
+
+            server = SubprocessASGIServer()  # the local server this flow run already reports to
+            server.start()
+            api = server.api_url
+        with temporary_settings({PREFECT_API_URL: api}):
+            yield train_step.with_options(task_runner=RayTaskRunner(init_kwargs=cluster.init_kwargs(cfg.cluster.ray)))
+    finally:
+        from tasks.policy_worker import release_policy_workers
+
+        release_policy_workers()
+        if owned:
+            import ray
+
+            ray.shutdown()
+
+
 @flow(name="mel-train", log_prints=False)
 def train(
     config_path: str | None = None,
@@ -152,22 +205,25 @@ def train(
     run_dir: str | None = None,
     base: str | None = None,
     table: str = "mel",
+    ray: str | None = None,
 ) -> str:
     """Train for ``run.steps`` steps; returns the run directory. ``base`` replaces the config file's ``base:``;
-    ``table`` names the step table (``mel.stages.table.STEP_TABLES``)."""
-    cfg = load_config(config_path, overrides or [], base=base)
+    ``table`` names the step table (``mel.stages.table.STEP_TABLES``); ``ray`` sets ``cluster.ray`` (a Ray
+    address, or ``local``: see `tasks.cluster`)."""
+    cfg = load_config(config_path, [*(overrides or []), *([f"cluster.ray={ray}"] if ray else [])], base=base)
     run_dir = run_dir or default_run_dir(cfg)
     progress.run_start(cfg, run_dir)
     cfg_hash = config_hash(cfg)
     config_uri = init_run_dir(cfg, run_dir)
-    checkpoint = prepare_model(config_uri, cfg_hash)
-    metrics_uris = []
-    for step in range(cfg.run.steps):
-        produced = train_step(config_uri, cfg_hash, run_dir, step, checkpoint, table)
-        checkpoint = produced["checkpoint"]
-        metrics_uris.append(produced["metrics"])
-        write_run_metrics(run_dir, metrics_uris)
-        prune(run_dir, step, cfg.run.keep_checkpoints, cfg.run.keep_every)  # only now that step's checkpoint is done
+    with on_cluster(cfg) as step_flow:
+        checkpoint = prepare_model(config_uri, cfg_hash)
+        metrics_uris = []
+        for step in range(cfg.run.steps):
+            produced = step_flow(config_uri, cfg_hash, run_dir, step, checkpoint, table)
+            checkpoint = produced["checkpoint"]
+            metrics_uris.append(produced["metrics"])
+            write_run_metrics(run_dir, metrics_uris)
+            prune(run_dir, step, cfg.run.keep_checkpoints, cfg.run.keep_every)  # now that its checkpoint is done
     step_table = STEP_TABLES.get(table)
     if step_table.producer("revisions", cfg) is not None:
         write_revision_report(run_dir, cfg.run.steps, step_table, cfg)

@@ -106,6 +106,13 @@ def write_manifest(uri: str, **info: Any) -> None:
     fs.mv(tmp, path)
 
 
+def annotate_manifest(uri: str, **info: Any) -> None:
+    """Add keys to a complete artifact's manifest (atomically; its ``written_at`` and data checks unchanged)."""
+    recorded = read_manifest(uri)
+    recorded.pop("uri", None)
+    write_manifest(uri, **{**recorded, **info})
+
+
 def exists(uri: str) -> bool:
     fs, path = _fs(uri)
     return fs.exists(path)

@@ -276,6 +276,37 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Where a run's stages execute. Nothing here changes an artifact (the section is not in the config hash): a run
+    through Ray gives the same metrics as the in-process path and reuses the same cached artifacts."""
+
+    ray: str | None = None
+    """Ray cluster to run on (``mel run --ray``): unset runs every stage in the flow's process; ``local`` starts an
+    embedded Ray for the run (dashboard off); ``auto`` joins the cluster ``ray start --head`` made on this machine;
+    ``HOST:PORT`` or ``ray://HOST:PORT`` joins that one. With Ray, one resident policy worker (a Ray actor) runs the
+    generating and training stages and keeps its engine across them; verification fans out as Ray tasks."""
+    policy_gpus: float = 1.0
+    """GPUs the policy worker asks for. On a cluster with no GPU at all it asks for none and runs on CPU (said once)."""
+    policy_cpus: float = 1.0
+    """CPUs the policy worker asks for (its torch threads follow ``run.torch_threads``)."""
+    verify_chunk: int = 32
+    """Samples per Ray verification task: a step's samples are verified as ceil(n / verify_chunk) tasks."""
+    verify_cpus: int = 1
+    """CPUs each verification task asks for; it runs that many sandbox workers."""
+    policy_restarts: int = 3
+    """Times Ray recreates a policy worker that died (its stage is then retried from the last complete artifacts)."""
+
+    def __post_init__(self) -> None:
+        _check(self.policy_gpus >= 0, "cluster.policy_gpus", "0 or more")
+        _check(self.policy_cpus >= 0, "cluster.policy_cpus", "0 or more")
+        _check(self.verify_chunk >= 1, "cluster.verify_chunk", "at least 1")
+        _check(self.verify_cpus >= 1, "cluster.verify_cpus", "at least 1")
+        _check(self.policy_restarts >= 0, "cluster.policy_restarts", "0 or more")
+        _check(self.ray is None or bool(self.ray.strip()), "cluster.ray",
+               "unset, local, auto, HOST:PORT or ray://HOST:PORT")
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -286,6 +317,7 @@ class Config:
     mel: MelConfig = field(default_factory=MelConfig)
     revise: ReviseConfig = field(default_factory=ReviseConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self) -> None:
         if self.revise.mode != "none":
@@ -366,7 +398,9 @@ def load_eval_config(path: str | None = None) -> EvalConfig:
 
 # Fields that do not change any artifact; left out of the config hash.
 _UNHASHED = {("run", "steps"), ("run", "runs_root"), ("run", "keep_checkpoints"), ("run", "keep_every"),
-             ("verify", "workers"), ("verify", "isolation"), ("rollout", "batch_size")}
+             ("verify", "workers"), ("verify", "isolation"), ("rollout", "batch_size")} | {
+    ("cluster", name) for name in ("ray", "policy_gpus", "policy_cpus", "verify_chunk", "verify_cpus",
+                                   "policy_restarts")}
 
 
 class ConfigError(ValueError):
@@ -564,6 +598,7 @@ def config_hash(cfg: Config, length: int = 10) -> str:
     data = to_dict(cfg)
     for section, key in _UNHASHED:
         data[section].pop(key, None)
+    data = {section: fields for section, fields in data.items() if fields}  # a wholly unhashed section: no trace
     blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
 

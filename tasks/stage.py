@@ -5,6 +5,10 @@ URIs (by role) and the stats of the step's earlier stages, and returns the stage
 and stats). It is cached with ``INPUTS + TASK_SOURCE`` (results persisted next to the run), and ``run_stage`` itself
 returns at once when the stage's outputs are already complete, so a rerun recomputes nothing that finished. A stage
 with a ``report`` publishes it as a Prefect markdown artifact.
+
+On a Ray cluster (``cluster.ray``), a stage that needs the policy (``Resources(gpu=True)``) runs on the run's
+resident policy worker (`tasks.policy_worker`), and the others run as Ray tasks with their table resources (the flow
+submits them through prefect-ray's ``RayTaskRunner``), fanning out their independent work (`tasks.cluster`).
 """
 from __future__ import annotations
 
@@ -25,7 +29,18 @@ def stage_task(stage: Stage) -> Task:
     def run(stage_name: str, config_uri: str, config_hash: str, run_dir: str, step: int,
             inputs: Mapping[str, str | None], upstream: StepStats) -> StageResult:
         # stage_name is only part of the cache key: every stage's task has this same source
-        result = run_stage(stage, run_config(config_uri, config_hash), run_dir, step, inputs, upstream)
+        cfg = run_config(config_uri, config_hash)
+        if cfg.cluster.ray is None:
+            result = run_stage(stage, cfg, run_dir, step, inputs, upstream)
+        elif stage.resources.gpu:  # the run's resident policy worker holds the model
+            from tasks.policy_worker import run_on_policy_worker
+
+            result = run_on_policy_worker(stage, cfg, run_dir, step, inputs, upstream)
+        else:  # a Ray task of its own (see flows.train), its independent work fanned out over the cluster
+            from tasks.cluster import RayFanout, placement
+
+            result = run_stage(stage, cfg, run_dir, step, inputs, upstream, fanout=RayFanout(cfg),
+                               placement=placement())
         if stage.report is not None:
             report = stage.report(result)
             create_markdown_artifact(report.markdown, key=report.key, description=report.description)

@@ -10,8 +10,8 @@ from mel.config import Config
 from mel.data import Problem, load_taskset
 from mel.stages.step import step_dir
 
-__all__ = ["derive_seed", "problems_for_step", "parse_problems", "step_verifier", "policy_engine", "set_threads",
-           "step_dir"]
+__all__ = ["derive_seed", "problems_for_step", "parse_problems", "step_verifier", "verify_batch", "policy_engine",
+           "set_threads", "step_dir"]
 
 
 def derive_seed(base: int, step: int, purpose: str) -> int:
@@ -52,6 +52,15 @@ def step_verifier(cfg: Config):
                                workers=cfg.verify.workers, isolation=cfg.verify.isolation)
 
     return verify
+
+
+def verify_batch(cfg: Config, items: list[tuple[Problem, str]]) -> list:
+    """The verdicts of ``(problem, completion)`` items, in order, with the run's verify settings (a picklable unit
+    of work: the verify stage's fanout may run it on another machine)."""
+    if not items:
+        return []
+    problems, completions = zip(*items)
+    return step_verifier(cfg)(list(problems), list(completions))
 
 
 def policy_engine(cfg: Config, checkpoint_uri: str):

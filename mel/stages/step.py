@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Iterator, Mapping, Protocol, TypeVar
 
 from mel import artifacts
 from mel.config import Config
@@ -85,6 +85,28 @@ class StepStats:
         return {name: dataclasses.asdict(s) for name, s in self.records}  # type: ignore[call-overload]
 
 
+class Fanout(Protocol):
+    """How a stage spreads independent work: ``map(fn, items)`` returns ``fn(items)`` (``fn`` a picklable function
+    of a list returning one result per item, in order). In the flow's process it is one call (``IN_PROCESS``); on a
+    Ray cluster (`tasks.fanout`) the items go out in chunks, one Ray task each, and ``placements()`` says where each
+    chunk ran (recorded in the stage's manifest)."""
+
+    def map(self, fn: Callable[[list], list], items: list) -> list: ...
+
+    def placements(self) -> list[dict[str, Any]]: ...
+
+
+class InProcess:
+    def map(self, fn: Callable[[list], list], items: list) -> list:
+        return list(fn(items)) if items else []
+
+    def placements(self) -> list[dict[str, Any]]:
+        return []
+
+
+IN_PROCESS = InProcess()
+
+
 @dataclass(frozen=True)
 class StageContext:
     """What a stage function gets besides the config and its input URIs."""
@@ -92,6 +114,7 @@ class StageContext:
     step: int
     outputs: Mapping[str, str]  # role -> URI of each of this stage's outputs
     upstream: StepStats  # the stats of the step's earlier stages
+    fanout: Fanout = IN_PROCESS  # where independent work (verification) goes
 
 
 @dataclass(frozen=True)
@@ -236,16 +259,22 @@ def step_dir(run_dir: str, step: int) -> str:
 
 
 def run_stage(stage: Stage, cfg: Config, run_dir: str, step: int, inputs: Mapping[str, str | None],
-              upstream: StepStats) -> StageResult:
-    """Run one stage, or reuse it when all its outputs are complete (its stats then come from its record)."""
+              upstream: StepStats, fanout: Fanout = IN_PROCESS,
+              placement: Mapping[str, Any] | None = None) -> StageResult:
+    """Run one stage, or reuse it when all its outputs are complete (its stats then come from its record).
+    ``placement`` (where this call runs: node, resources; given on a cluster) is added to the record's manifest
+    with the fanout's chunk placements."""
     outputs = stage.output_uris(run_dir, step)
+    record = next(iter(outputs.values()))
     if stage.complete(run_dir, step):
-        record = next(iter(outputs.values()))
         stats = stage.stats.from_manifest(record, artifacts.read_manifest(record))
         return StageResult(stage.name, step, outputs, stats, reused=True)
-    stats = stage.fn(cfg, StageContext(step, outputs, upstream), **inputs)
+    stats = stage.fn(cfg, StageContext(step, outputs, upstream, fanout), **inputs)
     if type(stats) is not stage.stats:
         raise TypeError(f"stage {stage.name!r} returned {type(stats).__name__}, not its {stage.stats.__name__}")
+    if placement is not None:
+        chunks = fanout.placements()
+        artifacts.annotate_manifest(record, placement={**placement, **({"chunks": chunks} if chunks else {})})
     return StageResult(stage.name, step, outputs, stats)
 
 

@@ -2,13 +2,14 @@
 -> ``verdicts``."""
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
 from mel import artifacts, schemas
 from mel.config import Config
 from mel.data import Problem
-from mel.stages.common import parse_problems, step_verifier
+from mel.stages.common import parse_problems, verify_batch
 from mel.stages.step import StageContext, StageStats
 from mel.verify import isolation_mode
 from mel.verify.sandbox import describe_isolation
@@ -32,7 +33,8 @@ def run_verify(cfg: Config, ctx: StageContext, rollouts: str) -> VerifyStats:
     t0 = time.perf_counter()
     rows_in = artifacts.read_table(rollouts, schemas.ROLLOUTS).to_pylist()
     problems = parse_problems([r["problem_json"] for r in rows_in])
-    verdicts = step_verifier(cfg)(problems, [r["completion_text"] for r in rows_in])
+    items = [(p, r["completion_text"]) for p, r in zip(problems, rows_in)]
+    verdicts = ctx.fanout.map(functools.partial(verify_batch, cfg), items)  # in order, wherever each chunk ran
     rows = [
         {
             "step": ctx.step,

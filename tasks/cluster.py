@@ -1,0 +1,107 @@
+"""A run on a Ray cluster (``cluster.ray`` / ``mel run --ray``): joining the cluster, where a call runs, and the
+verify stage's fanout over the cluster's CPUs.
+
+Addresses: ``local`` starts an embedded Ray for the run (dashboard off, usage stats off); ``auto`` joins the
+cluster ``ray start --head`` made on this machine; ``HOST:PORT`` or ``ray://HOST:PORT`` joins that one. The policy
+worker (the Ray actor that runs the generating and training stages) is in `tasks.policy_worker`.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from typing import Any, Callable
+
+import ray
+
+from mel.config import Config
+
+NAMESPACE = "mel"
+# Settings every Ray worker of a run gets (its environment is the raylet's, not the driver's).
+WORKER_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+# Set in this process before Ray starts here (``local``): no usage stats, no token authentication for a cluster that
+# lives only as long as the run on this machine.
+LOCAL_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+
+
+def init_kwargs(address: str) -> dict[str, Any]:
+    """``ray.init``'s arguments for ``cluster.ray`` (see the module docstring)."""
+    env = {**WORKER_ENV, **{k: v for k, v in os.environ.items() if k.startswith(("PREFECT_LOGGING_", "MEL_"))}}
+    kwargs: dict[str, Any] = {"namespace": NAMESPACE, "runtime_env": {"env_vars": env},
+                              "log_to_driver": False, "ignore_reinit_error": True}
+    if address == "local":
+        kwargs |= {"include_dashboard": False}
+    else:
+        kwargs["address"] = address
+    return kwargs
+
+
+def connect(address: str) -> bool:
+    """Join (or, for ``local``, start) the run's Ray cluster; True when this call connected (the caller then owns the
+    connection and shuts it down), False when this process was already connected."""
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address == "local":
+        for key, value in LOCAL_ENV.items():
+            os.environ.setdefault(key, value)
+    ray.init(**init_kwargs(address))
+    return True
+
+
+def describe() -> str:
+    """One line about the connected cluster: nodes, CPUs, GPUs."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    total = ray.cluster_resources()
+    return (f"Ray cluster: {len(nodes)} node{'s' * (len(nodes) != 1)}, {total.get('CPU', 0):g} CPUs, "
+            f"{total.get('GPU', 0):g} GPUs")
+
+
+def placement() -> dict[str, Any]:
+    """Where the calling process runs: its Ray node id, the resources Ray assigned it, and its pid."""
+    ctx = ray.get_runtime_context()
+    return {"node_id": ctx.get_node_id(), "resources": dict(ctx.get_assigned_resources()), "pid": os.getpid()}
+
+
+def _run_chunk(fn: Callable[[list], list], items: list) -> tuple[list, dict[str, Any]]:
+    return list(fn(items)), {**placement(), "items": len(items)}
+
+
+class RayFanout:
+    """The verify stage's fanout on a cluster: the items go out in chunks of ``cluster.verify_chunk``, one Ray task
+    of ``cluster.verify_cpus`` CPUs each (each with its own sandbox workers), spread over the cluster's nodes, and come
+    back in order."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.chunk = cfg.cluster.verify_chunk
+        self.cpus = cfg.cluster.verify_cpus
+        self._placements: list[dict[str, Any]] = []
+
+    def map(self, fn: Callable[[list], list], items: list) -> list:
+        if not items:
+            return []
+        remote = ray.remote(_run_chunk).options(num_cpus=self.cpus, name="verify-chunk", scheduling_strategy="SPREAD")
+        fn_ref = ray.put(fn)
+        n = math.ceil(len(items) / self.chunk)
+        refs = [remote.remote(fn_ref, items[i * self.chunk:(i + 1) * self.chunk]) for i in range(n)]
+        out: list = []
+        self._placements = []
+        for results, where in ray.get(refs):
+            out += results
+            self._placements.append(where)
+        if len(out) != len(items):
+            raise RuntimeError(f"verification fanout returned {len(out)} results for {len(items)} items")
+        return out
+
+    def placements(self) -> list[dict[str, Any]]:
+        return list(self._placements)
+
+
+def say(text: str) -> None:
+    print(f"mel: {text}", file=sys.stderr, flush=True)
