@@ -25,9 +25,22 @@ def grid_overrides(grid: dict[str, list]) -> list[list[str]]:
 
 
 @flow(name="mel-sweep", log_prints=False)
-def sweep(config_path: str, grid: dict[str, list], base_overrides: list[str] | None = None) -> list[str]:
-    """Train every grid point; returns their run directories."""
-    return [train(config_path, (base_overrides or []) + point) for point in grid_overrides(grid)]
+def sweep(config_path: str, grid: dict[str, list], base_overrides: list[str] | None = None,
+          ray: str | None = None) -> list[str]:
+    """Train every grid point; returns their run directories. ``ray``: a Ray address (or ``local``) every run
+    goes to (`tasks.cluster`), joined once for the whole sweep."""
+    owned = False
+    if ray:
+        from tasks.cluster import connect
+
+        owned = connect(ray)
+    try:
+        return [train(config_path, (base_overrides or []) + point, ray=ray) for point in grid_overrides(grid)]
+    finally:
+        if owned:
+            import ray as ray_module
+
+            ray_module.shutdown()
 
 
 def _parse_cli(args: list[str]) -> tuple[str, dict[str, list]]:

@@ -31,14 +31,14 @@ TIMINGS = {"gen_tokens_per_s", "train_tokens_per_s"}
 POLICY_STAGES = ("rollouts", "experiences", "meta_experiences", "update")
 
 
-def _train(run_dir: Path, ray_address: str | None, overrides=()) -> str:
+def _train(run_dir: Path, ray_address: str | None, steps: int = STEPS) -> str:
     from flows.train import train
     from mel.progress import progress
 
     buf = io.StringIO()
     progress.stream = buf
     try:
-        train(config_path=MEL, base=TINY, overrides=[f"run.steps={STEPS}", "cluster.verify_chunk=16", *overrides],
+        train(config_path=MEL, base=TINY, overrides=[f"run.steps={steps}", "cluster.verify_chunk=16"],
               run_dir=str(run_dir), ray=ray_address)
     finally:
         progress.stream = None
@@ -52,6 +52,15 @@ def _learning(run_dir: Path, steps: int = STEPS) -> list[dict]:
 
 def _placement(run_dir: Path, step: int, name: str) -> dict:
     return json.loads((run_dir / f"step_{step:04d}" / f"{name}.parquet.manifest.json").read_text())["placement"]
+
+
+def _task_runs(name: str) -> int:
+    """Task runs named ``name`` on the Prefect server this process reports to (the session's test server)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    with get_client(sync_client=True) as client:
+        return len(client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[name]))))
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +130,7 @@ def test_metrics_equal_the_local_path_and_stages_run_where_their_resources_are(l
     import ray
 
     run_dir = tmp_path / "ray"
+    before = _task_runs("verify")
     out = _train(run_dir, c.address)
     assert "reused" not in out.split("step  reward")[0], out
     assert _learning(run_dir) == _learning(local_run)
@@ -137,6 +147,8 @@ def test_metrics_equal_the_local_path_and_stages_run_where_their_resources_are(l
         assert all(ch["resources"] == {"CPU": 1.0} for ch in chunks)
     pids = {_placement(run_dir, s, n)["pid"] for s in range(STEPS) for n in POLICY_STAGES}
     assert len(pids) == 1, "one resident policy worker for the whole run"
+    # the verify tasks ran in Ray workers, and reported to this run's one Prefect server
+    assert _task_runs("verify") - before == STEPS
 
     rerun = _train(run_dir, c.address)
     assert f"all {STEPS * 6} stages reused" in rerun, rerun
@@ -158,9 +170,9 @@ def test_a_killed_policy_worker_is_recreated_and_the_run_goes_on(local_run, clus
 
     killer = threading.Thread(target=kill_the_worker, daemon=True)
     killer.start()
-    _train(run_dir, c.address)
+    _train(run_dir, c.address, steps=1)
     killer.join(timeout=5)
     assert killed, "the run ended before the policy worker could be killed"
-    after = {_placement(run_dir, s, n)["pid"] for s in range(STEPS) for n in POLICY_STAGES[1:]}
+    after = {_placement(run_dir, 0, n)["pid"] for n in POLICY_STAGES[1:]}
     assert killed[0] not in after, "a stage after the kill claims the killed process"
-    assert _learning(run_dir) == _learning(local_run)
+    assert _learning(run_dir, 1) == _learning(local_run, 1)

@@ -1,5 +1,10 @@
 """The vLLM rollout engine (GPU; the ``[gpu]`` extra). ``vllm`` is imported only when this engine is built, so the
-CPU install never needs it. Same interface and outputs as the transformers engine."""
+CPU install never needs it. Same interface and outputs as the transformers engine.
+
+Weights: one ``LLM`` per step. The stages of a step share it (`mel.engines.base.ENGINE_CACHE`, in the flow's process
+or, on Ray, in the run's resident policy worker); the update drops it before training, and the next step's rollout
+builds the next one on the checkpoint the update wrote: the weights are reloaded once per step, not handed from the
+trainer in place (not built yet)."""
 from __future__ import annotations
 
 from typing import Sequence
