@@ -25,36 +25,24 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-STAGES = ("rollout", "verify", "pair", "extract", "replay", "update")
+STAGES = ("rollout", "verify", "pair", "revise", "extract", "replay", "update")
 
 
 def one_step(cfg, run_dir: str, checkpoint: str) -> dict[str, float]:
-    from mel.stages.extract import run_extract
-    from mel.stages.pair import run_pair
-    from mel.stages.replay import run_replay
-    from mel.stages.rollout import run_rollout
-    from mel.stages.update import run_update
-    from mel.stages.verify import run_verify
+    """One step of ``cfg``'s stages from the stage table (`mel.stages.table.STEP`), in order, each timed."""
+    from mel import artifacts, schemas
+    from mel.stages.step import StepStats, run_stage, stage_inputs
+    from mel.stages.table import STEP
 
     times: dict[str, float] = {}
-
-    def timed(name, fn, *args):
+    available, stats = {"checkpoint": checkpoint}, StepStats()
+    for stage in STEP.enabled(cfg):
         t0 = time.perf_counter()
-        result = fn(*args)
-        times[name] = time.perf_counter() - t0
-        return result
-
-    rolled = timed("rollout", run_rollout, cfg, run_dir, 0, checkpoint)
-    verified = timed("verify", run_verify, cfg, run_dir, 0, rolled.uri)
-    meta = None
-    if cfg.mel.enabled:
-        paired = timed("pair", run_pair, cfg, run_dir, 0, rolled.uri, verified.uri)
-        built = timed("extract", run_extract, cfg, run_dir, 0, checkpoint, paired.uri)
-        meta = timed("replay", run_replay, cfg, run_dir, 0, checkpoint, built.uri).uri
-    update = timed("update", run_update, cfg, run_dir, 0, checkpoint, rolled.uri, verified.uri, meta)
-    from mel import artifacts, schemas
-
-    times["_metrics"] = artifacts.read_table(update.uri, schemas.METRICS).to_pylist()[0]
+        result = run_stage(stage, cfg, run_dir, 0, stage_inputs(stage, available), stats)
+        times[stage.name] = time.perf_counter() - t0
+        available.update(result.outputs)
+        stats = stats.add(stage.name, result.stats)
+    times["_metrics"] = artifacts.read_table(available["metrics"], schemas.METRICS).to_pylist()[0]
     return times
 
 
