@@ -10,10 +10,12 @@ A pruned checkpoint keeps its manifest, marked ``pruned`` (or ``optimizer_droppe
 the resume check and ``mel eval RUN`` can say which steps were pruned. The manifest is marked first and the files
 deleted after, so a crash in between leaves files that the next prune removes; pruning is idempotent and only ever
 touches checkpoints older than a complete newer one.
+
+``mel.artifacts`` (and with it pyarrow) is imported by the functions that use it, so that the trainer, which only
+names ``OPTIMIZER_FILE``, runs where the artifact store is not installed (``benchmarks/gpu_check.py`` on a bare GPU
+machine).
 """
 from __future__ import annotations
-
-from mel import artifacts
 
 __all__ = ["kept_steps", "prune", "is_pruned", "require_weights", "CheckpointPruned", "OPTIMIZER_FILE"]
 
@@ -35,10 +37,14 @@ def kept_steps(newest: int, keep_last: int, keep_every: int) -> set[int]:
 
 
 def _checkpoint(run_dir: str, step: int) -> str:
+    from mel import artifacts
+
     return artifacts.join(artifacts.join(run_dir, f"step_{step:04d}"), "checkpoint")
 
 
 def _mark(uri: str, **flags: bool) -> None:
+    from mel import artifacts
+
     info = {k: v for k, v in artifacts.read_manifest(uri).items() if k not in ("uri", "written_at")}
     artifacts.write_manifest(uri, **{**info, **flags})
 
@@ -53,6 +59,8 @@ def _remove(uri: str) -> None:
 
 def prune(run_dir: str, newest: int, keep_last: int, keep_every: int = 0) -> list[str]:
     """Apply the policy after step ``newest``'s checkpoint is complete; returns what it pruned or thinned (URIs)."""
+    from mel import artifacts
+
     if not artifacts.is_complete(_checkpoint(run_dir, newest)):
         raise ValueError(f"step {newest}'s checkpoint is not complete: nothing may be pruned before it is")
     kept = kept_steps(newest, keep_last, keep_every)
@@ -77,12 +85,16 @@ def prune(run_dir: str, newest: int, keep_last: int, keep_every: int = 0) -> lis
 
 def is_pruned(uri: str) -> bool:
     """True for a step checkpoint whose weights the retention policy removed."""
+    from mel import artifacts
+
     return artifacts.is_complete(uri) and bool(artifacts.read_manifest(uri).get("pruned"))
 
 
 def require_weights(uri: str, *, optimizer: bool = False) -> None:
     """Raise `CheckpointPruned` (saying which policy did it) if ``uri``'s weights (or, with ``optimizer``, its
     optimizer state) were pruned; a model folder without a manifest (the base model) always passes."""
+    from mel import artifacts
+
     if not artifacts.is_complete(uri):
         return
     info = artifacts.read_manifest(uri)

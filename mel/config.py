@@ -35,6 +35,12 @@ class ModelConfig:
     tokenizer, for tests), a local model folder, or a hub id (needs internet)."""
     dtype: DType = "float32"
     """Parameter dtype for training and CPU generation."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the transformers engine and the trainer run the policy (``mel.models.resolve_device``): ``auto`` is
+    ``cuda`` when ``torch.cuda.is_available()``, else ``cpu`` (said once on stderr); ``cuda`` fails where there is no
+    CUDA device. Not in the config hash: it places the computation, as ``rollout.batch_size`` does, so one config
+    names one run directory on every machine (CUDA results differ from CPU ones in the last bits); each checkpoint's
+    manifest records the device that trained it."""
     tiny_hidden_size: int = 64
     """``tiny-random`` only: hidden size."""
     tiny_layers: int = 2
@@ -401,6 +407,9 @@ _UNHASHED = {("run", "steps"), ("run", "runs_root"), ("run", "keep_checkpoints")
              ("verify", "workers"), ("verify", "isolation"), ("rollout", "batch_size")} | {
     ("cluster", name) for name in ("ray", "policy_gpus", "policy_cpus", "verify_chunk", "verify_cpus",
                                    "policy_restarts")}
+
+# Where the policy runs is placement, not content (ModelConfig.device); left out like rollout.batch_size.
+_UNHASHED.add(("model", "device"))
 
 
 class ConfigError(ValueError):

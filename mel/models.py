@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -146,8 +147,37 @@ def resolve_model(cfg: ModelConfig) -> str:
     )
 
 
-def load_model_and_tokenizer(path: str, dtype: str = "float32"):
-    """Load a causal LM and its tokenizer from a folder (or hub id); the tokenizer pads on the left for generation."""
+CPU_FALLBACK_MESSAGE = "mel: no CUDA device; the policy runs on CPU"
+_said_cpu_fallback = False  # CPU_FALLBACK_MESSAGE goes to stderr once per process
+
+
+def resolve_device(name: str = "auto"):
+    """The ``torch.device`` of ``model.device``: ``auto`` is CUDA when torch sees a CUDA device, else the CPU (said
+    once on stderr); ``cuda`` without a CUDA device is an error that says what to change."""
+    import torch
+
+    global _said_cpu_fallback
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if not _said_cpu_fallback:
+            print(CPU_FALLBACK_MESSAGE, file=sys.stderr, flush=True)
+            _said_cpu_fallback = True
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"model.device=cuda, but torch {torch.__version__} sees no CUDA device: set model.device=auto (falls back "
+            "to the CPU) or cpu, or run where a GPU and a CUDA build of torch are present")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r} is not one of 'auto', 'cpu', 'cuda'")
+    return torch.device(name)
+
+
+def load_model_and_tokenizer(path: str, dtype: str = "float32", device: str = "cpu"):
+    """Load a causal LM and its tokenizer from a folder (or hub id) onto ``device`` (``resolve_device``: ``auto``,
+    ``cpu``, ``cuda``; callers that follow a config pass ``cfg.model.device``). The weights are read on the CPU and
+    moved once, so a checkpoint written on either device loads on either. The tokenizer pads on the left for
+    generation."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -155,4 +185,7 @@ def load_model_and_tokenizer(path: str, dtype: str = "float32"):
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    target = resolve_device(device)
+    if target.type != "cpu":
+        model = model.to(target)
     return model, tokenizer

@@ -28,6 +28,12 @@ Departures from the papers (the first three are standard in their implementation
   only; with none kept the RL term is zero but the step (NLL term, AdamW) still runs.
 - Experiences with no M tokens are dropped (their token-mean is undefined).
 - The papers add the two losses; we add their gradients, which in ``fixed`` mode is the same up to float rounding.
+
+Devices: the update runs where ``model`` is (CPU or one CUDA device, ``mel.models.load_model_and_tokenizer``). The
+batch is padded and the advantages computed on the CPU, then moved once; the mini-batch shuffle draws from a CPU
+generator, so another device changes the arithmetic (CUDA kernels round differently), never the mini-batches.
+Checkpoints hold CPU tensors only (safetensors weights, a CPU optimizer state), so a
+checkpoint written on a GPU resumes on a CPU and back.
 """
 from __future__ import annotations
 
@@ -125,19 +131,33 @@ def make_optimizer(model, cfg: OptimizerConfig) -> torch.optim.Optimizer:
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, checkpoint_dir: str | Path) -> bool:
+    """Load a checkpoint's optimizer state (read on the CPU; ``load_state_dict`` moves each moment to its
+    parameter's device)."""
     path = Path(checkpoint_dir) / OPTIMIZER_FILE
     if not path.exists():
         return False
-    optimizer.load_state_dict(torch.load(path, weights_only=True))
+    optimizer.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
     return True
 
 
+def _to_cpu(value):
+    """``value`` (an optimizer state dict, nested) with every tensor on the CPU (CPU tensors as they are)."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
+
+
 def save_checkpoint(model, tokenizer, optimizer: torch.optim.Optimizer | None, out_dir: str | Path) -> None:
-    """A Hugging Face model folder (loadable by transformers and vLLM) plus the optimizer state for resuming."""
+    """A Hugging Face model folder (loadable by transformers and vLLM) plus the optimizer state for resuming, both
+    device-free: safetensors copies GPU weights to the CPU as it writes them, the optimizer state is copied here."""
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     if optimizer is not None:
-        torch.save(optimizer.state_dict(), Path(out_dir) / OPTIMIZER_FILE)
+        torch.save(_to_cpu(optimizer.state_dict()), Path(out_dir) / OPTIMIZER_FILE)
 
 
 Padded = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # pad_batch's [n, S], [n, S], [n, S], [n, Lc]
@@ -153,6 +173,15 @@ class _Samples:
     advantages: torch.Tensor  # [N]
     old_logprobs: torch.Tensor | None  # [N, Lc] pi_old; None when pi_old is this very forward pass (one step)
     ref_logprobs: torch.Tensor | None  # [N, Lc] reference policy; None without a KL term
+
+
+def model_device(model) -> torch.device:
+    """The device of ``model``'s parameters (where every tensor of its update goes)."""
+    return next(model.parameters()).device
+
+
+def _to_device(padded: Padded, device: torch.device) -> Padded:
+    return tuple(t.to(device) for t in padded)  # type: ignore[return-value]
 
 
 def _chunks(indices: list[int], size: int) -> list[list[int]]:
@@ -191,7 +220,9 @@ def _prepare_samples(model, ref_model, batch: UpdateBatch, algo: AlgorithmConfig
     rewards = torch.tensor(batch.rewards, dtype=torch.float32)  # [N]
     advantages = compute_advantages(base.advantage, rewards, torch.tensor(batch.group_ids),
                                     norm_by_std=algo.norm_by_std)  # [N]
-    padded = pad_batch(batch.prompt_ids, batch.completion_ids, pad_id)
+    device = model_device(model)
+    advantages = advantages.to(device)  # [N]
+    padded = _to_device(pad_batch(batch.prompt_ids, batch.completion_ids, pad_id), device)
     single_step = algo.epochs == 1 and n <= algo.mini_batch_size
     micros = _chunks(list(range(n)), algo.micro_batch_size)
     old_logprobs = ref_logprobs = None
@@ -203,8 +234,10 @@ def _prepare_samples(model, ref_model, batch: UpdateBatch, algo: AlgorithmConfig
     return _Samples(padded, advantages, old_logprobs, ref_logprobs)
 
 
-def _pad_experiences(experiences: ExperienceBatch | None, pad_id: int) -> tuple[Padded | None, int]:
-    """The experiences that have M tokens, padded like (prompt, completion) pairs, and their number of M tokens."""
+def _pad_experiences(experiences: ExperienceBatch | None, pad_id: int,
+                     device: torch.device) -> tuple[Padded | None, int]:
+    """The experiences that have M tokens, padded like (prompt, completion) pairs on ``device``, and their number of
+    M tokens."""
     if experiences is None:
         return None, 0
     if len(experiences.context_ids) != len(experiences.target_ids):
@@ -214,7 +247,7 @@ def _pad_experiences(experiences: ExperienceBatch | None, pad_id: int) -> tuple[
     if not keep:
         return None, 0
     padded = pad_batch([experiences.context_ids[k] for k in keep], [experiences.target_ids[k] for k in keep], pad_id)
-    return padded, sum(len(experiences.target_ids[k]) for k in keep)
+    return _to_device(padded, device), sum(len(experiences.target_ids[k]) for k in keep)
 
 
 def _rl_backward(model, samples: _Samples, mini: list[int], algo: AlgorithmConfig, base: BaseAlgorithm,
@@ -224,7 +257,8 @@ def _rl_backward(model, samples: _Samples, mini: list[int], algo: AlgorithmConfi
     policy_loss = POLICY_LOSSES.get(base.policy_loss)
     use_kl = algo.kl_coef > 0
     num_tokens = float(comp_mask[mini].sum())
-    active = [i for i in mini if use_kl or samples.advantages[i] != 0]
+    advantages = samples.advantages.tolist()  # one transfer, not one per sample
+    active = [i for i in mini if use_kl or advantages[i] != 0]
     step_loss = 0.0
     for micro in _chunks(active, algo.micro_batch_size):
         ids, att, pos, mask, lc = _micro_batch(input_ids, attention, positions, comp_mask, micro)
@@ -326,9 +360,9 @@ def policy_update(
         raise ValueError("algorithm.kl_coef > 0 needs a reference model")
     kept = _kept_samples(batch, base)
     n = len(kept.rewards)
-    exp_padded, exp_tokens = _pad_experiences(experiences, pad_id)
+    exp_padded, exp_tokens = _pad_experiences(experiences, pad_id, model_device(model))
     num_exp = 0 if exp_padded is None else int(exp_padded[0].shape[0])
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # CPU: the same mini-batches on every device
 
     model.train()
     samples = _prepare_samples(model, ref_model, kept, algo, base, pad_id, temperature)

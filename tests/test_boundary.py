@@ -67,6 +67,15 @@ def test_core_imports_no_orchestration_or_vllm():
     assert out.stdout.strip() == "", f"core modules pulled in: {out.stdout.strip()}"
 
 
+def test_the_gpu_path_needs_only_torch_transformers_and_the_core():
+    """``benchmarks/gpu_check.py`` runs on a GPU machine with torch and transformers only: the model loader, the
+    transformers engine and the trainer pull in no orchestration, no vLLM and no artifact store (pyarrow)."""
+    code = ("import sys, mel.models, mel.update, mel.engines.hf\n"
+            "print(','.join(sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'ray', 'vllm', 'pyarrow'})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "", f"the GPU path pulled in: {out.stdout.strip()}"
+
+
 def test_cli_module_imports_without_prefect():
     code = "import sys, cli.main; print(any(m.startswith('prefect') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)

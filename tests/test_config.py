@@ -80,6 +80,15 @@ def test_exponent_without_dot_is_a_number():
     assert load_config(None, ["optimizer.lr=1e-5"]).optimizer.lr == 1e-5  # YAML 1.1 reads "1e-5" as a string
 
 
+def test_model_device_is_checked_and_not_in_the_hash():
+    """Where the policy runs names no new run directory (each checkpoint's manifest records it instead)."""
+    base = from_dict({})
+    for device in ("cpu", "cuda"):
+        assert config_hash(from_dict({"model": {"device": device}})) == config_hash(base)
+    with pytest.raises(ConfigError, match="model.device: 'tpu' is not allowed; choose one of 'auto', 'cpu', 'cuda'"):
+        load_config(None, ["model.device=tpu"])
+
+
 def test_bad_override_syntax():
     with pytest.raises(ConfigError, match="section.field"):
         load_config(None, ["steps=3"])

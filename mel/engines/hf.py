@@ -1,9 +1,10 @@
-"""The transformers rollout engine: batched sampling with a KV cache, on CPU (or one GPU), bit-reproducible for a
-given seed, batch size and thread count.
+"""The transformers rollout engine: batched sampling with a KV cache, on CPU or one CUDA device (``device``: the
+model's; `mel.models.resolve_device`), bit-reproducible on CPU for a given seed, batch size and thread count.
 
-Prompts are left-padded; each prompt is repeated ``n`` times and sampled in batches of ``batch_size`` sequences. The
-log-prob of each sampled token is taken from the raw logits divided by the temperature (top-p truncation, when used,
-is not renormalized into the reported log-probs: they are the policy's, which the update recomputes).
+Prompts are left-padded; each prompt is repeated ``n`` times and sampled in batches of ``batch_size`` sequences.
+The prompt ids go to the model's device and the sampled ids and log-probs come back as Python lists. The log-prob of
+each sampled token is taken from the raw logits divided by the temperature (top-p truncation, when used, is not
+renormalized into the reported log-probs: they are the policy's, which the update recomputes).
 ``temperature == 0`` is greedy decoding (argmax at every step; the log-probs are then those of the untempered policy).
 """
 from __future__ import annotations
@@ -27,11 +28,14 @@ class TransformersEngine(TokenEngine):
         batch_size: int = 32,
         model=None,
         tokenizer=None,
+        device: str = "cpu",
     ) -> None:
+        """``device`` (``auto``, ``cpu``, ``cuda``) places a model loaded from ``model_path``; a ``model`` passed in
+        stays where it is."""
         if model is None or tokenizer is None:
             from mel.models import load_model_and_tokenizer
 
-            model, tokenizer = load_model_and_tokenizer(model_path, dtype)
+            model, tokenizer = load_model_and_tokenizer(model_path, dtype, device)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.use_chat_template = use_chat_template
@@ -77,9 +81,10 @@ class TransformersEngine(TokenEngine):
         logits_processor=None,
     ) -> list[Sample]:
         width = max(len(p) for p in prompt_ids)
-        input_ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompt_ids])  # [b, W]
-        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids])  # [b, W]
-        torch.manual_seed(seed)
+        device = self.model.device
+        input_ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompt_ids], device=device)  # [b, W]
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=device)  # [b, W]
+        torch.manual_seed(seed)  # seeds the CUDA generators too
         greedy = temperature <= 0
         sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature,
                                                           "top_p": top_p, "top_k": 0}

@@ -22,7 +22,12 @@ class VLLMEngine(TokenEngine):
         system_prompt: str | None = None,
         batch_size: int = 0,
         gpu_memory_utilization: float = 0.5,
+        device: str = "auto",
     ) -> None:
+        """``device`` is ``model.device``: vLLM places the model on its GPU itself, so only ``cpu`` means anything
+        here, and it is refused (the transformers engine is the CPU one)."""
+        if device == "cpu":
+            raise ValueError("model.device=cpu: the vllm engine runs on a GPU; use rollout.engine=transformers on CPU")
         try:
             from vllm import LLM
         except ImportError as exc:  # pragma: no cover - depends on the install

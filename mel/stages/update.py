@@ -3,7 +3,8 @@ meta-experiences when MEL is on) on the step's scored rollouts, then a checkpoin
 
 Outputs: ``metrics`` (``step_NNNN/update.parquet``: the step's ``schemas.METRICS`` row, built by ``metrics_row`` from
 the stats of every stage of the step; its manifest keeps them all as ``step_stats``, including those of stages that
-have no METRICS column) and ``checkpoint`` (``step_NNNN/checkpoint/``: Hugging Face model folder + optimizer state).
+have no METRICS column) and ``checkpoint`` (``step_NNNN/checkpoint/``: Hugging Face model folder + optimizer state;
+its manifest records the ``device`` that trained it, ``model.device`` resolved: ``cpu`` or ``cuda:0``).
 The metrics artifact is written after the checkpoint, so its manifest marks the whole stage complete.
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ from mel.update import (
     UpdateBatch,
     load_optimizer_state,
     make_optimizer,
+    model_device,
     policy_update,
     save_checkpoint,
 )
@@ -105,12 +107,13 @@ def run_update(cfg: Config, ctx: StageContext, checkpoint: str, rollouts: str, v
 
     require_weights(checkpoint, optimizer=True)  # a step resumes from the newest checkpoint, never a pruned one
     ENGINE_CACHE.clear()  # the step's generation is over: one model in memory at a time
-    model, tokenizer = load_model_and_tokenizer(artifacts.fetch_folder(checkpoint), cfg.model.dtype)
+    model, tokenizer = load_model_and_tokenizer(artifacts.fetch_folder(checkpoint), cfg.model.dtype,
+                                                cfg.model.device)
     optimizer = make_optimizer(model, cfg.optimizer)
     load_optimizer_state(optimizer, artifacts.fetch_folder(checkpoint))
     ref_model = None
     if cfg.algorithm.kl_coef > 0:
-        ref_model, _ = load_model_and_tokenizer(resolve_model(cfg.model), cfg.model.dtype)
+        ref_model, _ = load_model_and_tokenizer(resolve_model(cfg.model), cfg.model.dtype, cfg.model.device)
         ref_model.eval()
     batch = UpdateBatch(
         prompt_ids=[r["prompt_token_ids"] for r in rollout_rows],
@@ -133,7 +136,8 @@ def run_update(cfg: Config, ctx: StageContext, checkpoint: str, rollouts: str, v
         nll_grad_ratio=cfg.mel.nll_grad_ratio,
     )
     ckpt_out = ctx.outputs["checkpoint"]
-    artifacts.write_folder(ckpt_out, lambda d: save_checkpoint(model, tokenizer, optimizer, d), step=ctx.step)
+    artifacts.write_folder(ckpt_out, lambda d: save_checkpoint(model, tokenizer, optimizer, d), step=ctx.step,
+                           device=str(model_device(model)))
     seconds = time.perf_counter() - t0
 
     rewards = np.array(batch.rewards, dtype=np.float64)
