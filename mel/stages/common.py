@@ -75,12 +75,12 @@ def policy_engine(cfg: Config, checkpoint_uri: str):
         require_weights(checkpoint_uri)
         return make_engine(cfg.rollout.engine, artifacts.fetch_folder(checkpoint_uri), dtype=cfg.model.dtype,
                            use_chat_template=cfg.rollout.use_chat_template, system_prompt=cfg.rollout.system_prompt,
-                           batch_size=cfg.rollout.batch_size)
+                           batch_size=cfg.rollout.batch_size, device=cfg.model.device)
 
     content = artifacts.read_manifest(checkpoint_uri).get("written_at") if artifacts.is_complete(checkpoint_uri) \
         else _folder_signature(checkpoint_uri)
     key = (cfg.rollout.engine, checkpoint_uri, content, cfg.model.dtype, cfg.rollout.use_chat_template,
-           cfg.rollout.system_prompt, cfg.rollout.batch_size)
+           cfg.rollout.system_prompt, cfg.rollout.batch_size, cfg.model.device)
     return LazyEngine(lambda: ENGINE_CACHE.get(key, make))
 
 
