@@ -46,4 +46,12 @@ def stage_task(stage: Stage) -> Task:
             create_markdown_artifact(report.markdown, key=report.key, description=report.description)
         return result
 
-    return task(run, name=stage.name, cache_policy=STAGE_CACHE, persist_result=True)
+    return task(run, name=stage.name, task_run_name=_run_name, cache_policy=STAGE_CACHE, persist_result=True)
+
+
+def _run_name() -> str:
+    """A stage's task run, as the Prefect UI lists it: ``rollout step 1`` (steps from 1, as the CLI prints them)."""
+    from prefect.runtime import task_run
+
+    params = task_run.parameters
+    return f"{params['stage_name']} step {params['step'] + 1}"

@@ -118,3 +118,136 @@ def test_the_scheduler_creates_the_scheduled_sweeps_runs(served) -> None:
     assert "InvalidRequestError" not in log, log[-3000:]
     assert len(runs) >= 1, "no scheduled run of mel-sweep was created"
     assert all(r["state"]["type"] == "SCHEDULED" for r in runs)
+
+
+# -- runs triggered as the UI's Run form triggers them, and the UI's Retry ------------------------------------------
+
+GSM8K = REPO.parent / "shared" / "datasets" / "gsm8k" / "test.jsonl"
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def _deployment_id(api: str, name: str) -> str:
+    found = _post(api, "/deployments/filter", {"deployments": {"name": {"any_": [name]}}, "limit": 5})
+    assert len(found) == 1, found
+    return found[0]["id"]
+
+
+def _trigger(api: str, deployment: str, parameters: dict) -> str:
+    """What the UI's Run form sends: a flow run of the deployment with these parameters; returns its id."""
+    run = _post(api, f"/deployments/{_deployment_id(api, deployment)}/create_flow_run", {"parameters": parameters})
+    return run["id"]
+
+
+def _flow_run(api: str, run_id: str) -> dict:
+    with urllib.request.urlopen(f"{api}/flow_runs/{run_id}", timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def _wait(api: str, run_id: str, timeout: float = 600, after: float = 0.0) -> dict:
+    """The flow run once it reaches a terminal state (one entered after ``after``, a timestamp, for a retried run)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        run = _flow_run(api, run_id)
+        state = run.get("state") or {}
+        if state.get("type") in TERMINAL and _timestamp(state["timestamp"]) > after:
+            return run
+        time.sleep(1)
+    pytest.fail(f"flow run {run_id} did not end in {timeout} s: {_flow_run(api, run_id).get('state')}")
+
+
+def _timestamp(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _task_runs_since(api: str, since: float) -> list[tuple[str, str]]:
+    """(name, state name) of the task runs created after ``since`` (the stage tasks run inside ``mel-step``
+    subflow runs, not under the triggered run's id)."""
+    runs = _post(api, "/task_runs/filter", {"limit": 200, "sort": "EXPECTED_START_TIME_DESC"})
+    return [(r["name"], r["state"]["name"]) for r in runs if _timestamp(r["created"]) > since]
+
+
+@pytest.fixture(scope="module")
+def gsm8k_file(tmp_path_factory) -> Path:
+    """16 GSM8K problems as the run's task set (a file the retry test takes away and puts back)."""
+    if not GSM8K.exists():
+        pytest.skip(f"{GSM8K} is missing (../shared/datasets beside the repository)")
+    path = tmp_path_factory.mktemp("data") / "gsm8k.jsonl"
+    path.write_text("".join(GSM8K.read_text().splitlines(keepends=True)[:16]))
+    return path
+
+
+def _train_parameters(run_dir: Path, data: Path) -> dict:
+    return {"config_path": "configs/tiny.yaml", "run_dir": str(run_dir),
+            "overrides": ["run.steps=2", "data.taskset=gsm8k", f"data.path={data}", "data.prompts_per_step=4",
+                          "rollout.group_size=4"]}
+
+
+@pytest.fixture(scope="module")
+def triggered_run(served, gsm8k_file, tmp_path_factory) -> Path:
+    """``mel-train`` triggered with parameters through the API, run to completion by the served deployment."""
+    run_dir = tmp_path_factory.mktemp("triggered") / "run"
+    run = _wait(served["api"], _trigger(served["api"], "mel-train-deployment", _train_parameters(run_dir, gsm8k_file)))
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    return run_dir
+
+
+def test_triggered_train_eval_and_report_runs_complete(served, triggered_run, tmp_path) -> None:
+    import pyarrow.parquet as pq
+
+    metrics = pq.read_table(triggered_run / "metrics.parquet").to_pylist()
+    assert [m["step"] for m in metrics] == [0, 1]
+    assert (triggered_run / "step_0001" / "checkpoint" / "model.safetensors").exists()
+
+    run = _wait(served["api"], _trigger(served["api"], "mel-eval-deployment", {
+        "target": str(triggered_run), "benchmarks": ["humaneval"], "limit": 2, "samples": 1, "temperature": 0.0,
+        "max_new_tokens": 16, "steps": "final"}))
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    summary = pq.read_table(triggered_run / "eval" / "summary.parquet").to_pylist()
+    assert {r["benchmark"] for r in summary} == {"humaneval"} and all(r["num_problems"] == 2 for r in summary)
+
+    out = tmp_path / "report"
+    run = _wait(served["api"], _trigger(served["api"], "mel-report-deployment", {
+        "run_dirs": [str(triggered_run)], "out": str(out), "n_resamples": 200}))
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    assert (out / "report.md").exists() and (out / "report.html").exists()
+
+
+def test_retry_of_a_failed_run_reuses_its_completed_stages(served, triggered_run, gsm8k_file, tmp_path) -> None:
+    """A run whose data file vanishes after its first step fails in step 2's rollout; with the file back, ``prefect
+    flow-run retry`` (the UI's Retry) runs it again: step 1 comes back cached, untouched, step 2 runs, and the
+    metrics equal the uninterrupted run's (``triggered_run``, the same parameters)."""
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "gsm8k.jsonl"
+    data.write_bytes(gsm8k_file.read_bytes())
+    run_dir = tmp_path / "run"
+    run_id = _trigger(served["api"], "mel-train-deployment", _train_parameters(run_dir, data))
+    first_update = run_dir / "step_0000" / "update.parquet.manifest.json"
+    deadline = time.time() + 600
+    while not first_update.exists() and time.time() < deadline:
+        assert _flow_run(served["api"], run_id)["state"]["type"] not in TERMINAL, "the run ended before step 2"
+        time.sleep(0.05)
+    hidden = data.rename(tmp_path / "gsm8k.jsonl.away")
+    failed = _wait(served["api"], run_id)
+    assert failed["state"]["type"] == "FAILED", failed["state"]
+    assert not (run_dir / "step_0001" / "rollouts.parquet.manifest.json").exists()
+    step1 = {p.name: p.read_text() for p in (run_dir / "step_0000").glob("*.parquet.manifest.json")}
+
+    hidden.rename(data)
+    retried_at = time.time()
+    out = subprocess.run([PREFECT, "flow-run", "retry", run_id], env=served["env"], capture_output=True, text=True,
+                         timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    done = _wait(served["api"], run_id, after=retried_at)
+    assert done["state"]["type"] == "COMPLETED", done["state"]
+    assert done["run_count"] >= 2
+    assert {p.name: p.read_text() for p in (run_dir / "step_0000").glob("*.parquet.manifest.json")} == step1
+    since = _task_runs_since(served["api"], retried_at)
+    stages = {name: state for name, state in since if " step " in name}  # the stage tasks, named by stage and step
+    assert stages == {"rollout step 1": "Cached", "verify step 1": "Cached", "update step 1": "Cached",
+                      "rollout step 2": "Completed", "verify step 2": "Completed", "update step 2": "Completed"}, since
+    learning = [c for c in pq.read_schema(run_dir / "metrics.parquet").names if not c.endswith(("_s", "_per_s"))]
+    assert pq.read_table(run_dir / "metrics.parquet").select(learning).to_pylist() == \
+        pq.read_table(triggered_run / "metrics.parquet").select(learning).to_pylist()
