@@ -1,5 +1,5 @@
-"""The terminal output of a run (`mel.progress`), rendered with rich: plain text off a terminal, every line a test or
-a script greps for kept, the summary table holding the values."""
+"""The terminal output of a run (`mel.progress`) and of ``mel eval`` (`cli.eval.scores_table`), rendered with rich:
+plain text off a terminal, every line a test or a script greps for kept, the summary tables holding the values."""
 from __future__ import annotations
 
 import io
@@ -87,3 +87,18 @@ def test_a_wide_table_is_not_squashed_on_a_narrow_console(monkeypatch):
     out = _run_done([mel_row])
     assert "…" not in out and len(_table(out)[1]) == 16
 
+
+def test_the_eval_scores_table():
+    from cli.eval import scores_table
+    from mel.console import show
+
+    rows = [{"benchmark": "humaneval", "column": "main", "step": 2, "sampling": "t0.6-n8", "metric": "pass@8",
+             "value": 0.36666, "num_problems": 164},
+            {"benchmark": "gsm8k", "column": "main", "step": -1, "sampling": "greedy", "metric": "pass@1",
+             "value": 1.0, "num_problems": 3}]
+    buf = io.StringIO()
+    show(scores_table(rows), buf)
+    assert _table(buf.getvalue(), "benchmark") == [
+        ["benchmark", "column", "step", "sampling", "metric", "value", "problems"],
+        ["humaneval", "main", "2", "t0.6-n8", "pass@8", "36.7%", "164"],
+        ["gsm8k", "main", "-1", "greedy", "pass@1", "100.0%", "3"]]
