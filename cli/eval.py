@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 EVAL_DESCRIPTION = """Evaluate a model, or every checkpoint of a training run, on benchmarks: generation then
 verification, as cached Prefect tasks writing Parquet (DIR/cells/<benchmark>/<checkpoint>-<sampling>-<key>/ and
@@ -17,8 +21,31 @@ Without --samples/--temperature the eval config's samplings are used (the papers
 Pass@8 at T=0.6)."""
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:5.1f}%"
+def _flow_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``mel-eval`` flow's parameters (`flows.evaluate.evaluate`: every `EvalRequest` field) from the options."""
+    fields: dict[str, str] = {}
+    for text in args.field:
+        ours, _, theirs = text.partition("=")
+        if not ours or not theirs:
+            raise ValueError(f"--field takes OURS=THEIRS, not {text!r}")
+        fields[ours] = theirs
+    return {"target": args.target, "benchmarks": args.benchmark, "out": args.out, "limit": args.limit,
+            "samples": args.samples, "temperature": args.temperature, "ks": args.k,
+            "max_new_tokens": args.max_new_tokens, "steps": args.steps, "path": args.path,
+            "data_root": args.data_root, "samples_file": args.samples_file, "config_path": args.config,
+            "fields": fields, "kind": args.kind}
+
+
+def scores_table(rows: list[dict]) -> Table:
+    """The summary rows of an eval directory as a table: one line per (cell, column, metric), values in percent."""
+    from mel.console import table
+
+    out = table("benchmark", "column", "step", "sampling", "metric", "value", "problems",
+                left=("benchmark", "column", "sampling", "metric"))
+    for r in rows:
+        out.add_row(r["benchmark"], r["column"], str(r["step"]), r["sampling"], r["metric"],
+                    f"{100 * r['value']:.1f}%", str(r["num_problems"]))
+    return out
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -30,66 +57,46 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if not args.target and not args.samples_file:
         print("mel eval: give MODEL_OR_RUN_DIR (or --samples-file)", file=sys.stderr)
         return 2
+    from mel import artifacts, schemas
+    from mel.console import show
     from mel.data.loaders import DatasetError
     from mel.eval.plan import EvalRequest, plan_cells
     from mel.stages.evaluate import write_summary
 
-    fields = []
-    for text in args.field:
-        ours, _, theirs = text.partition("=")
-        if not ours or not theirs:
-            print(f"mel eval: --field takes OURS=THEIRS, not {text!r}", file=sys.stderr)
-            return 2
-        fields.append((ours, theirs))
-    req = EvalRequest(target=args.target or args.samples_file, benchmarks=tuple(args.benchmark or ("humaneval",)),
-                      out=args.out, limit=args.limit, samples=args.samples, temperature=args.temperature,
-                      ks=tuple(args.k), max_new_tokens=args.max_new_tokens, steps=args.steps, path=args.path,
-                      data_root=args.data_root, samples_file=args.samples_file, config_path=args.config,
-                      fields=tuple(fields), kind=args.kind)
     try:
-        eval_dir, cells = plan_cells(req)
-        from mel import artifacts
-
+        params = _flow_params(args)
+        eval_dir, cells = plan_cells(EvalRequest.from_params(**params))  # a bad request fails here, before Prefect
         if all(artifacts.is_complete(artifacts.join(c.folder(eval_dir), "problems.parquet")) for c in cells) \
                 and not args.force_flow:
             print(f"mel eval: all {len(cells)} cells reused (complete under {eval_dir})", file=sys.stderr)
             _, rows = write_summary(eval_dir)
         else:
-            from flows.evaluate import publish_summary, run_cells
-            from prefect import flow
+            from flows.evaluate import evaluate
 
-            @flow(name="mel-eval-cli", log_prints=False)
-            def _run() -> list[dict]:
-                rows = run_cells(cells, eval_dir)
-                publish_summary(rows, eval_dir)
-                return rows
-
-            rows = _run()
+            evaluate(**params)  # plans the same cells again, inside the flow run
+            rows = artifacts.read_table(artifacts.join(eval_dir, "summary.parquet"), schemas.EVAL_SUMMARY).to_pylist()
     except (DatasetError, ValueError, KeyError, FileNotFoundError) as exc:
         print(f"mel eval: {exc}", file=sys.stderr)
         return 2
     wanted = {c.folder(eval_dir).rstrip("/").rsplit("/cells/", 1)[-1] for c in cells}
-    shown = [r for r in rows if r["cell"].split("cells/", 1)[-1] in wanted]
-    width = max([10] + [len(r["sampling"]) for r in shown])
-    print(f"{'benchmark':<16} {'column':<6} {'step':>4} {'sampling':<{width}} {'metric':<8} {'value':>7} "
-          f"{'problems':>8}")
-    for r in shown:
-        print(f"{r['benchmark']:<16} {r['column']:<6} {r['step']:>4} {r['sampling']:<{width}} {r['metric']:<8} "
-              f"{_pct(r['value']):>7} {r['num_problems']:>8}")
+    show(scores_table([r for r in rows if r["cell"].split("cells/", 1)[-1] in wanted]))
     print(f"eval dir: {eval_dir} (summary.parquet; per-problem results under cells/)")
     return 0
 
 
 def _list_benchmarks() -> int:
-    from mel.eval.benchmarks import BENCHMARKS
     from mel.config import load_eval_config
+    from mel.console import show, table
+    from mel.eval.benchmarks import BENCHMARKS
 
     cfg = load_eval_config()
     print(f"data root: {cfg.data_root}")
+    headers = ("benchmark", "kind", "columns", "file", "description")
+    out = table(*headers, left=headers)
     for name in BENCHMARKS.names():
         spec = BENCHMARKS.get(name)
-        where = spec.default_file or "(no file needed)"
-        print(f"  {name:<16} {spec.kind:<5} {'/'.join(spec.columns):<10} {where:<48} {spec.description}")
+        out.add_row(name, spec.kind, "/".join(spec.columns), spec.default_file or "(no file needed)", spec.description)
+    show(out)
     return 0
 
 

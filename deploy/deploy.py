@@ -5,8 +5,9 @@
 
 Deployments are discovered from ``flows/`` (every module's ``@flow`` objects); ``OVERRIDES`` below holds the few
 per-deployment settings (default parameters, schedules). Runs started from the UI take the same parameters as the
-CLI: ``config_path``, ``overrides`` (``["run.steps=4", ...]``), ``run_dir``; evaluation runs take ``mel eval``'s
-(``target``, ``benchmarks``, ``limit``, ...).
+CLI: ``config_path``, ``overrides`` (``["run.steps=4", ...]``), ``run_dir``; evaluation runs take every option of
+``mel eval``, which runs the same ``mel-eval`` flow (``target``, ``benchmarks``, ``limit``, ``ks``, ``fields``,
+``kind``, ...: the fields of ``mel.eval.plan.EvalRequest``).
 """
 from __future__ import annotations
 

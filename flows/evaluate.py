@@ -6,13 +6,18 @@ Run it:
     mel eval runs/demo-1234abcd --benchmark humaneval --limit 20         # every checkpoint of a run (its eval/ dir)
     mel eval smollm2-135m-instruct --benchmark gsm8k --limit 50 --out evals/smollm2
     python -m flows.evaluate runs/demo-1234abcd humaneval                 # the same flow, without the CLI
+    prefect deployment run mel-eval/mel-eval-deployment --params '{"samples_file": "mine.jsonl", "out": "ev/mine",
+        "benchmarks": ["jsonl"], "path": "q.jsonl", "fields": {"problem": "q", "answer": "gold"}, "kind": "math"}'
 
-Served as the ``mel-eval`` deployment by ``deploy/deploy.py`` (trigger it from the Prefect UI with a run directory).
+``mel eval`` runs this flow (after checking the request, and not at all when every cell is already complete).
+Served as the ``mel-eval`` deployment by ``deploy/deploy.py``: trigger it from the Prefect UI with a run directory,
+and any other ``mel eval`` option as a parameter.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Literal
 
 from prefect import flow
 
@@ -63,24 +68,30 @@ def publish_summary(rows: list[dict], eval_dir: str) -> None:
 
 @flow(name="mel-eval", log_prints=False)
 def evaluate(
-    target: str,
+    target: str | None = None,
     benchmarks: list[str] | None = None,
     out: str | None = None,
     limit: int | None = None,
     samples: int | None = None,
     temperature: float | None = None,
+    ks: list[int] | None = None,
     max_new_tokens: int | None = None,
-    steps: str = "all",
+    steps: Literal["all", "final"] = "all",
     path: str | None = None,
     data_root: str | None = None,
     samples_file: str | None = None,
     config_path: str | None = None,
+    fields: dict[str, str] | None = None,
+    kind: Literal["code", "math"] | None = None,
 ) -> str:
     """Evaluate ``target`` (a run directory, a model, or with ``samples_file`` given samples) on ``benchmarks``;
-    returns the eval directory (``summary.parquet`` and ``cells/``)."""
-    req = EvalRequest(target=target, benchmarks=tuple(benchmarks or ("humaneval",)), out=out, limit=limit,
-                      samples=samples, temperature=temperature, max_new_tokens=max_new_tokens, steps=steps, path=path,
-                      data_root=data_root, samples_file=samples_file, config_path=config_path)
+    returns the eval directory (``summary.parquet`` and ``cells/``).
+
+    The parameters are the fields of `mel.eval.plan.EvalRequest`, one for each ``mel eval`` option (``ks`` is
+    ``--k``, ``fields`` the ``--field OURS=THEIRS`` mapping as ``{"problem": "question"}``, ``config_path``
+    ``--config``); None takes the eval config's value. ``tests/test_cli_and_deploy.py`` checks that none is left out.
+    """
+    req = EvalRequest.from_params(**locals())  # every parameter, by name: nothing to forget
     eval_dir, cells = plan_cells(req)
     publish_summary(run_cells(cells, eval_dir), eval_dir)
     return eval_dir

@@ -1,9 +1,52 @@
-"""Terminal progress for a run: a line per stage (reused or computed, counts, seconds) and a one-screen summary."""
+"""Terminal progress for a run: a line per stage (reused or computed, counts, seconds) and a one-screen summary,
+the per-step metrics as a rich table (plain text off a terminal, see `mel.console`)."""
 from __future__ import annotations
 
-import sys
 import time
 from typing import TextIO
+
+from rich.table import Table
+from rich.text import Text
+
+from mel.console import show, table
+
+METRIC_COLUMNS = (
+    ("reward", "reward_mean", ".3f"),
+    ("pass", "pass_rate", ".3f"),
+    ("mixed", "mixed_group_rate", ".3f"),
+    ("loss", "loss", "+.4f"),
+    ("kl", "kl", ".4f"),
+    ("clip", "clip_frac", ".3f"),
+    ("gnorm", "grad_norm", ".3f"),
+    ("gen tok/s", "gen_tokens_per_s", ".1f"),
+    ("train tok/s", "train_tokens_per_s", ".1f"),
+)
+"""The summary table's columns after ``step``: (header, ``METRICS`` column, format spec)."""
+
+MEL_METRIC_COLUMNS = (
+    ("p_pair", "p_pair", ".2f"),
+    ("p_acc", "p_accept", ".2f"),
+    ("p_use", "p_usable", ".2f"),
+    ("retain", "retention", ".2f"),
+    ("M", "num_experiences", "d"),
+    ("nll", "nll_loss", ".3f"),
+)
+"""Added when a step of the run built meta-experiences (``num_pairs`` is set); a null value shows as ``-``."""
+
+
+def _cell(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def metrics_table(metrics: list[dict]) -> Table:
+    """The run's metrics rows (``metrics.parquet``) as a rich table, one row per step (numbered from 1)."""
+    columns = METRIC_COLUMNS
+    if any(m.get("num_pairs") is not None for m in metrics):
+        columns += MEL_METRIC_COLUMNS
+    out = table("step", *(header for header, _, _ in columns))
+    for m in metrics:
+        out.add_row(str(m["step"] + 1), *(_cell(m.get(key), spec) for _, key, spec in columns))
+    return out
 
 
 class Progress:
@@ -16,9 +59,9 @@ class Progress:
         self.computed: list[str] = []
         self._stage_t0 = 0.0
 
-    def _print(self, text: str) -> None:
+    def _print(self, renderable: Text | Table | str = "") -> None:
         if self.enabled:
-            print(text, file=self.stream or sys.stdout, flush=True)
+            show(renderable, self.stream)
 
     def run_start(self, cfg, run_dir: str) -> None:
         self.t0 = time.perf_counter()
@@ -27,37 +70,30 @@ class Progress:
         method = cfg.algorithm.name
         if cfg.mel.enabled:
             method += f" + meta-experiences ({cfg.mel.builder} builder, {cfg.mel.replay} replay)"
-        self._print(f"mel run {cfg.run.name}: {cfg.run.steps} steps of {method} on {cfg.data.taskset} "
-                    f"({cfg.data.prompts_per_step} prompts x {cfg.rollout.group_size} samples), "
-                    f"model {cfg.model.source}")
+        self._print(Text.assemble((f"mel run {cfg.run.name}", "bold"), f": {cfg.run.steps} steps of {method} on "
+                                  f"{cfg.data.taskset} ({cfg.data.prompts_per_step} prompts x "
+                                  f"{cfg.rollout.group_size} samples), model {cfg.model.source}"))
         self._print(f"run dir: {run_dir}")
+
+    def _stage_line(self, step: int, stage: str, rest: Text | str) -> Text:
+        return Text.assemble((f"[step {step + 1}/{self.steps}] ", "dim"), (f"{stage:<8} ", "bold"), rest)
 
     def stage_start(self, stage: str, step: int) -> None:
         self._stage_t0 = time.perf_counter()
-        self._print(f"[step {step + 1}/{self.steps}] {stage:<8} ...")
+        self._print(self._stage_line(step, stage, Text("...", "dim")))
 
     def stage_done(self, result) -> None:
         name = f"step {result.step + 1} {result.stage}"
         (self.reused if result.reused else self.computed).append(name)
         took = time.perf_counter() - self._stage_t0
-        how = "reused " if result.reused else "done   "
-        self._print(f"[step {result.step + 1}/{self.steps}] {result.stage:<8} {how} {took:6.1f}s  {result.summary}")
+        how = ("reused ", "cyan") if result.reused else ("done   ", "green")
+        self._print(self._stage_line(result.step, result.stage,
+                                     Text.assemble(how, f" {took:6.1f}s  {result.summary}")))
 
     def run_done(self, run_dir: str, metrics: list[dict], checkpoint: str) -> None:
         wall = time.perf_counter() - self.t0
-        self._print("")
-        mel = any(m.get("num_pairs") is not None for m in metrics)
-        head = (f"{'step':>4} {'reward':>7} {'pass':>6} {'mixed':>6} {'loss':>9} {'kl':>7} {'clip':>6} "
-                f"{'gnorm':>7} {'gen tok/s':>9} {'train tok/s':>11}")
-        self._print(head + (f" {'p_pair':>6} {'p_acc':>6} {'p_use':>6} {'retain':>6} {'M':>3} {'nll':>7}" if mel else ""))
-        for m in metrics:
-            line = (f"{m['step'] + 1:>4} {m['reward_mean']:>7.3f} {m['pass_rate']:>6.3f} "
-                    f"{m['mixed_group_rate']:>6.3f} {m['loss']:>+9.4f} {m['kl']:>7.4f} {m['clip_frac']:>6.3f} "
-                    f"{m['grad_norm']:>7.3f} {m['gen_tokens_per_s']:>9.1f} {m['train_tokens_per_s']:>11.1f}")
-            if mel:
-                line += (f" {m['p_pair']:>6.2f} {m['p_accept'] or 0:>6.2f} {m['p_usable'] or 0:>6.2f} "
-                         f"{m['retention'] or 0:>6.2f} {m['num_experiences'] or 0:>3} {m['nll_loss'] or 0:>7.3f}")
-            self._print(line)
+        self._print()
+        self._print(metrics_table(metrics))
         total = len(self.reused) + len(self.computed)
         if total and not self.computed:
             self._print(f"\nall {total} stages reused from cached artifacts; nothing recomputed")

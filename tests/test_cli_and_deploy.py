@@ -51,3 +51,76 @@ def test_deployments_are_discovered_from_flows():
     assert set(deployments) == {"mel-train-deployment", "mel-sweep-deployment", "mel-eval-deployment",
                                 "mel-report-deployment"}
     assert deployments["mel-sweep-deployment"].schedules  # the nightly sweep is scheduled
+
+
+def _request_fields() -> set[str]:
+    import dataclasses
+
+    from mel.eval.plan import EvalRequest
+
+    return {f.name for f in dataclasses.fields(EvalRequest)}
+
+
+def test_the_eval_flow_and_its_deployment_take_every_eval_request_field():
+    import inspect
+
+    from prefect.utilities.callables import parameter_schema
+
+    from deploy.deploy import OVERRIDES, discover_flows
+
+    flows = discover_flows()
+    evaluate = flows["mel-eval"]
+    assert set(inspect.signature(evaluate.fn).parameters) == _request_fields()
+    assert set(parameter_schema(evaluate).properties) == _request_fields()  # what the deployment's UI form shows
+    for name, settings in OVERRIDES.items():  # a default parameter of a deployment is one its flow takes
+        assert set(settings.get("parameters", {})) <= set(inspect.signature(flows[name].fn).parameters), name
+
+
+def test_the_eval_flow_hands_every_parameter_to_the_request(monkeypatch):
+    import flows.evaluate
+    from mel.eval.plan import EvalRequest
+
+    values = {"target": "runs/x", "benchmarks": ["gsm8k"], "out": "ev", "limit": 3, "samples": 4, "temperature": 0.7,
+              "ks": [2, 4], "max_new_tokens": 9, "steps": "final", "path": "g.jsonl", "data_root": "data",
+              "samples_file": "s.jsonl", "config_path": "e.yaml", "fields": {"problem": "question", "answer": "a"},
+              "kind": "math"}
+    assert set(values) == _request_fields()
+    seen = []
+
+    class Planned(Exception):
+        pass
+
+    def plan(req):
+        seen.append(req)
+        raise Planned
+
+    monkeypatch.setattr(flows.evaluate, "plan_cells", plan)
+    with pytest.raises(Planned):
+        flows.evaluate.evaluate.fn(**values)
+    assert seen == [EvalRequest(target="runs/x", benchmarks=("gsm8k",), out="ev", limit=3, samples=4, temperature=0.7,
+                                ks=(2, 4), max_new_tokens=9, steps="final", path="g.jsonl", data_root="data",
+                                samples_file="s.jsonl", config_path="e.yaml",
+                                fields=(("problem", "question"), ("answer", "a")), kind="math")]
+    pairs = EvalRequest.from_params(**{**values, "fields": [["problem", "question"], ["answer", "a"]]})
+    assert pairs == seen[0]  # [ours, theirs] pairs are the same mapping
+
+
+def test_mel_eval_options_are_the_flows_parameters():
+    from cli.eval import _flow_params
+
+    args = build_parser().parse_args([
+        "eval", "runs/x", "--benchmark", "gsm8k", "--limit", "3", "--samples", "4", "--temperature", "0.7", "--k", "2",
+        "--k", "4", "--out", "ev", "--max-new-tokens", "9", "--steps", "final", "--path", "g.jsonl", "--data-root",
+        "data", "--config", "e.yaml", "--samples-file", "s.jsonl", "--field", "problem=question", "--kind", "math"])
+    params = _flow_params(args)
+    assert set(params) == _request_fields()
+    assert params == {"target": "runs/x", "benchmarks": ["gsm8k"], "out": "ev", "limit": 3, "samples": 4,
+                      "temperature": 0.7, "ks": [2, 4], "max_new_tokens": 9, "steps": "final", "path": "g.jsonl",
+                      "data_root": "data", "samples_file": "s.jsonl", "config_path": "e.yaml",
+                      "fields": {"problem": "question"}, "kind": "math"}
+
+
+def test_the_cli_defines_no_flow_of_its_own():
+    """``mel eval`` runs the deployed ``mel-eval`` flow; a second flow in the CLI would drift from it."""
+    for path in (REPO / "cli").rglob("*.py"):
+        assert "@flow" not in path.read_text() and "mel-eval-cli" not in path.read_text(), path

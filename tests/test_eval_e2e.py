@@ -139,3 +139,20 @@ def test_the_mel_eval_flow_scores_a_samples_file_and_publishes_its_summary(prefe
 
     line = "| humaneval | main | -1 | samples-file-n1 | pass@1 | 100.0% | 2 |"
     assert any(line in text for text in _published("mel-eval-summary"))
+
+
+def test_the_mel_eval_flow_takes_a_field_mapping_and_kind(prefect_harness, tmp_path):
+    """``fields`` and ``kind`` (``--field``, ``--kind``) reach the deployed flow too: a math JSONL file of other
+    field names, scored from a samples file (one right, one wrong)."""
+    from flows.evaluate import evaluate
+
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text("".join(json.dumps(r) + "\n" for r in [{"question": "1+1?", "gold": "2", "qid": "q1"},
+                                                            {"question": "2+2?", "gold": "4", "qid": "q2"}]))
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(r) + "\n" for r in [{"task_id": "q1", "completion": "so \\boxed{2}"},
+                                                              {"task_id": "q2", "completion": "\\boxed{5}"}]))
+    eval_dir = evaluate(benchmarks=["jsonl"], path=str(bench), samples_file=str(samples), out=str(tmp_path / "ev"),
+                        fields={"problem": "question", "answer": "gold", "id": "qid"}, kind="math")
+    (row,) = pq.read_table(Path(eval_dir) / "summary.parquet").to_pylist()
+    assert (row["benchmark"], row["metric"], row["value"], row["num_problems"]) == ("jsonl", "pass@1", 0.5, 2)

@@ -95,3 +95,31 @@ def test_a_bad_samples_file_is_one_line_on_stderr_without_a_traceback(tmp_path, 
     assert done.stderr.startswith(f"mel eval: {message}"), done.stderr
     assert "Traceback" not in done.stderr and "prefect" not in (done.stdout + done.stderr).lower()
     assert not (tmp_path / "ev").exists()  # nothing ran
+
+
+def test_complete_cells_are_reported_in_a_table_without_importing_prefect(tmp_path):
+    from mel.eval.plan import EvalRequest, plan_cells
+    from mel.stages.evaluate import run_eval_generate, run_eval_verify
+
+    sample_file = _samples(tmp_path / "samples.jsonl")
+    out = str(tmp_path / "ev")
+    eval_dir, (cell,) = plan_cells(EvalRequest(target=sample_file, benchmarks=("humaneval",), limit=2, ks=(2, 3),
+                                               out=out, samples_file=sample_file))
+    run_eval_verify(cell, eval_dir, run_eval_generate(cell, eval_dir))
+    argv = ["eval", "--samples-file", sample_file, "--benchmark", "humaneval", "--limit", "2", "--k", "2", "--k", "3",
+            "--out", out]
+    code = ("import sys\nfrom cli.main import main\ncode = main(%r)\n"
+            "print('prefect imported:', any(m.split('.')[0] == 'prefect' for m in sys.modules))\nsys.exit(code)" % argv)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"mel eval: all 1 cells reused (complete under {out})" in done.stderr
+    assert "prefect imported: False" in done.stdout and "\x1b" not in done.stdout
+    lines = done.stdout.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("benchmark")))
+    assert [line.split() for line in lines[header:header + 4]] == [
+        ["benchmark", "column", "step", "sampling", "metric", "value", "problems"],
+        ["humaneval", "main", "-1", "samples-file-n3-5", "pass@1", "36.7%", "2"],  # (1/3 + 2/5) / 2
+        ["humaneval", "main", "-1", "samples-file-n3-5", "pass@2", "68.3%", "2"],  # (2/3 + 7/10) / 2
+        ["humaneval", "main", "-1", "samples-file-n3-5", "pass@3", "95.0%", "2"]]  # (1 + 9/10) / 2
+    assert lines[header + 4] == f"eval dir: {out} (summary.parquet; per-problem results under cells/)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from mel import artifacts
@@ -26,12 +27,15 @@ from mel.stages.evaluate import (
 )
 
 
+DEFAULT_BENCHMARKS = ("humaneval",)
+
+
 @dataclass(frozen=True)
 class EvalRequest:
     """Everything ``mel eval`` (or the ``mel-eval`` flow) is asked; None fields fall back to the eval config."""
 
     target: str
-    benchmarks: tuple[str, ...] = ("humaneval",)
+    benchmarks: tuple[str, ...] = DEFAULT_BENCHMARKS
     out: str | None = None  # default: RUN_DIR/eval for a run, else required
     limit: int | None = None
     samples: int | None = None  # with temperature: one sampling instead of the config's
@@ -45,6 +49,20 @@ class EvalRequest:
     config_path: str | None = None
     fields: tuple[tuple[str, str], ...] = ()  # the jsonl benchmark's field mapping
     kind: str | None = None
+
+    @classmethod
+    def from_params(cls, target: str | None = None, benchmarks: Sequence[str] | None = None,
+                    ks: Sequence[int] | None = None,
+                    fields: Mapping[str, str] | Sequence[Sequence[str]] | None = None, **rest) -> EvalRequest:
+        """The request of the ``mel-eval`` flow's parameters (lists for tuples, ``fields`` an OURS -> THEIRS mapping
+        or a list of [ours, theirs] pairs, None for a default); without ``target``, the samples file is the
+        target. Any other keyword is a field of the request (an unknown one is a TypeError)."""
+        target = target or rest.get("samples_file")
+        if not target:
+            raise ValueError("give a target (a run directory or a model) or a samples_file")
+        pairs = fields.items() if isinstance(fields, Mapping) else (fields or ())
+        return cls(target=target, benchmarks=tuple(benchmarks or DEFAULT_BENCHMARKS), ks=tuple(ks or ()),
+                   fields=tuple((ours, theirs) for ours, theirs in pairs), **rest)
 
 
 def request_samplings(req: EvalRequest, cfg: EvalConfig) -> tuple[Sampling, ...]:
