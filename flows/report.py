@@ -15,7 +15,16 @@ from prefect import flow
 @flow(name="mel-report", log_prints=False)
 def report(run_dirs: list[str], out: str, baseline: str | None = None, ablation_base: str | None = None,
            n_resamples: int = 10000, seed: int = 0) -> str:
-    """Compare ``run_dirs`` into ``out`` (report.md/.html, PNGs, CSVs); returns the Markdown report's path."""
+    """Compare ``run_dirs`` into ``out`` (report.md/.html, PNGs, CSVs); returns the Markdown report's path.
+
+    Args:
+        run_dirs: Training run directories to compare (evaluate them first: the mel-eval flow on each).
+        out: Where the report goes: report.md, report.html, the PNG figures and CSV tables.
+        baseline: The method every other is compared against (paired bootstrap CIs, p-values); default grpo.
+        ablation_base: The method the ablation table is relative to.
+        n_resamples: Bootstrap resamples.
+        seed: Bootstrap seed.
+    """
     from prefect.artifacts import create_markdown_artifact
 
     from mel.eval.report import build_report

@@ -35,6 +35,8 @@ from mel.config import Config, config_hash, default_run_dir, load_config, to_yam
 from mel.progress import progress
 from mel.stages.step import Stage, StageResult, StepStats, StepTable, stage_inputs
 from mel.stages.table import STEP_TABLES
+from flows.params import ConfigPath, MethodName, Seed, Steps, overrides_for
+from flows.run_page import RunPage
 from tasks.common import run_config
 from tasks.prepare import prepare_model
 from tasks.stage import stage_task
@@ -200,37 +202,59 @@ def on_cluster(cfg: Config) -> Iterator:
 
 @flow(name="mel-train", log_prints=False)
 def train(
-    config_path: str | None = None,
+    config_path: ConfigPath = "configs/demo.yaml",
     overrides: list[str] | None = None,
     run_dir: str | None = None,
     base: str | None = None,
     table: str = "mel",
     ray: str | None = None,
+    method: MethodName | None = None,
+    steps: Steps = None,
+    seed: Seed = None,
 ) -> str:
-    """Train for ``run.steps`` steps; returns the run directory. ``base`` replaces the config file's ``base:``;
-    ``table`` names the step table (``mel.stages.table.STEP_TABLES``); ``ray`` sets ``cluster.ray`` (a Ray
-    address, or ``local``: see `tasks.cluster`)."""
-    cfg = load_config(config_path, [*(overrides or []), *([f"cluster.ray={ray}"] if ray else [])], base=base)
+    """Train for ``run.steps`` steps; returns the run directory.
+
+    Args:
+        config_path: The run's config: a shipped base config (the Run form's choices), or from Python any YAML
+            path or fsspec URL.
+        overrides: Config fields to change, as in `mel run --set`: ["section.field=value", ...], e.g.
+            ["data.prompts_per_step=8", "optimizer.lr=1e-5"].
+        run_dir: Run directory (path or fsspec URL). Empty: runs/<run name>-<config hash>. Running a finished run
+            again recomputes nothing.
+        base: Lay config_path over this file instead of the one its `base:` key names.
+        table: The step table (`mel.stages.table.STEP_TABLES`): "mel", the paper's stage list.
+        ray: Run the stages on a Ray cluster: "local" (one for this run), "auto" (the cluster `ray start` made on
+            the worker's machine), or HOST:PORT / ray://HOST:PORT. Empty: every stage in this flow's process.
+        method: A method under configs/methods/, laid over config_path (e.g. mel_code on configs/tiny.yaml).
+        steps: RL steps (run.steps); empty: the config's.
+        seed: Run seed (run.seed); empty: the config's.
+    """
+    method_file, typed = overrides_for(method, steps, seed)
+    if method_file:
+        config_path, base = method_file, base or config_path
+    cfg = load_config(config_path, [*(overrides or []), *typed, *([f"cluster.ray={ray}"] if ray else [])], base=base)
     run_dir = run_dir or default_run_dir(cfg)
-    progress.run_start(cfg, run_dir)
     cfg_hash = config_hash(cfg)
-    config_uri = init_run_dir(cfg, run_dir)
-    with on_cluster(cfg) as step_flow:
+    with RunPage(cfg, run_dir, cfg_hash) as page, on_cluster(cfg) as step_flow:
+        progress.run_start(cfg, run_dir)
+        config_uri = init_run_dir(cfg, run_dir)
         checkpoint = prepare_model(config_uri, cfg_hash)
         metrics_uris = []
         for step in range(cfg.run.steps):
             produced = step_flow(config_uri, cfg_hash, run_dir, step, checkpoint, table)
             checkpoint = produced["checkpoint"]
             metrics_uris.append(produced["metrics"])
-            write_run_metrics(run_dir, metrics_uris)
+            metrics_uri = write_run_metrics(run_dir, metrics_uris)
             prune(run_dir, step, cfg.run.keep_checkpoints, cfg.run.keep_every)  # now that its checkpoint is done
-    step_table = STEP_TABLES.get(table)
-    if step_table.producer("revisions", cfg) is not None:
-        write_revision_report(run_dir, cfg.run.steps, step_table, cfg)
-    metrics_uri = artifacts.join(run_dir, "metrics.parquet")
-    progress.run_done(run_dir, artifacts.read_table(metrics_uri, schemas.METRICS).to_pylist(), checkpoint)
+            page.step_done(step, artifacts.read_table(metrics_uri, schemas.METRICS).to_pylist())
+        step_table = STEP_TABLES.get(table)
+        if step_table.producer("revisions", cfg) is not None:
+            write_revision_report(run_dir, cfg.run.steps, step_table, cfg)
+        metrics = artifacts.read_table(artifacts.join(run_dir, "metrics.parquet"), schemas.METRICS).to_pylist()
+        progress.run_done(run_dir, metrics, checkpoint)
+        page.run_done(metrics, checkpoint)
     return run_dir
 
 
 if __name__ == "__main__":
-    train(sys.argv[1] if len(sys.argv) > 1 else None, sys.argv[2:])
+    train(sys.argv[1] if len(sys.argv) > 1 else "configs/demo.yaml", sys.argv[2:])

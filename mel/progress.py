@@ -3,7 +3,7 @@ the per-step metrics as a rich table (plain text off a terminal, see `mel.consol
 from __future__ import annotations
 
 import time
-from typing import TextIO
+from typing import Callable, TextIO
 
 from rich.table import Table
 from rich.text import Text
@@ -58,10 +58,16 @@ class Progress:
         self.reused: list[str] = []
         self.computed: list[str] = []
         self._stage_t0 = 0.0
+        self.listeners: list[Callable[[str], None]] = []
+        """Also given every line of text printed (not the tables), e.g. an orchestrator's run logger."""
 
     def _print(self, renderable: Text | Table | str = "") -> None:
         if self.enabled:
             show(renderable, self.stream)
+        if not isinstance(renderable, Table):
+            line = renderable.plain if isinstance(renderable, Text) else renderable
+            for listen in self.listeners if line.strip() else ():
+                listen(line.strip())
 
     def run_start(self, cfg, run_dir: str) -> None:
         self.t0 = time.perf_counter()

@@ -124,3 +124,32 @@ def test_the_cli_defines_no_flow_of_its_own():
     """``mel eval`` runs the deployed ``mel-eval`` flow; a second flow in the CLI would drift from it."""
     for path in (REPO / "cli").rglob("*.py"):
         assert "@flow" not in path.read_text() and "mel-eval-cli" not in path.read_text(), path
+
+
+def test_the_run_forms_choices_are_the_shipped_files() -> None:
+    import typing
+
+    from flows.params import SHIPPED_CONFIGS, BenchmarkName, MethodName
+    from mel.eval.benchmarks import BENCHMARKS
+
+    assert sorted(typing.get_args(BenchmarkName)) == sorted(BENCHMARKS.names())
+    assert sorted(SHIPPED_CONFIGS) == sorted(f"configs/{p.name}" for p in (REPO / "configs").glob("*.yaml"))
+    assert sorted(typing.get_args(MethodName)) == sorted(p.stem for p in (REPO / "configs" / "methods").glob("*.yaml"))
+
+
+def test_the_run_forms_are_typed_and_described() -> None:
+    from prefect.utilities.callables import parameter_schema
+
+    from deploy.deploy import OVERRIDES, discover_flows
+    from flows.train import train
+
+    props = parameter_schema(train).model_dump()["properties"]
+    assert props["config_path"]["enum"] == ["configs/demo.yaml", "configs/tiny.yaml"]
+    assert "mel_code" in props["method"]["anyOf"][0]["enum"]
+    assert props["steps"]["anyOf"][0] == {"minimum": 1, "type": "integer"}
+    for name, fl in discover_flows().items():
+        if OVERRIDES.get(name, {}).get("skip"):
+            continue
+        props = parameter_schema(fl).model_dump()["properties"]
+        missing = [p for p, schema in props.items() if not schema.get("description")]
+        assert not missing, f"{name}: parameters without a description on the Run form: {missing}"

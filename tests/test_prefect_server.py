@@ -185,12 +185,44 @@ def _train_parameters(run_dir: Path, data: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def triggered_run(served, gsm8k_file, tmp_path_factory) -> Path:
+def triggered(served, gsm8k_file, tmp_path_factory) -> dict:
     """``mel-train`` triggered with parameters through the API, run to completion by the served deployment."""
     run_dir = tmp_path_factory.mktemp("triggered") / "run"
     run = _wait(served["api"], _trigger(served["api"], "mel-train-deployment", _train_parameters(run_dir, gsm8k_file)))
     assert run["state"]["type"] == "COMPLETED", run["state"]
-    return run_dir
+    return {"run_dir": run_dir, "run": run}
+
+
+@pytest.fixture(scope="module")
+def triggered_run(triggered) -> Path:
+    return triggered["run_dir"]
+
+
+def test_a_triggered_runs_page_shows_its_stages_metrics_and_summary(served, triggered) -> None:
+    """What the run's page in the UI shows: its artifacts (progress, per-step metrics, summary with the checkpoint)
+    and the CLI's stage lines in its logs."""
+    run = triggered["run"]
+    children = _post(served["api"], "/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [run["id"]]}}})
+    ids = [run["id"], *(c["id"] for c in children)]
+    assert len(children) == 2, children  # the two mel-step subflow runs
+    arts = _post(served["api"], "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": ids}}, "limit": 50})
+    by_type = {(a["key"] or "").rsplit("-", 1)[-1]: a for a in arts if a["key"]}
+    assert {"progress", "metrics", "summary"} <= set(by_type), [a["key"] for a in arts]
+    assert by_type["progress"]["data"] == 100.0
+    metrics = json.loads(by_type["metrics"]["data"]) if isinstance(by_type["metrics"]["data"], str) \
+        else by_type["metrics"]["data"]
+    assert [m["step"] for m in metrics] == [1, 2] and "reward_mean" in metrics[0]
+    assert "step_0001/checkpoint" in by_type["summary"]["data"]
+    wanted = ("mel run tiny: 2 steps", "[step 1/2] rollout", "[step 2/2] update   done", "wall time")
+    deadline = time.time() + 30  # the last lines reach the server a moment after the run's final state
+    while True:
+        logs = _post(served["api"], "/logs/filter", {"logs": {"flow_run_id": {"any_": ids}}, "limit": 200})
+        text = "\n".join(entry["message"] for entry in logs)
+        if all(line in text for line in wanted) or time.time() > deadline:
+            break
+        time.sleep(1)
+    for line in wanted:
+        assert line in text, text[-3000:]
 
 
 def test_triggered_train_eval_and_report_runs_complete(served, triggered_run, tmp_path) -> None:

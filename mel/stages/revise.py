@@ -26,7 +26,7 @@ from mel.experience.revise import (
     revise_batch,
 )
 from mel.stages.common import derive_seed, parse_problems, policy_engine, set_threads, step_verifier
-from mel.stages.step import StageContext, StageStats
+from mel.stages.step import Report, StageContext, StageResult, StageStats
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,27 @@ class ReviseStats(StageStats):
     def summary(self) -> str:
         return (f"{self.mode}: {self.rescued_groups}/{self.revise_groups} all-negative groups rescued, "
                 f"{self.revision_attempts} attempts, {self.revision_tokens} tokens")
+
+
+def report(result: StageResult) -> Report:
+    """The step's revision attempts (R-MEL / MEL+Extra): each all-negative group's attempts, as Markdown."""
+    rows = artifacts.read_table(result.outputs["revisions"], schemas.REVISIONS).to_pylist()
+    s = result.stats
+    lines = [f"# Revisions, step {result.step + 1} ({s.mode})", "",
+             f"{s.rescued_groups} of {s.revise_groups} all-negative groups rescued; {s.revision_attempts} attempts, "
+             f"{s.revision_tokens} tokens; {s.pairs} pairs in all", "",
+             "| prompt | tau | prefix tokens | new tokens | passed | LCP ratio | accepted |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows[:100]:
+        lines.append(f"| {r.get('prompt_index')} | {r.get('tau')} | {r.get('prefix_tokens')} | "
+                     f"{r.get('generated_tokens')} | {r.get('passed')} | {_ratio(r.get('lcp'))} | "
+                     f"{r.get('accepted')} |")
+    return Report(key=f"revisions-step-{result.step:04d}", markdown="\n".join(lines),
+                  description=f"R-MEL revision attempts of step {result.step + 1}")
+
+
+def _ratio(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _continue(engine, prompt_ids: list[list[int]], caps: list[int], temperature: float, seed: int

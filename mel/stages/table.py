@@ -38,7 +38,7 @@ STEP = StepTable(
           outputs={"pairs": "pairs.parquet"}, enabled=mel_enabled, resources=CPU),
     Stage("revise", revise.run_revise, revise.ReviseStats, inputs=("checkpoint", "rollouts", "verdicts", "pairs"),
           outputs={"pairs": "revised_pairs.parquet", "revisions": "revisions.parquet"}, enabled=revise_enabled,
-          resources=POLICY),
+          resources=POLICY, report=revise.report),
     Stage("extract", extract.run_extract, extract.ExtractStats, inputs=("checkpoint", "pairs"),
           outputs={"experiences": "experiences.parquet"}, enabled=mel_enabled, resources=POLICY),
     Stage("replay", replay.run_replay, replay.ReplayStats, inputs=("checkpoint", "experiences"),
