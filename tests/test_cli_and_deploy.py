@@ -10,7 +10,7 @@ from conftest import REPO
 from cli.main import build_parser, main
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["config", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["config", "--help"], ["sweep", "--help"]])
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args(argv)
@@ -35,19 +35,21 @@ def test_console_script_entry_point():
     assert "run" in out.stdout and "config" in out.stdout
 
 
-def test_sweep_grid_is_a_cartesian_product():
-    from flows.sweep import grid_overrides
-
-    points = grid_overrides({"optimizer.lr": [0.001, 0.01], "run.seed": [0, 1, 2]})
-    assert len(points) == 6
-    assert ["optimizer.lr=0.001", "run.seed=0"] in points and ["optimizer.lr=0.01", "run.seed=2"] in points
-
-
 def test_deployments_are_discovered_from_flows():
-    from deploy.deploy import build_deployments, discover_flows
+    from deploy.deploy import build_deployments, discover_flows, project_deployments
 
     assert {"mel-train", "mel-step", "mel-sweep", "mel-eval", "mel-report"} <= set(discover_flows())
     deployments = {d.name: d for d in build_deployments()}
-    assert set(deployments) == {"mel-train-deployment", "mel-sweep-deployment", "mel-eval-deployment",
+    assert set(deployments) == {"mel-train-deployment", "nightly-tiny", "weekly-seeds", "mel-eval-deployment",
                                 "mel-report-deployment"}
-    assert deployments["mel-sweep-deployment"].schedules  # the nightly sweep is scheduled
+    for spec in project_deployments():  # serve gives prefect.yaml's sweeps the same parameters and schedules
+        served = deployments[spec["name"]]
+        assert served.flow_name == "mel-sweep" and served.entrypoint == spec["entrypoint"]
+        assert served.parameters == spec["parameters"]
+        assert [s.schedule.cron for s in served.schedules] == [s["cron"] for s in spec["schedules"]]
+
+
+def test_sweep_list_names_every_cell(capsys):
+    assert main(["sweep", str(REPO / "configs" / "sweeps" / "nightly_tiny.yaml"), "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "[sweep nightly-tiny 4/4] mel_code seed=1" in out and "report: reports/nightly-tiny/report.md" in out
