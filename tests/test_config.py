@@ -24,9 +24,14 @@ def test_every_shipped_config_loads(path):
 
 @pytest.mark.parametrize("path", EVERY_YAML, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_yaml_file_under_configs_loads(path):
-    """Run configs (methods through their ``base:`` chain) and eval configs, through the one config system."""
+    """Run configs (methods through their ``base:`` chain), eval configs and sweep files (every cell's config),
+    through the one config system."""
     if path.parent.name == "eval":
         assert isinstance(load_eval_config(str(path)), EvalConfig)
+    elif path.parent.name == "sweeps":
+        from mel.sweeps import load_sweep, plan_sweep
+
+        assert plan_sweep(load_sweep(str(path)))
     else:
         assert isinstance(load_config(str(path)), Config)
 
