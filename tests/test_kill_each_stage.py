@@ -1,0 +1,130 @@
+"""A real SIGKILL at a seeded random point inside each stage type of a step -- rollout, verify, pair, revise,
+extract, replay, update and the checkpoint write -- then a rerun in the same run directory: the killed stage is
+computed again, the stages before it are reused, and the run ends with the same metrics, stage artifacts and
+checkpoint weights as an uninterrupted run.
+
+R-MEL on the tiny config (one step of 4 prompts x 4 samples of the toy regex task set) runs every stage type,
+revision by generation included. The tick points are ``tests/_kill_launcher.py``'s (model forward passes, single
+verifier items, per-group / per-pair calls, the points between a file and its manifest and, in the checkpoint write,
+between its files): the uninterrupted reference run lists them per stage, and each case runs ``mel run`` under the
+launcher in its own process (its own session, so the kill takes its children too), killed at tick
+``Random(f"{SEED}:{stage}").randint(1, n)`` of its stage; the test prints which (``pytest -s``), and a failure
+reproduces with the same SEED. The reference and the reruns are ``mel run`` in this process (imports paid once);
+every process talks to the session's one Prefect test server. Marked slow; CI runs it.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from mel import artifacts
+
+from _kill_launcher import Ticks, install
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+SEED = 1208  # fixed: the same kill points every run
+CONFIG, BASE = str(REPO / "configs" / "methods" / "rmel.yaml"), str(REPO / "configs" / "tiny.yaml")
+OVERRIDES = ["run.steps=1", "data.prompts_per_step=4", "rollout.group_size=4"]
+ORDER = ["rollout", "verify", "pair", "revise", "extract", "replay", "update"]  # the run's stages (progress names)
+KILLED = ORDER + ["checkpoint"]  # the kill cases: "checkpoint" is the update's checkpoint write
+RECORDS = {"rollout": "rollouts", "verify": "verdicts", "pair": "pairs", "revise": "revised_pairs",
+           "extract": "experiences", "replay": "meta_experiences", "update": "update"}
+TIMING = re.compile(r"^seconds$|_s$|_per_s$")  # wall-clock columns: they differ run to run
+
+
+def _mel_run_args(run_dir) -> list[str]:
+    return ["run", CONFIG, "--base", BASE, *(a for o in OVERRIDES for a in ("--set", o)), "--run-dir", str(run_dir)]
+
+
+def _mel_run(run_dir) -> str:
+    """``mel run`` of the test's config, in this process; returns its progress lines."""
+    from cli.main import main
+    from mel.progress import progress
+
+    buf, environ = io.StringIO(), dict(os.environ)
+    progress.stream = buf
+    try:
+        assert main(_mel_run_args(run_dir)) == 0, buf.getvalue()
+    finally:
+        progress.stream = None
+        os.environ.clear()  # `mel run` sets its quiet defaults in the environment: not for the other tests
+        os.environ.update(environ)
+    return buf.getvalue()
+
+
+def _untimed(table) -> list[dict]:
+    return table.drop_columns([c for c in table.column_names if TIMING.search(c)]).to_pylist()
+
+
+def _outcome(run_dir) -> dict:
+    """Each stage's record and the revisions (wall-clock columns left out), the run's metrics, the new weights."""
+    step = run_dir / "step_0000"
+    out = {name: _untimed(pq.read_table(step / f"{name}.parquet")) for name in [*RECORDS.values(), "revisions"]}
+    out["metrics"] = _untimed(pq.read_table(run_dir / "metrics.parquet"))
+    out["weights_sha256"] = hashlib.sha256((step / "checkpoint" / "model.safetensors").read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(prefect_harness, tmp_path_factory) -> dict:
+    """The uninterrupted run, and the tick points of each of its stages."""
+    ticks, run_dir = Ticks(), tmp_path_factory.mktemp("reference") / "run"
+    undo = install(ticks)
+    try:
+        _mel_run(run_dir)
+    finally:
+        undo()
+    assert sorted(ticks.seen) == sorted(f"{s}@0" for s in KILLED), ticks.seen.keys()
+    assert "model forward" in ticks.seen["rollout@0"] and "model forward" in ticks.seen["revise@0"], ticks.seen
+    outcome = _outcome(run_dir)
+    (m,) = outcome["metrics"]
+    # the config exercises every stage: pairs, an all-negative group revised by generation, meta-experiences in NLL
+    assert m["num_pairs"] > 0 and m["revise_groups"] > 0 and m["revision_tokens"] > 0 and m["num_experiences"] > 0
+    return {"ticks": ticks.seen, **outcome}
+
+
+@pytest.fixture(scope="module")
+def mel_env(prefect_harness, tmp_path_factory) -> dict[str, str]:
+    """The environment of a killed ``mel run``: the session's Prefect test server (no server of its own)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONUNBUFFERED": "1",
+            "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-home"))}
+
+
+def _progress(out: str) -> dict[str, str]:
+    """Stage -> "reused" / "done", from the progress lines."""
+    return dict(re.findall(r"^\[step 1/1\] (\w+) +(reused|done) ", out, re.M))
+
+
+@pytest.mark.parametrize("stage", KILLED)
+def test_sigkill_inside_a_stage_then_rerun_matches_an_uninterrupted_run(stage, reference, mel_env, tmp_path):
+    points = reference["ticks"][f"{stage}@0"]
+    tick = random.Random(f"{SEED}:{stage}").randint(1, len(points))
+    print(f"\n{stage}: SIGKILL at tick {tick}/{len(points)} ({points[tick - 1]})")
+    run_dir = tmp_path / "run"
+
+    launcher = [sys.executable, str(REPO / "tests" / "_kill_launcher.py"), "kill", f"{stage}@0", str(tick), "--"]
+    killed = subprocess.run([*launcher, *_mel_run_args(run_dir)], cwd=REPO, env=mel_env, text=True,
+                            capture_output=True, timeout=600, start_new_session=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    assert f"SIGKILL at {stage}@0 tick {tick}:" in killed.stderr
+    before = ORDER[: ORDER.index("update" if stage == "checkpoint" else stage)]
+    assert _progress(killed.stdout) == dict.fromkeys(before, "done"), killed.stdout  # it computed them, then died
+    records = [str(run_dir / "step_0000" / f"{RECORDS[s]}.parquet") for s in ORDER]
+    assert [artifacts.is_complete(r) for r in records] == [s in before for s in ORDER]
+
+    out = _mel_run(run_dir)
+    assert _progress(out) == {s: "reused" if s in before else "done" for s in ORDER}, out
+    outcome = _outcome(run_dir)
+    assert outcome == {k: v for k, v in reference.items() if k != "ticks"}
