@@ -65,8 +65,10 @@ def init_run_dir(cfg: Config, run_dir: str) -> str:
 
     fs, path = fsspec.core.url_to_fs(uri)
     fs.makedirs(fs._parent(path), exist_ok=True)
-    with fs.open(path, "wt") as f:  # rewritten each time: run.steps may have grown (it is not in the hash)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with fs.open(tmp, "wt") as f:  # rewritten each time: run.steps may have grown (it is not in the hash)
         f.write(to_yaml(cfg))
+    fs.mv(tmp, path)  # whole or not at all: a kill mid-write leaves the old file
     artifacts.write_manifest(uri, config_hash=digest)
     return uri
 

@@ -65,10 +65,10 @@ def install(ticks: Ticks) -> Callable[[], None]:
     patch = pytest.MonkeyPatch()
     run_stage = stage_task.run_stage
 
-    def run_stage_ticked(stage, cfg, run_dir, step, inputs, upstream):
+    def run_stage_ticked(stage, cfg, run_dir, step, inputs, upstream, **options):
         ticks.current = f"{stage.name}@{step}"
         try:
-            return run_stage(stage, cfg, run_dir, step, inputs, upstream)
+            return run_stage(stage, cfg, run_dir, step, inputs, upstream, **options)
         finally:
             ticks.current = None
 
