@@ -61,7 +61,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from mel.console import show
     from mel.data.loaders import DatasetError
     from mel.eval.plan import EvalRequest, plan_cells
-    from mel.stages.evaluate import write_summary
+    from mel.eval.cells import write_summary
 
     try:
         params = _flow_params(args)

@@ -23,7 +23,7 @@ from prefect import flow
 
 from mel import artifacts
 from mel.eval.plan import EvalRequest, plan_cells
-from mel.stages.evaluate import EvalCell, write_summary
+from mel.eval.cells import EvalCell, write_summary
 from flows.params import BenchmarkName
 from flows.train import results_storage, run_cached
 from tasks.evaluate import eval_generate, eval_verify

@@ -1,11 +1,11 @@
 """Eval tasks: generate a cell's samples -> ``generations.parquet``; verify them -> ``results.parquet``,
-``problems.parquet`` (see `mel.stages.evaluate`). A cell's folder is keyed by the checkpoint's content, the
+``problems.parquet`` (see `mel.eval.cells`). A cell's folder is keyed by the checkpoint's content, the
 benchmark and the sampling, so an unchanged triple is reused."""
 from __future__ import annotations
 
 from prefect import task
 
-from mel.stages.evaluate import EvalCell, run_eval_generate, run_eval_verify
+from mel.eval.cells import EvalCell, run_eval_generate, run_eval_verify
 from tasks.common import STAGE_CACHE
 
 

@@ -80,3 +80,22 @@ def test_cli_module_imports_without_prefect():
     code = "import sys, cli.main; print(any(m.startswith('prefect') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "False"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module an import in the file names, in full (``mel.eval.metrics``), functions included."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_training_stages_do_not_import_evaluation():
+    """``mel.eval`` builds on ``mel.stages`` (a run's checkpoints, the step layout), never the other way round: the
+    two packages do not import each other."""
+    bad = {path.relative_to(REPO).as_posix(): sorted(m for m in imported_modules(path) if m.startswith("mel.eval"))
+           for path in sorted((REPO / "mel" / "stages").rglob("*.py"))}
+    assert not {k: v for k, v in bad.items() if v}

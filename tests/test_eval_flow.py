@@ -10,7 +10,7 @@ import pytest
 from mel import artifacts, schemas
 from mel.config import VerifyConfig
 from mel.eval.metrics import Sampling
-from mel.stages.evaluate import (
+from mel.eval.cells import (
     BenchmarkRef,
     EvalCell,
     fingerprint_folder,
@@ -167,7 +167,7 @@ def test_model_cells_generate_verify_reuse_and_summary(tmp_path, tiny_model_path
 def test_cell_key_follows_the_benchmark_file_content_not_its_path(tmp_path):
     from mel.eval.benchmarks import load_benchmark
     from mel.eval.plan import EvalRequest, plan_cells
-    from mel.stages.evaluate import Checkpoint
+    from mel.eval.cells import Checkpoint
 
     data = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "gsm8k" / "test.jsonl"
     if not data.exists():

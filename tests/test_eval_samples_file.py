@@ -48,7 +48,7 @@ def test_file_samples_metrics_by_hand():
 
 def test_three_and_five_samples_get_each_problems_own_pass_at_k(tmp_path):
     from mel.eval.plan import EvalRequest, plan_cells
-    from mel.stages.evaluate import run_eval_generate, run_eval_verify, write_summary
+    from mel.eval.cells import run_eval_generate, run_eval_verify, write_summary
 
     sample_file = _samples(tmp_path / "samples.jsonl")
     eval_dir, (cell,) = plan_cells(EvalRequest(target=sample_file, benchmarks=("humaneval",), limit=2, ks=(2, 3),
@@ -99,7 +99,7 @@ def test_a_bad_samples_file_is_one_line_on_stderr_without_a_traceback(tmp_path, 
 
 def test_complete_cells_are_reported_in_a_table_without_importing_prefect(tmp_path):
     from mel.eval.plan import EvalRequest, plan_cells
-    from mel.stages.evaluate import run_eval_generate, run_eval_verify
+    from mel.eval.cells import run_eval_generate, run_eval_verify
 
     sample_file = _samples(tmp_path / "samples.jsonl")
     out = str(tmp_path / "ev")

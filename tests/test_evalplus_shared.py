@@ -81,7 +81,7 @@ def verify_verdicts(tmp_path: Path, rows: dict[str, dict], samples: list[tuple[s
 
 def eval_verdicts(tmp_path: Path, rows: dict[str, dict], samples: list[tuple[str, str]]) -> list[dict]:
     from mel.eval.plan import EvalRequest, plan_cells
-    from mel.stages.evaluate import run_eval_generate, run_eval_verify
+    from mel.eval.cells import run_eval_generate, run_eval_verify
 
     bench = write_jsonl(tmp_path / "bench.jsonl", [rows[t] for t in TASKS])
     sample_file = write_jsonl(tmp_path / "samples.jsonl", [{"task_id": t, "completion": c} for t, c in samples])

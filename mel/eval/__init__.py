@@ -10,5 +10,5 @@
 - `mel.eval.report`: the comparison report of ``mel report`` over `mel.eval.runs` (what a run directory holds);
   `mel.eval.tables` renders it to Markdown and HTML, `mel.eval.plots` draws its PNGs.
 
-The eval stages (generate, verify) live in `mel.stages.evaluate`; the flow in ``flows/evaluate.py``.
+The eval stages (generate, verify) live in `mel.eval.cells`; the flow in ``flows/evaluate.py``.
 """

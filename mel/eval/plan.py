@@ -17,7 +17,7 @@ from mel import artifacts
 from mel.checkpoints import is_pruned
 from mel.config import EvalConfig, GenerationConfig, load_eval_config
 from mel.eval.metrics import FileSamples, Sampling
-from mel.stages.evaluate import (
+from mel.eval.cells import (
     BenchmarkRef,
     Checkpoint,
     EvalCell,
@@ -84,7 +84,7 @@ def run_checkpoints(run_dir: str, which: str = "all") -> tuple[list[Checkpoint],
     settings (engine, chat template, system prompt, dtype)."""
     from mel.config import load_config
     from mel.models import resolve_model
-    from mel.stages.common import step_dir
+    from mel.stages.step import step_dir
 
     cfg = load_config(artifacts.join(run_dir, "config.yaml"))
     base = resolve_model(cfg.model)
