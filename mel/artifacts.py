@@ -141,6 +141,7 @@ def write_table(uri: str, table: pa.Table, schema: pa.Schema, **manifest_info: A
     table = table.cast(schema)
     fs, path = _fs(uri)
     fs.makedirs(fs._parent(path), exist_ok=True)
+    _remove_leftovers(uri)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
@@ -151,6 +152,19 @@ def write_table(uri: str, table: pa.Table, schema: pa.Schema, **manifest_info: A
     write_manifest(uri, rows=table.num_rows, columns=schema.names, bytes=len(data),
                    sha256=hashlib.sha256(data).hexdigest(), **manifest_info)
     return uri
+
+
+def _remove_leftovers(uri: str) -> None:
+    """Remove the temporary files or folders an earlier, killed write of ``uri`` left beside it (``NAME.tmp-*``; a
+    checkpoint's can be GBs). An artifact has one writer at a time (its stage), so any such sibling is dead."""
+    if not is_local(uri):
+        return
+    final = Path(local_path(uri))
+    for stale in final.parent.glob(final.name + ".tmp-*"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 def write_rows(uri: str, rows: list[dict[str, Any]], schema: pa.Schema, **manifest_info: Any) -> str:
@@ -181,6 +195,7 @@ def write_folder(uri: str, build: Callable[[Path], None], **manifest_info: Any) 
     if is_local(uri):
         final = Path(local_path(uri))
         final.parent.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(uri)
         tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp-", dir=final.parent))
         try:
             build(tmp)

@@ -114,3 +114,23 @@ def test_a_table_changed_after_its_check_is_refused_when_read(tmp_path):
     (tmp_path / "t.parquet").write_bytes(bytes(data))
     with pytest.raises(artifacts.CorruptArtifact, match="sha256 differs"):
         artifacts.read_table(uri)
+
+
+def test_a_killed_writes_leftovers_are_removed_by_the_next_write(tmp_path):
+    """A write killed between its temporary file/folder and the rename leaves ``NAME.tmp-*``; the next write of the
+    same artifact removes it (a checkpoint's leftover is as large as the model)."""
+    import pyarrow as pa
+
+    from mel import artifacts
+
+    table_uri, folder_uri = str(tmp_path / "t.parquet"), str(tmp_path / "checkpoint")
+    (tmp_path / "t.parquet.tmp-dead0001").write_bytes(b"half a table")
+    (tmp_path / "checkpoint.tmp-dead0002").mkdir()
+    (tmp_path / "checkpoint.tmp-dead0002" / "model.safetensors").write_bytes(b"half a model")
+    (tmp_path / "other.parquet.tmp-live0003").write_bytes(b"another artifact's")
+    schema = pa.schema([("x", pa.int64())])
+    artifacts.write_rows(table_uri, [{"x": 1}], schema)
+    artifacts.write_folder(folder_uri, lambda d: (d / "w.bin").write_bytes(b"w"))
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["checkpoint", "checkpoint.manifest.json", "other.parquet.tmp-live0003", "t.parquet",
+                    "t.parquet.manifest.json"]
