@@ -39,7 +39,7 @@ def timed_run(config: str, steps: int, run_dir: str, ray: str | None) -> tuple[d
     times: dict[tuple[int, str], float] = {}
     call_stage = train_flow.call_stage
 
-    def timed(stage, storage, on_ray=False, **params):
+    def timed(stage, storage, on_ray=False, **params):  # the flow's wall time per stage call
         t0 = time.perf_counter()
         result = call_stage(stage, storage, on_ray, **params)
         times[(params["step"], stage.name)] = time.perf_counter() - t0
@@ -53,11 +53,14 @@ def timed_run(config: str, steps: int, run_dir: str, ray: str | None) -> tuple[d
         train_flow.call_stage = call_stage
         progress.enabled = True
     rows = pq.read_table(f"{run_dir}/metrics.parquet").to_pylist()
+    for r in rows:  # the stages' own seconds (measured inside the stage function, wherever it ran)
+        for key in ("rollout_s", "verify_s", "update_s"):
+            times[(r["step"], "in " + key[:-2])] = r[key]
     return times, [{k: v for k, v in r.items() if k not in TIMINGS and not k.endswith("_s")} for r in rows]
 
 
 def report(config: str, local: dict, ray: dict, steps: int) -> None:
-    stages = list(dict.fromkeys(stage for _, stage in local))
+    stages = [s for s in dict.fromkeys(stage for _, stage in local) if not s.startswith("in ")]
     print(f"\n{config}: seconds per stage call, local vs --ray local (ratio)")
     print(f"{'step':>4} " + " ".join(f"{s:>22}" for s in stages) + f" {'step total':>24}")
     for step in range(steps):
@@ -65,10 +68,15 @@ def report(config: str, local: dict, ray: dict, steps: int) -> None:
         for s in stages:
             a, b = local.get((step, s), 0.0), ray.get((step, s), 0.0)
             cells.append(f"{a:7.2f} {b:7.2f} ({b / a if a else float('nan'):4.2f}x)")
-        a = sum(v for (st, _), v in local.items() if st == step)
-        b = sum(v for (st, _), v in ray.items() if st == step)
+        a = sum(v for (st, name), v in local.items() if st == step and name in stages)
+        b = sum(v for (st, name), v in ray.items() if st == step and name in stages)
         print(f"{step + 1:>4} " + " ".join(f"{c:>22}" for c in cells)
               + f" {a:7.1f} {b:7.1f} ({b / a:4.2f}x, {100 * (b / a - 1):+.1f}%)")
+    print("inside the stage function (its own seconds, wherever it ran), local vs ray:")
+    for step in range(steps):
+        inner = [f"{name[3:]} {local[(step, name)]:.2f} {ray[(step, name)]:.2f}"
+                 for name in ("in rollout", "in verify", "in update") if (step, name) in local]
+        print(f"  step {step + 1}: " + "; ".join(inner))
 
 
 def main() -> int:
