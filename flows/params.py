@@ -1,16 +1,18 @@
 """The typed parameters of the deployed flows, as the Prefect UI's Run form shows them: the shipped configs and
 methods as choices, numbers with their bounds. (Their descriptions come from each flow's docstring ``Args:``.)
 
-Called from Python (the CLI, tests) ``config_path`` takes any YAML path; the choices bind the Run form and runs
-created through the API (the deployment enforces its parameter schema).
+A file parameter is a shipped file (a choice) or any other path (free text): the deployment enforces its parameter
+schema, so a plain choice list would refuse a user's own config or sweep file.
 """
 from __future__ import annotations
 
+import typing
 from typing import Annotated, Literal
 
 from pydantic import Field
 
-SHIPPED_CONFIGS = ("configs/demo.yaml", "configs/tiny.yaml")
+ShippedConfig = Literal["configs/demo.yaml", "configs/tiny.yaml"]
+SHIPPED_CONFIGS = typing.get_args(ShippedConfig)
 """The base configs under ``configs/`` (a test checks this list against the files)."""
 
 MethodName = Literal["grpo", "mel", "mel_code", "mel_code_bifurcation_skip", "mel_code_no_contrastive",
@@ -22,11 +24,13 @@ BenchmarkName = Literal["aime24", "aime25", "amc23", "easy_code", "gsm8k", "huma
                         "math500", "mbpp", "mbpp_plus", "mbpp_train", "olympiadbench", "toy_regex"]
 """The benchmarks of ``mel.eval.benchmarks.BENCHMARKS`` (a test checks this list against the registry)."""
 
-SHIPPED_SWEEPS = ("configs/sweeps/nightly_tiny.yaml", "configs/sweeps/weekly_seeds.yaml")
+ShippedSweep = Literal["configs/sweeps/nightly_tiny.yaml", "configs/sweeps/weekly_seeds.yaml"]
+SHIPPED_SWEEPS = typing.get_args(ShippedSweep)
 """The sweep files under ``configs/sweeps/`` (a test checks this list against the files)."""
 
-ConfigPath = Annotated[str, Field(json_schema_extra={"enum": list(SHIPPED_CONFIGS)})]
-SweepPath = Annotated[str, Field(json_schema_extra={"enum": list(SHIPPED_SWEEPS)})]
+# A shipped file (the Run form's choices) or any other path: the form offers both, the API accepts both.
+ConfigPath = ShippedConfig | str
+SweepPath = ShippedSweep | str
 Steps = Annotated[int | None, Field(ge=1)]
 Seed = Annotated[int | None, Field(ge=0)]
 

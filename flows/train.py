@@ -34,7 +34,7 @@ from mel.checkpoints import prune
 from mel.config import Config, config_hash, default_run_dir, load_config, to_yaml
 from mel.progress import progress
 from mel.stages.step import Stage, StageResult, StepStats, StepTable, stage_inputs
-from mel.stages.table import STEP_TABLES
+from mel.stages.table import step_table
 from flows.params import ConfigPath, MethodName, Seed, Steps, overrides_for
 from flows.run_page import RunPage
 from tasks.common import run_config
@@ -123,7 +123,7 @@ def train_step(
     cfg = run_config(config_uri, cfg_hash)
     available = {"checkpoint": checkpoint_uri}  # role -> URI: the step's input, then each stage's outputs
     stats = StepStats()
-    for stage in STEP_TABLES.get(table).enabled(cfg):
+    for stage in step_table(table).enabled(cfg):
         result = call_stage(stage, storage, cfg.cluster.ray is not None, config_uri=config_uri, config_hash=cfg_hash,
                             run_dir=run_dir, step=step, inputs=stage_inputs(stage, available), upstream=stats)
         available.update(result.outputs)
@@ -249,9 +249,8 @@ def train(
             metrics_uri = write_run_metrics(run_dir, metrics_uris)
             prune(run_dir, step, cfg.run.keep_checkpoints, cfg.run.keep_every)  # now that its checkpoint is done
             page.step_done(step, artifacts.read_table(metrics_uri, schemas.METRICS).to_pylist())
-        step_table = STEP_TABLES.get(table)
-        if step_table.producer("revisions", cfg) is not None:
-            write_revision_report(run_dir, cfg.run.steps, step_table, cfg)
+        if step_table(table).producer("revisions", cfg) is not None:
+            write_revision_report(run_dir, cfg.run.steps, step_table(table), cfg)
         metrics = artifacts.read_table(artifacts.join(run_dir, "metrics.parquet"), schemas.METRICS).to_pylist()
         progress.run_done(run_dir, metrics, checkpoint)
         page.run_done(metrics, checkpoint)

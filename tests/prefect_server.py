@@ -64,7 +64,7 @@ def run_server(home: Path, repo: Path) -> Iterator[dict]:
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": api,
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
-           "PYTHONPATH": str(repo)}
+           "PYTHONPATH": str(repo), "PREFECT_LOGGING_LEVEL": "INFO"}  # whatever an earlier test left in os.environ
     log = open(home / "server.log", "w")
     proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=repo)

@@ -114,9 +114,16 @@ def _cli(args, env, **kwargs):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
 
 
-def test_sigkill_mid_step_then_rerun_matches_an_uninterrupted_run(tmp_path):
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": ""}
-    env.pop("PREFECT_API_URL")
+def _harness_env(tmp_path) -> dict[str, str]:
+    """The environment of a ``mel`` subprocess reporting to the session's test server (no temporary server of its
+    own to start, ~10 s a process; the ephemeral path is what the Ray ``--ray auto`` test's subprocess takes)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": PREFECT_API_URL.value()}
+
+
+def test_sigkill_mid_step_then_rerun_matches_an_uninterrupted_run(prefect_harness, tmp_path):
+    env = _harness_env(tmp_path)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
 
     proc = _cli(["run", TINY, "--run-dir", str(whole)], env)
@@ -145,12 +152,11 @@ def test_sigkill_mid_step_then_rerun_matches_an_uninterrupted_run(tmp_path):
     assert a == b
 
 
-def test_checkpoints_pruned_and_a_kill_right_after_a_prune_resumes_exactly(tmp_path, capsys):
+def test_checkpoints_pruned_and_a_kill_right_after_a_prune_resumes_exactly(prefect_harness, tmp_path, capsys):
     from mel.checkpoints import OPTIMIZER_FILE, is_pruned
     from mel.eval.plan import run_checkpoints
 
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
-    env.pop("PREFECT_API_URL", None)
+    env = _harness_env(tmp_path)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     keep = ["--set", "run.steps=3", "--set", "run.keep_checkpoints=1"]
     proc = _cli(["run", TINY, "--run-dir", str(whole), *keep], env)

@@ -54,13 +54,15 @@ def _placement(run_dir: Path, step: int, name: str) -> dict:
     return json.loads((run_dir / f"step_{step:04d}" / f"{name}.parquet.manifest.json").read_text())["placement"]
 
 
-def _task_runs(name: str) -> int:
-    """Task runs named ``name`` on the Prefect server this process reports to (the session's test server)."""
+def _task_runs(stage: str) -> int:
+    """Task runs of ``stage`` (named ``verify step 1``, ...) on the Prefect server this process reports to (the
+    session's test server)."""
     from prefect import get_client
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
 
+    names = [f"{stage} step {s + 1}" for s in range(STEPS)]
     with get_client(sync_client=True) as client:
-        return len(client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[name]))))
+        return len(client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=names))))
 
 
 @pytest.fixture(scope="module")

@@ -209,3 +209,14 @@ def test_a_step_built_from_a_table_with_an_extra_stage(prefect_harness, tmp_path
     finally:
         progress.stream = None
     assert "all 4 stages reused" in buf.getvalue()
+
+
+def test_the_step_flow_ships_to_ray_workers_without_the_tables_tests_register():
+    """prefect-ray sends the step flow (its function by value, with what it names) to every Ray worker; a worker
+    cannot import this test module, so the flow must not carry the table registry (which holds WITH_COUNT)."""
+    import ray.cloudpickle
+
+    from flows.train import train_step
+
+    assert "test-with-count" in STEP_TABLES
+    assert b"test_stage_table" not in ray.cloudpickle.dumps(train_step.with_options(name="shipped"))

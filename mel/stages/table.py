@@ -51,3 +51,9 @@ STEP = StepTable(
 
 STEP_TABLES: Registry[StepTable] = Registry("step table")
 STEP_TABLES.register("mel")(STEP)
+
+
+def step_table(name: str) -> StepTable:
+    """The table registered as ``name``. (Flows call this rather than naming the registry: a flow's function is
+    shipped by value to Ray workers with the objects it names, and the registry holds tables tests define.)"""
+    return STEP_TABLES.get(name)
