@@ -154,7 +154,9 @@ def test_a_triggered_runs_page_shows_its_stages_metrics_and_summary(served, trig
     ids = [run["id"], *(c["id"] for c in children)]
     assert len(children) == 2, children  # the two mel-step subflow runs
     arts = _post(served["api"], "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": ids}}, "limit": 50})
-    by_type = {(a["key"] or "").rsplit("-", 1)[-1]: a for a in arts if a["key"]}
+    by_type = {}  # the newest version of each (the metrics table has one per step)
+    for a in sorted((a for a in arts if a["key"]), key=lambda a: _timestamp(a["created"])):
+        by_type[a["key"].rsplit("-", 1)[-1]] = a
     assert {"progress", "metrics", "summary"} <= set(by_type), [a["key"] for a in arts]
     assert by_type["progress"]["data"] == 100.0
     metrics = json.loads(by_type["metrics"]["data"]) if isinstance(by_type["metrics"]["data"], str) \
