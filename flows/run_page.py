@@ -3,6 +3,7 @@ CLI's stage lines through the run logger, a progress artifact, the per-step metr
 step), the stages' own reports (meta-experiences, revisions) and a final summary with the checkpoint's location."""
 from __future__ import annotations
 
+import io
 import re
 
 from prefect import get_run_logger
@@ -15,6 +16,7 @@ from prefect.artifacts import (
 from prefect.exceptions import MissingContextError
 
 from mel.config import Config
+from mel.console import show
 from mel.progress import metrics_table, progress
 
 SHOWN = ("step", "reward_mean", "pass_rate", "mixed_group_rate", "loss", "kl", "clip_frac", "grad_norm", "entropy",
@@ -60,17 +62,13 @@ class RunPage:
         update_progress_artifact(self.progress_id, 100.0 * (step + 1) / self.steps)
 
     def run_done(self, metrics: list[dict], checkpoint: str) -> None:
-        import io
-
-        from rich.console import Console
-
-        console = Console(width=200, no_color=True, record=True, file=io.StringIO())
-        console.print(metrics_table(metrics))
+        table = io.StringIO()
+        show(metrics_table(metrics), table)  # the CLI's table, as plain text
         reused = len(progress.reused)
         total = reused + len(progress.computed)
         lines = [f"# Run `{self.run_dir}`", "", f"- steps: {len(metrics)}",
                  f"- last checkpoint: `{checkpoint}`", f"- metrics: `{self.run_dir.rstrip('/')}/metrics.parquet`",
                  f"- stages reused from cached artifacts: {reused} of {total}", "", "```",
-                 console.export_text().rstrip(), "```"]
+                 table.getvalue().rstrip(), "```"]
         create_markdown_artifact("\n".join(lines), key=f"{self.key}-summary",
                                  description=f"summary of {self.run_dir}")

@@ -24,13 +24,7 @@ def core_modules() -> list[str]:
 
 def imported_roots(path: Path) -> set[str]:
     """Every top-level module an ``import`` or ``from ... import`` anywhere in the file names (functions included)."""
-    roots = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            roots |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            roots.add(node.module.split(".")[0])
-    return roots
+    return {name.split(".")[0] for name in imported_modules(path)}
 
 
 def test_core_has_modules():

@@ -10,13 +10,12 @@ import json
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO
-from prefect_server import PREFECT, deployment_names, scheduled_runs, stop
+from prefect_server import PREFECT, deployment_names, get, scheduled_runs, stop
 from prefect_server import post as _post
 
 pytestmark = pytest.mark.slow
@@ -87,8 +86,7 @@ def _trigger(api: str, deployment: str, parameters: dict) -> str:
 
 
 def _flow_run(api: str, run_id: str) -> dict:
-    with urllib.request.urlopen(f"{api}/flow_runs/{run_id}", timeout=10) as resp:
-        return json.loads(resp.read())
+    return get(api, f"/flow_runs/{run_id}")
 
 
 def _wait(api: str, run_id: str, timeout: float = 600, after: float = 0.0) -> dict:
