@@ -1,20 +1,19 @@
 """The transformers rollout engine: batched sampling with a KV cache, on CPU or one CUDA device (``device``: the
 model's; `mel.models.resolve_device`), bit-reproducible on CPU for a given seed, batch size and thread count.
 
-Prompts are left-padded; each prompt is repeated ``n`` times and sampled in batches of ``batch_size`` sequences.
-The prompt ids go to the model's device and the sampled ids and log-probs come back as Python lists. The log-prob of
-each sampled token is taken from the raw logits divided by the temperature (top-p truncation, when used, is not
-renormalized into the reported log-probs: they are the policy's, which the update recomputes).
-``temperature == 0`` is greedy decoding (argmax at every step; the log-probs are then those of the untempered policy).
+Prompts are left-padded; each prompt is repeated ``n`` times and sampled in batches of ``batch_size`` sequences by
+the sampling loop of `mel.engines.decode` (a group's prompt prefilled once, finished rows leaving the batch). The prompt
+ids go to the model's device and the sampled ids and log-probs come back as Python lists. The log-prob of each sampled
+token is taken from the raw logits divided by the temperature (top-p truncation, when used, is not renormalized into
+the reported log-probs: they are the policy's, which the update recomputes). ``temperature == 0`` is greedy decoding
+(argmax at every step; the log-probs are then those of the untempered policy).
 """
 from __future__ import annotations
 
 from typing import Sequence
 
-import torch
-from transformers import LogitsProcessorList
-
 from mel.engines.base import ENGINES, PromptResult, Sample, TokenEngine
+from mel.engines.decode import decode
 
 
 @ENGINES.register("transformers")
@@ -75,48 +74,15 @@ class TransformersEngine(TokenEngine):
             out += [(s.text, len(s.token_ids) - schedule.forced_tokens(i)) for i, s in enumerate(samples)]
         return out
 
-    @torch.no_grad()
     def _sample_batch(
         self, prompt_ids: list[list[int]], temperature: float, max_tokens: int, seed: int, top_p: float,
         logits_processor=None,
     ) -> list[Sample]:
-        width = max(len(p) for p in prompt_ids)
-        device = self.model.device
-        input_ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompt_ids], device=device)  # [b, W]
-        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=device)  # [b, W]
-        torch.manual_seed(seed)  # seeds the CUDA generators too
-        greedy = temperature <= 0
-        sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature,
-                                                          "top_p": top_p, "top_k": 0}
-        out = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention,
-            **sampling,
-            max_new_tokens=max_tokens,
-            eos_token_id=sorted(self.stop_ids),
-            pad_token_id=self.pad_id,
-            output_logits=True,
-            return_dict_in_generate=True,
-            **({"logits_processor": LogitsProcessorList(logits_processor)} if logits_processor else {}),
-        )
-        new_tokens = out.sequences[:, width:]  # [b, T]
-        logits = torch.stack(out.logits, dim=1).float()  # [b, T, V]
-        logprobs = torch.log_softmax(logits / (1.0 if greedy else temperature), dim=-1)  # [b, T, V]
-        token_lp = logprobs.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)  # [b, T]
-        samples = []
-        for row, lp_row in zip(new_tokens.tolist(), token_lp.tolist()):
-            stop_at = next((i for i, t in enumerate(row) if t in self.stop_ids), None)
-            length = len(row) if stop_at is None else stop_at + 1
-            ids = row[:length]
-            samples.append(
-                Sample(
-                    text=self.tokenizer.decode(ids, skip_special_tokens=True),
-                    token_ids=ids,
-                    logprobs=lp_row[:length],
-                    finish_reason="length" if stop_at is None else "stop",
-                )
-            )
-        return samples
+        decoded = decode(self.model, prompt_ids, temperature=temperature, max_tokens=max_tokens, seed=seed,
+                         stop_ids=self.stop_ids, pad_id=self.pad_id, top_p=top_p,
+                         processor=logits_processor[0] if logits_processor else None)
+        return [Sample(text=self.tokenizer.decode(d.token_ids, skip_special_tokens=True), token_ids=d.token_ids,
+                       logprobs=d.logprobs, finish_reason="stop" if d.stopped else "length") for d in decoded]
 
     def generate_from_ids(
         self,
