@@ -130,7 +130,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     help="report Pass@K (repeatable; default: K = --samples, or a samples file's fewest per problem)")
     ev.add_argument("--out", default=None, metavar="DIR", help="eval directory (default for a run: RUN_DIR/eval)")
     ev.add_argument("--max-new-tokens", type=int, default=None, metavar="N")
-    ev.add_argument("--steps", choices=("all", "final"), default="all", help="a run's checkpoints to evaluate")
+    ev.add_argument("--steps", choices=("all", "final", "ends"), default="all",
+                    help="a run's checkpoints to evaluate (ends: the base model and the final checkpoint)")
     ev.add_argument("--path", default=None, metavar="FILE", help="the benchmark's file (path or fsspec URL)")
     ev.add_argument("--data-root", default=None, metavar="DIR", help="where benchmark files are (see --list)")
     ev.add_argument("--config", default=None, metavar="EVAL.yaml", help="default: configs/eval/default.yaml")

@@ -41,7 +41,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.ray:
         args.set = [*args.set, f"cluster.ray={args.ray}"]
     cfg = load_config(args.config, args.set, base=args.base)  # fail fast on a bad config, before any server starts
-    if not args.force_flow and _report_if_complete(cfg, args.run_dir or default_run_dir(cfg), config_hash(cfg)):
+    problem = _eval_problem(cfg)
+    if problem:
+        print(f"mel run: {problem}", file=sys.stderr)
+        return 2
+    run_dir = args.run_dir or default_run_dir(cfg)
+    if not args.force_flow and _report_if_complete(cfg, run_dir, config_hash(cfg)) and _ends_if_evaluated(cfg, run_dir):
         return 0
     problem = _isolation_problem(cfg) or _data_problem(cfg)
     if problem:
@@ -54,6 +59,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     train(config_path=args.config, overrides=list(args.set), run_dir=args.run_dir, base=args.base)
     return 0
+
+
+def _eval_problem(cfg) -> str:
+    """What is wrong with the config's ``eval`` section (an unknown benchmark, a missing eval config), said before
+    training instead of after it; "" when nothing is."""
+    from mel import artifacts
+    from mel.eval.benchmarks import BENCHMARKS
+
+    unknown = [name for name in cfg.eval.benchmarks if name not in BENCHMARKS.names()]
+    if unknown:
+        return f"eval.benchmarks: unknown {', '.join(unknown)}; known: {', '.join(BENCHMARKS.names())}"
+    if cfg.eval.config and not artifacts.exists(cfg.eval.config):
+        return f"eval.config: {cfg.eval.config} does not exist"
+    return ""
+
+
+def _ends_if_evaluated(cfg, run_dir: str) -> bool:
+    """A complete run whose ``eval`` section asks for the before/after evaluation: print it when every cell is
+    complete (True, no Prefect); False when some cell is missing (the flow then reuses every stage and evaluates)."""
+    if not cfg.eval.benchmarks:
+        return True
+    from mel import artifacts
+    from mel.eval.before_after import before_after
+    from mel.eval.plan import ends_request, plan_cells
+    from mel.progress import progress
+
+    req = ends_request(cfg, run_dir)
+    eval_dir, cells = plan_cells(req)
+    if not all(artifacts.is_complete(artifacts.join(c.folder(eval_dir), "problems.parquet")) for c in cells):
+        return False
+    progress.before_after(before_after(run_dir), run_dir)
+    return True
 
 
 def _isolation_problem(cfg) -> str:

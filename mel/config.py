@@ -282,6 +282,25 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class RunEvalConfig:
+    """What ``mel run`` evaluates once the last step is done (section ``eval``): the base model and the final
+    checkpoint on each benchmark (``mel eval RUN_DIR --steps ends``), then a before/after table with the paired
+    bootstrap CI of each difference (`mel.eval.before_after`). No benchmarks (the default): no evaluation. Not in the
+    config hash: it changes no training artifact."""
+
+    benchmarks: tuple[str, ...] = ()
+    """Benchmark names (``mel eval --list``), e.g. [easy_code_heldout, easy_code_train]."""
+    config: str | None = None
+    """An eval config (``configs/eval/*.yaml``: samplings, generation budget, data root), relative to the config file
+    that names it; default: ``mel eval``'s."""
+    limit: int | None = None
+    """The first N problems of each benchmark only."""
+
+    def __post_init__(self) -> None:
+        _check(self.limit is None or self.limit >= 1, "eval.limit", "null or at least 1")
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """Where a run's stages execute. Nothing here changes an artifact (the section is not in the config hash): a run
     through Ray gives the same metrics as the in-process path and reuses the same cached artifacts."""
@@ -324,6 +343,7 @@ class Config:
     revise: ReviseConfig = field(default_factory=ReviseConfig)
     run: RunConfig = field(default_factory=RunConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    eval: RunEvalConfig = field(default_factory=RunEvalConfig)
 
     def __post_init__(self) -> None:
         if self.revise.mode != "none":
@@ -410,6 +430,7 @@ _UNHASHED = {("run", "steps"), ("run", "runs_root"), ("run", "keep_checkpoints")
 
 # Where the policy runs is placement, not content (ModelConfig.device); left out like rollout.batch_size.
 _UNHASHED.add(("model", "device"))
+_UNHASHED |= {("eval", name) for name in ("benchmarks", "config", "limit")}  # what is evaluated after training
 
 
 class ConfigError(ValueError):
@@ -557,6 +578,9 @@ def _read_one(path: str) -> tuple[dict[str, Any], str | None]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     parent = raw.pop("base", None)
+    section = raw.get("eval")
+    if isinstance(section, dict) and isinstance(section.get("config"), str):  # relative to the file naming it
+        section["config"] = _resolve_relative(path, section["config"])
     if parent is not None and not isinstance(parent, str):
         raise ConfigError(f"{path}: base: must be a path to another config file, got {parent!r}")
     return raw, _resolve_relative(path, parent) if parent else None

@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mel.console import show, table
+from mel.eval.before_after import before_after_table
 
 METRIC_COLUMNS = (
     ("reward", "reward_mean", ".3f"),
@@ -107,6 +108,21 @@ class Progress:
             self._print(f"\nreused {len(self.reused)} of {total} stages: {', '.join(self.reused)}")
         self._print(f"wall time {wall:.1f}s | metrics {run_dir.rstrip('/')}/metrics.parquet | "
                     f"last checkpoint {checkpoint}")
+
+    def eval_start(self, benchmarks, cells: int) -> None:
+        self._print(f"\nevaluating the base model and the final checkpoint on {', '.join(benchmarks)} ({cells} cells)")
+
+    def before_after(self, rows, run_dir: str) -> None:
+        """The before/after table (`mel.eval.before_after`) and where the scores are."""
+        if not rows:
+            self._print("no score was evaluated at both the base model and the final checkpoint")
+            return
+        self._print(f"\nbefore and after training (base model vs step {rows[0].final_step}; final - base with its "
+                    "paired bootstrap 95% CI over problems):")
+        self._print(before_after_table(rows))
+        name = run_dir.rstrip("/").rsplit("/", 1)[-1]
+        self._print(f"eval dir {run_dir.rstrip('/')}/eval | a report with curves: mel report {run_dir} "
+                    f"--out reports/{name}")
 
 
 progress = Progress()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mel.data.easy_code import easy_code_problems
+from mel.data.easy_code import easy_code_problems, easy_code_split
 from mel.data.loaders import DatasetError, load_gsm8k, load_humaneval, load_math, load_mbpp
 from mel.data.toy import toy_regex_problems
 from mel.data.types import CodeTests, Problem
@@ -67,6 +67,16 @@ def known_tasksets() -> list[str]:
 @register_taskset("easy_code", description="built-in easy Python function tasks, io tests")
 def _easy_code() -> list[Problem]:
     return easy_code_problems()
+
+
+@register_taskset("easy_code_train", description="the train part of easy_code (the rest is held out: easy_code_heldout)")
+def _easy_code_train() -> list[Problem]:
+    return easy_code_split("train")
+
+
+@register_taskset("easy_code_heldout", description="the held-out part of easy_code (evaluate on it, do not train)")
+def _easy_code_heldout() -> list[Problem]:
+    return easy_code_split("heldout")
 
 
 @register_taskset("toy_regex", description="16 toy prompts checked by a regular expression", kind="regex")

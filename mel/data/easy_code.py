@@ -5,6 +5,11 @@ list, a short spec that completes the sentence "Write a Python function `name(pa
 body (lines joined with ``\\n``, indented by the builder) and 3-6 positional-argument lists. The expected outputs are
 not written by hand: they are computed once, in-process, by running the reference solution (our own trusted code) and
 kept as ``repr`` strings that ``ast.literal_eval`` reads back. Tasks come out in the order listed here.
+
+The split (`easy_code_split`): a fixed, seeded partition of the task names into a train part (the demo trains on it,
+taskset ``easy_code_train``) and a held-out part (``easy_code_heldout``, an eval benchmark the demo never trains on):
+``random.Random(SPLIT_SEED)`` shuffles the names sorted alphabetically and the first ``HELDOUT_SIZE`` are held out, so
+adding a task to the list moves at most a few others between the parts. Each part keeps the list's order.
 """
 from __future__ import annotations
 
@@ -12,12 +17,15 @@ import ast
 import copy
 import functools
 import math
+import random
 from typing import Any, Callable
 
 from mel.data.types import CodeTests, Problem
 
 INSTRUCTION = "Reply with only the function in a ```python code block."
 FLOAT_ATOL = 1e-6
+SPLIT_SEED = 0
+HELDOUT_SIZE = 40
 
 TaskSpec = tuple[str, str, str, str, list[list[Any]]]
 
@@ -326,3 +334,13 @@ def _build_all() -> tuple[Problem, ...]:
 def easy_code_problems() -> list[Problem]:
     """All easy code tasks, in a fixed order (built once per process, then copied out of the cache)."""
     return list(_build_all())
+
+
+def easy_code_split(part: str) -> list[Problem]:
+    """The ``train`` or ``heldout`` part of the easy code tasks (see the module docstring)."""
+    if part not in ("train", "heldout"):
+        raise ValueError(f"easy_code_split: part must be 'train' or 'heldout', not {part!r}")
+    names = sorted(task[0] for task in _TASKS)
+    random.Random(SPLIT_SEED).shuffle(names)
+    heldout = {f"easy/{name}" for name in names[:HELDOUT_SIZE]}
+    return [p for p in _build_all() if (p.problem_id in heldout) == (part == "heldout")]

@@ -337,10 +337,14 @@ def _taskset(name: str) -> Callable[..., list[EvalItem]]:
     return load
 
 
-# The built-in training task sets, so a run's validation curve can be drawn in distribution (they are what the demo
-# and tiny configs train on: not held out).
-_register(BenchmarkSpec("easy_code", "code", None, "the built-in easy Python tasks the demo trains on (not held out)",
+# The built-in task sets: easy_code and toy_regex (what the tiny config trains on) draw a run's validation curve in
+# distribution; easy_code_heldout is the demo's held-out split (`mel.data.easy_code.easy_code_split`).
+_register(BenchmarkSpec("easy_code", "code", None, "the built-in easy Python tasks, both parts (easy_code_train + easy_code_heldout)",
                         MAIN, _taskset("easy_code")))
+_register(BenchmarkSpec("easy_code_train", "code", None, "the train part of easy_code (what the demo trains on)",
+                        MAIN, _taskset("easy_code_train")))
+_register(BenchmarkSpec("easy_code_heldout", "code", None, "the held-out part of easy_code (the demo never trains "
+                        "on it)", MAIN, _taskset("easy_code_heldout")))
 _register(BenchmarkSpec("toy_regex", "regex", None, "the tiny config's toy regex prompts (not held out)", MAIN,
                         _taskset("toy_regex")))
 

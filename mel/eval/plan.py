@@ -42,7 +42,7 @@ class EvalRequest:
     temperature: float | None = None
     ks: tuple[int, ...] = ()
     max_new_tokens: int | None = None
-    steps: str = "all"  # a run's checkpoints: "all" or "final"
+    steps: str = "all"  # a run's checkpoints: "all", "final" or "ends" (the base model and the final checkpoint)
     path: str | None = None  # the benchmark file (one benchmark only)
     data_root: str | None = None
     samples_file: str | None = None
@@ -65,6 +65,13 @@ class EvalRequest:
                    fields=tuple((ours, theirs) for ours, theirs in pairs), **rest)
 
 
+def ends_request(cfg, run_dir: str) -> EvalRequest:
+    """The request a run config's ``eval`` section makes once training is done: its benchmarks at the base model and
+    the final checkpoint (`mel.config.RunEvalConfig`)."""
+    return EvalRequest(target=run_dir, benchmarks=cfg.eval.benchmarks, limit=cfg.eval.limit, steps="ends",
+                       config_path=cfg.eval.config)
+
+
 def request_samplings(req: EvalRequest, cfg: EvalConfig) -> tuple[Sampling, ...]:
     if req.samples is None and req.temperature is None:
         return cfg.samplings
@@ -80,8 +87,8 @@ def is_run_dir(target: str) -> bool:
 
 def run_checkpoints(run_dir: str, which: str = "all") -> tuple[list[Checkpoint], GenerationConfig]:
     """A run's base model (step 0) and every complete ``step_NNNN/checkpoint`` (step NNNN + 1) whose weights were
-    kept (pruned ones are named on stderr), or only the last (``which="final"``), with the run's own generation
-    settings (engine, chat template, system prompt, dtype)."""
+    kept (pruned ones are named on stderr), or only the last (``which="final"``), or the base and the last
+    (``"ends"``), with the run's own generation settings (engine, chat template, system prompt, dtype)."""
     from mel.config import load_config
     from mel.models import resolve_model
     from mel.stages.step import step_dir
@@ -102,8 +109,10 @@ def run_checkpoints(run_dir: str, which: str = "all") -> tuple[list[Checkpoint],
               f"(run.keep_checkpoints, run.keep_every) and are not evaluated: {', '.join(pruned)}", file=sys.stderr)
     if which == "final":
         found = found[-1:]
+    elif which == "ends":
+        found = [found[0], found[-1]] if len(found) > 1 else found
     elif which != "all":
-        raise ValueError(f"which must be 'all' or 'final', not {which!r}")
+        raise ValueError(f"which must be 'all', 'final' or 'ends', not {which!r}")
     generation = GenerationConfig(engine=cfg.rollout.engine, dtype=cfg.model.dtype,
                                     use_chat_template=cfg.rollout.use_chat_template,
                                     system_prompt=cfg.rollout.system_prompt, batch_size=cfg.rollout.batch_size)
