@@ -48,6 +48,8 @@ class BuildContext:
     policy: LazyEngine
     mel: MelConfig
     seed: int
+    count_tokens: Callable[[str], int] | None = None
+    """Tokens of a text under the policy's tokenizer (the template builder holds M to 50-80 of them)."""
 
 
 BuilderFn = Callable[[Sequence[PairInput], BuildContext], list[Built]]
@@ -96,7 +98,7 @@ def build_from_template(pairs: Sequence[PairInput], ctx: BuildContext) -> list[B
     return [
         Built(
             build_template(p.problem.prompt, p.y_plus, p.y_minus, p.minus_status, p.minus_detail,
-                           bifurcation=ctx.mel.bifurcation),
+                           bifurcation=ctx.mel.bifurcation, count_tokens=ctx.count_tokens),
             retro_context_code(p.problem.prompt, p.y_plus, p.y_minus, p.minus_status, p.minus_detail),
         )
         for p in pairs
