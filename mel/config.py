@@ -182,9 +182,11 @@ class MelConfig:
     """lambda in J = J_RL + lambda * J_NLL (MEL-Code: 0.004; MEL's joint objective is lambda = 1)."""
     nll_coef_mode: Literal["fixed", "calibrated"] = "fixed"
     """``calibrated``: each optimizer step sets lambda so that ||lambda * grad J_NLL|| = nll_grad_ratio *
-    ||grad J_RL|| (``nll_coef`` is used when the RL gradient is zero)."""
-    nll_grad_ratio: float = 0.1
-    """``calibrated`` only: target ratio of the NLL gradient norm to the RL gradient norm."""
+    ||grad J_RL|| (``nll_coef`` is used when the RL gradient is zero). Either way the measured ratio
+    ||lambda * grad J_NLL|| / ||grad J_RL|| is reported per step (metrics column ``nll_rl_grad_ratio``)."""
+    nll_grad_ratio: float = 1.0
+    """``calibrated`` only: target ratio of the NLL gradient norm to the RL gradient norm. 1: "comparable", the
+    MEL-Code paper's rule for choosing lambda."""
     max_experiences: int = 16
     """K: at most this many accepted meta-experiences enter the NLL term per step (a seeded draw; MEL-Code: 16)."""
     max_new_tokens: tuple[int, int, int] = (48, 160, 96)
@@ -216,23 +218,25 @@ class ReviseConfig:
 
     mode: Literal["none", "rmel", "extra"] = "none"
     """``rmel``: truncate a failed rollout y- and let the policy continue it (prefix-primed revision), the first
-    passing continuation that keeps the prefix becomes y+ of a pair (y_rev, y-); ``extra`` (MEL+Extra): the same
-    per-group generation budget spent on fresh rollouts of the prompt (attempt k may generate as many tokens as R-MEL's
-    attempt k could), a passing one pairs with y-; ``none``: all-negative groups are discarded (MEL)."""
+    passing continuation that keeps the prefix constraint becomes y+ of a pair (y_rev, y-); ``extra`` (MEL+Extra):
+    R-MEL's token allowance for the group (the new tokens its B attempts may generate) spent on fresh full-length
+    rollouts of the prompt (``mel.experience.revise.extra_batch``), a passing one pairs with y-; ``none``:
+    all-negative groups are discarded (MEL)."""
     seed_rule: Literal["longest", "max_logprob"] = "longest"
     """Which failed rollout seeds the revision (``mel.experience.revise.SEED_RULES``)."""
     taus: tuple[float, float, float] = (0.7, 0.5, 0.3)
     """Truncation schedule: the prefix keeps floor(tau * |y-|) tokens, tried in this order."""
     budget: int = 4
     """B: continuation attempts per all-negative group, across the schedule (cycled)."""
-    lcp_tau: float | None = None
-    """Accept a passing revision iff LCP(y_rev, y-)/|y-| >= this; null uses each attempt's own tau; 0 accepts any
-    passing revision (the tau=0 ablation)."""
+    lcp_tau: float = 0.3
+    """R-MEL's prefix constraint (section 4: "prefix constraint tau = 0.3"), applied to every attempt: a passing
+    revision is accepted iff LCP(y_rev, y-) / |y-| >= lcp_tau; 0 accepts any passing revision (the paper's
+    "w/o prefix" ablation, ``rmel_tau0``)."""
 
     def __post_init__(self) -> None:
         _check(all(0 < t <= 1 for t in self.taus), "revise.taus", "three ratios in (0, 1]")
         _check(self.budget >= 1, "revise.budget", "at least 1")
-        _check(self.lcp_tau is None or 0 <= self.lcp_tau <= 1, "revise.lcp_tau", "null or in [0, 1]")
+        _check(0 <= self.lcp_tau <= 1, "revise.lcp_tau", "in [0, 1]")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ micro-batches for gradient accumulation, with per-token loss weights chosen so t
 the whole mini-batch's. Each optimizer step minimizes ``L_RL + lambda * L_NLL`` (MEL eq. 7, MEL-Code eq. 2-3):
 
 - experiences are dealt round-robin over the mini-batches of each epoch (all in the one mini-batch by default);
-  a step's L_NLL is the mean over its experiences of each one's token-mean NLL (``mel.algos.nll``);
+  a step's L_NLL is the mean over its experiences of each one's token-mean NLL (``mel.algos.nll``): MEL eq. 7's
+  expectation over the pool of validated M, not eq. 10's per-prompt mean added to each prompt's objective (the two
+  agree when every prompt with an M has one, as with MEL-Code's one pair per prompt);
 - a step with experiences backwards L_RL, sets its gradient aside, backwards L_NLL, and steps on
   ``g_RL + lambda * g_NLL`` (clipped as a whole): the two gradients are measured separately so that lambda can be
   calibrated to a target norm ratio (``nll_coef_mode=calibrated``); a step without experiences is exactly the
@@ -162,7 +164,8 @@ def save_checkpoint(model, tokenizer, optimizer: torch.optim.Optimizer | None, o
 
 Padded = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # pad_batch's [n, S], [n, S], [n, S], [n, Lc]
 STAT_KEYS = ("loss", "pg_loss", "kl", "clip_frac", "entropy", "entropy_tokens", "tokens", "trained_tokens",
-             "grad_norm", "grad_norm_rl", "grad_norm_nll", "nll_loss", "nll_coef", "steps", "nll_steps")
+             "grad_norm", "grad_norm_rl", "grad_norm_nll", "nll_loss", "nll_coef", "steps", "nll_steps",
+             "nll_rl_grad_ratio", "ratio_steps")
 
 
 @dataclass(frozen=True)
@@ -321,6 +324,9 @@ def _add_nll_gradient(model, params: list[torch.Tensor], experiences: Padded, ro
         p.grad = g_nll.mul_(coef).add_(g_rl)
     totals["grad_norm_rl"] += rl_norm
     totals["grad_norm_nll"] += nll_norm
+    if rl_norm > 0:  # the measured ratio ||lambda * g_NLL|| / ||g_RL|| (what calibration sets, what a fixed lambda gets)
+        totals["nll_rl_grad_ratio"] += coef * nll_norm / rl_norm
+        totals["ratio_steps"] += 1
     totals["nll_loss"] += nll_loss
     totals["nll_coef"] += coef
     totals["nll_steps"] += 1
@@ -352,7 +358,9 @@ def policy_update(
 
     Stats (means over optimizer steps; the NLL ones over the steps that had experiences, 0.0 if none): ``loss``
     (L_RL + lambda * L_NLL), ``pg_loss``, ``kl``, ``clip_frac``, ``entropy``, ``grad_norm`` (combined, before
-    clipping), ``grad_norm_rl``, ``grad_norm_nll``, ``nll_loss`` (L_NLL), ``nll_coef`` (lambda), ``lr``,
+    clipping), ``grad_norm_rl``, ``grad_norm_nll``, ``nll_rl_grad_ratio`` (||lambda * g_NLL|| / ||g_RL||, the
+    norm ratio the papers calibrate lambda by, measured in either mode; None when no step had both gradients),
+    ``nll_loss`` (L_NLL), ``nll_coef`` (lambda), ``lr``,
     ``train_tokens_per_s``, and the counts ``num_kept_samples``, ``num_experiences``, ``experience_tokens``."""
     base = BASE_ALGORITHMS.get(algo.name)
     coef_fn = NLL_COEF_MODES.get(nll_coef_mode)
@@ -408,6 +416,7 @@ def _summarize(totals: dict[str, float], use_kl: bool, elapsed: float) -> dict[s
         "grad_norm_nll": totals["grad_norm_nll"] / nll_steps,
         "nll_loss": totals["nll_loss"] / nll_steps,
         "nll_coef": totals["nll_coef"] / nll_steps,
+        "nll_rl_grad_ratio": (totals["nll_rl_grad_ratio"] / totals["ratio_steps"]) if totals["ratio_steps"] else None,
         "entropy": totals["entropy"] / entropy_tokens,
         "train_tokens_per_s": totals["trained_tokens"] / elapsed if elapsed > 0 else 0.0,
     }

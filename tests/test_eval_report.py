@@ -16,6 +16,7 @@ from mel.config import config_hash, load_config, to_yaml
 from mel.eval import plots, tables
 from mel.eval import report as rep
 from mel.eval.report import ScoreKey, build_report, config_changes
+from mel.eval.tables import MISSING
 from mel.eval.runs import flatten_config
 from mel.eval.stats import paired_bootstrap
 from mel.schemas import EVAL_PROBLEMS, EVAL_SUMMARY, METRICS
@@ -412,3 +413,32 @@ def test_old_config_and_a_benchmark_not_evaluated_at_the_final_step(tmp_path):
     assert any("humaneval_plus (base) pass@1 was evaluated up to step 2" in w for w in report.warnings)
     assert he in report.peaks and report.peaks[he] == {"mel_code": (2, 0.5)}  # still on the validation curve
     assert he not in report.keys  # but not in the main table
+
+
+def test_training_diagnostics_by_hand(tmp_path):
+    """The NLL/RL gradient-norm ratio (mean and range over steps with M), R-MEL's prefix-constraint rejections and
+    the token match (summed tokens / summed allowance) of each run; a GRPO run has no row."""
+    dirs = []
+    for method, extra in (("grpo", None), ("mel_code", None), ("rmel", (3, 0.5)), ("mel_extra", (0, 1.0))):
+        run_dir = tmp_path / f"{method}-0123456789"
+        write_config(run_dir, method)
+        rows = []
+        for s in range(2):
+            row = dict.fromkeys(METRICS.names)
+            row.update(step=s, reward_mean=0.1, p_pair=0.5)
+            if method != "grpo":
+                row.update(nll_coef=0.004, nll_rl_grad_ratio=(0.2, None)[s] if method == "mel_code" else 1.5 + s)
+            if extra:
+                row.update(revise_groups=2, filter_rejections=extra[0] + s, revision_tokens=int(100 * extra[1]),
+                           token_allowance=100, token_match=extra[1])
+            rows.append(row)
+        artifacts.write_rows(str(run_dir / "metrics.parquet"), rows, METRICS, steps=2)
+        dirs.append(str(run_dir))
+    rep = build_report(dirs, str(tmp_path / "report"), n_resamples=R)
+    text = rep.markdown.split("## Training diagnostics", 1)[1].split("\n## ", 1)[0]
+    lines = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+             for line in text.splitlines() if line.startswith("| ") and "---" not in line and "run" not in line[:6]}
+    assert "grpo" not in lines
+    assert lines["mel_code"] == ["2", "0.004", "0.2", "0.2–0.2", MISSING, MISSING, MISSING, MISSING]
+    assert lines["rmel"] == ["2", "0.004", "2", "1.5–2.5", "4", "7", "100/200", "0.500"]
+    assert lines["mel_extra"] == ["2", "0.004", "2", "1.5–2.5", "4", "1", "200/200", "1.000"]

@@ -33,7 +33,7 @@ from conftest import REPO
 
 pytestmark = pytest.mark.slow
 SEED = 1208  # fixed: the same kill points every run
-CONFIG, BASE = str(REPO / "configs" / "methods" / "rmel.yaml"), str(REPO / "configs" / "tiny.yaml")
+CONFIG, BASE = str(REPO / "configs" / "methods" / "rmel_code.yaml"), str(REPO / "configs" / "tiny.yaml")
 OVERRIDES = ["run.steps=1", "data.prompts_per_step=4", "rollout.group_size=4"]
 ORDER = ["rollout", "verify", "pair", "revise", "extract", "replay", "update"]  # the run's stages (progress names)
 KILLED = ORDER + ["checkpoint"]  # the kill cases: "checkpoint" is the update's checkpoint write

@@ -261,3 +261,70 @@ def test_the_batched_rounds_make_the_same_attempts_as_revise_one_seed_at_a_time(
               for i, s in enumerate(seeds)]
     assert batched == single
     assert calls == [([0, 1, 2, 3], 0), ([0, 1, 3], 1), ([1, 3], 2), ([1, 3], 3)]  # a rescued seed leaves the rounds
+
+
+# --- the paper's prefix constraint (tau = 0.3 on every attempt) and the filter-rejection count --------------------
+
+def test_prefix_constraint_rejects_a_passing_revision_that_leaves_y_minus_at_the_seam():
+    # |y-| = 7, the schedule's tau = 0.3 attempt keeps floor(2.1) = 2 tokens; diverging at once gives LCP 2/7 < 0.3
+    rev = revise(FailedRollout(0, Y7), (0.3,), 1, 0.3, FakePolicy([(999,)]), verifier([True]))
+    assert rev.attempts[0].passed and not rev.accepted and rev.y_rev is None
+    assert rev.filter_rejections == 1
+
+
+def test_prefix_constraint_accepts_a_passing_revision_that_keeps_the_prefix():
+    # the same seed at tau = 0.7 (4 tokens kept: LCP 4/7 >= 0.3), and at tau = 0.3 once y-'s next token is repeated
+    rev = revise(FailedRollout(0, Y7), (0.7,), 1, 0.3, FakePolicy([(999,)]), verifier([True]))
+    assert rev.accepted and rev.filter_rejections == 0
+    rev = revise(FailedRollout(0, Y7), (0.3,), 1, 0.3, FakePolicy([(202, 999)]), verifier([True]))
+    assert rev.accepted and rev.y_rev == (200, 201, 202, 999)
+
+
+def test_the_constraint_is_applied_to_every_attempt_and_counts_each_rejection():
+    # 0.3 first (rejected: LCP 2/7), then 0.3 again (rejected), then 0.7 (accepted): two passing revisions thrown away
+    policy = FakePolicy([(999,), (998,), (997,)])
+    rev = revise(FailedRollout(0, Y7), (0.3, 0.3, 0.7), 3, 0.3, policy, verifier([True, True, True]))
+    assert [a.accepted for a in rev.attempts] == [False, False, True] and rev.filter_rejections == 2
+    # the "w/o prefix" ablation (tau = 0) keeps the first of them
+    rev0 = revise(FailedRollout(0, Y7), (0.3, 0.3, 0.7), 3, 0.0, FakePolicy([(999,)] * 3), verifier([True] * 3))
+    assert rev0.accepted and rev0.num_attempts == 1 and rev0.filter_rejections == 0
+
+
+# --- MEL+Extra: full-length fresh rollouts within R-MEL's token allowance -------------------------------------------
+
+def test_token_allowance_is_what_rmel_may_generate_on_the_seed():
+    from mel.experience.revise import token_allowance
+
+    # |y-| = 128, max_new 128, taus 0.7, 0.5, 0.3, 0.7: caps 128 - 89, 128 - 64, 128 - 38, 128 - 89
+    assert token_allowance(128, PAPER_TAUS, 4, 128) == 39 + 64 + 90 + 39
+    assert token_allowance(10, PAPER_TAUS, 1, 16) == 16 - 7
+    assert token_allowance(128, (0.7,), 2, 50) == 2  # a prefix longer than the budget still gets one token
+
+
+def test_extra_rollouts_are_full_length_and_match_the_allowance_per_group():
+    from mel.experience.revise import extra_batch
+
+    lengths = {0: [128, 128, 128], 1: [20, 50, 128, 128], 2: [10]}  # what each group's rollouts would generate
+    passes = {2: 0}  # group 2 passes at its first rollout
+    calls: list[tuple[list[int], list[int]]] = []
+
+    def sample(positions, caps, k):
+        calls.append((list(positions), list(caps)))
+        return [Continuation(tuple(range(min(lengths[i][k], c))), "") for i, c in zip(positions, caps)]
+
+    out = extra_batch([232, 232, 232], 128, sample, lambda positions, rollouts, k: [passes.get(i) == k
+                                                                                     for i in positions])
+    assert calls[0] == ([0, 1, 2], [128, 128, 128])  # every rollout may use the full budget ...
+    assert calls[1] == ([0, 1], [104, 128])  # ... except where the allowance left is smaller
+    g0, g1, g2 = out
+    assert [a.max_tokens for a in g0.attempts] == [128, 104] and g0.spent == 232 and g0.token_match == 1.0
+    assert [a.generated_tokens for a in g1.attempts] == [20, 50, 128, 34] and g1.spent == 232  # short ones leave room
+    assert g2.accepted and g2.spent == 10 and g2.token_match == pytest.approx(10 / 232)
+    assert not g0.accepted and not g1.accepted
+
+
+def test_extra_charges_an_empty_rollout_one_token_so_it_ends():
+    from mel.experience.revise import extra_batch
+
+    (o,) = extra_batch([3], 128, lambda p, caps, k: [Continuation((), "") for _ in p], lambda p, r, k: [False] * len(p))
+    assert len(o.attempts) == 3 and o.spent == 3

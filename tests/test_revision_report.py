@@ -30,7 +30,8 @@ def attempt(step: int, prompt_index: int, problem_id: str, k: int, tau: float, g
     return {"step": step, "prompt_index": prompt_index, "problem_id": problem_id, "mode": mode,
             "seed_sample_index": 0, "seed_tokens": 100, "seed_mean_logprob": logprob, "group_failed": 8,
             "attempt": k, "tau": tau, "prefix_tokens": int(tau * 100) if mode == "rmel" else 0,
-            "generated_tokens": gen, "passed": passed, "lcp": lcp, "accepted": accepted, "status": "ok", "text": ""}
+            "generated_tokens": gen, "max_tokens": 128, "token_allowance": 200, "passed": passed, "lcp": lcp,
+            "accepted": accepted, "status": "ok", "text": ""}
 
 
 # Step 0: problems A, B, C all-negative (3 of 8 groups). Step 1: D, and B again.
@@ -71,6 +72,7 @@ def test_step_summary_by_hand():
     assert list(s["success_rate_per_tau"]) == ["0.7", "0.5", "0.3"]  # schedule order
     assert s["success_rate_per_tau"] == pytest.approx({"0.7": 0.25, "0.5": 0.5, "0.3": 0.0})
     assert s["passed_rejected_by_lcp"] == 1
+    assert s["token_match"] == pytest.approx(280 / (3 * 200))  # tokens over the 3 groups' allowances
 
 
 def test_step_summary_without_revisions_and_bad_arguments():
@@ -109,6 +111,9 @@ def test_group_table_by_hand():
                                                               (1, "D"): None, (1, "B"): 0.7}
     assert {k: (g["attempts"], g["generated_tokens"]) for k, g in got.items()} == {
         (0, "A"): (2, 80), (0, "B"): (4, 180), (0, "C"): (1, 20), (1, "D"): (4, 40), (1, "B"): (1, 15)}
+    assert {k: g["filter_rejections"] for k, g in got.items()} == {(0, "A"): 0, (0, "B"): 1, (0, "C"): 0,
+                                                                   (1, "D"): 0, (1, "B"): 0}
+    assert got[(0, "B")]["token_match"] == pytest.approx(180 / 200)
     assert list(groups[0]) == GROUP_SCHEMA.names
 
 

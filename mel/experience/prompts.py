@@ -5,7 +5,10 @@ papers describe but do not print (MEL-Code's retrospective context, the Self-Cri
   the correct one (Solution 2), in the order Appendix C gives them.
 - ``VALIDATION_PROMPT`` (empirical validation via replay): filled with the rendered meta-experience and the question.
 - ``SELF_CRITIQUE_PROMPT`` (ours): the Self-Critique NLL baseline's instruction; it sees one failing solution only.
-- ``retro_context_code`` (ours): MEL-Code's C_retro = [x, y+, y-] as one user turn, without an instruction.
+- ``retro_context_code`` (ours): MEL-Code's C_retro = [x, y+, y-, v-] as one user turn, without an instruction.
+  v- (the verifier's result for y-: its status and detail) is our addition to the paper's [x, y+, y-]: the template
+  M names the category decided from that status and quotes the detail ("returned A, expected B"), and the NLL term
+  should not train the policy to state test outcomes its context does not show.
 """
 from __future__ import annotations
 
@@ -129,10 +132,24 @@ def self_critique_prompt(question: str, y_minus: str) -> str:
     return SELF_CRITIQUE_PROMPT.format(question=question, error_ans=y_minus)
 
 
-def retro_context_code(question: str, y_plus: str | None, y_minus: str) -> str:
-    """MEL-Code's C_retro = [x, y+, y-] (or [x, y-] without a pair) as one user turn."""
+VERDICT_CHARS = 1000  # the verdict detail shown in C_retro (the template quotes at most 64 characters of its start)
+
+
+def verdict_feedback(status: str, detail: str) -> str:
+    """v-: the verifier's result for y- as C_retro shows it (its status, and its detail without the program's output,
+    which the template never quotes)."""
+    detail = str(detail).split(" | output:")[0].strip()[:VERDICT_CHARS]
+    return f"Test result of the failing solution: {status}" + (f": {detail}" if detail else "")
+
+
+def retro_context_code(question: str, y_plus: str | None, y_minus: str, minus_status: str | None = None,
+                       minus_detail: str = "") -> str:
+    """MEL-Code's C_retro = [x, y+, y-] (or [x, y-] without a pair) as one user turn, followed by v-
+    (``verdict_feedback``) when ``minus_status`` is given."""
     parts = [f"<question>\n{question}\n</question>"]
     if y_plus is not None:
         parts.append(f"Passing solution:\n<answer>\n{y_plus}\n</answer>")
     parts.append(f"Failing solution:\n<answer>\n{y_minus}\n</answer>")
+    if minus_status is not None:
+        parts.append(verdict_feedback(minus_status, minus_detail))
     return "\n".join(parts)

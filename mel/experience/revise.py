@@ -3,8 +3,8 @@ seed from, where to truncate it, and when a continuation counts as a revision y+
 
 For an all-negative group (|Y+| = 0): pick a seed y- from Y- (``SEED_RULES``); for each truncation ratio tau of the
 schedule (0.7, 0.5, 0.3) keep the prefix p_tau = y-[:floor(tau * |y-|)], let the policy continue it (one continuation
-= one attempt), verify y+_rev = p_tau + continuation, and accept it iff it passes and LCP(y+_rev, y-) / |y-| >= tau.
-The first accepted revision ends the search; the pair (y+_rev, y-) then goes to ordinary MEL extraction.
+= one attempt), verify y+_rev = p_tau + continuation, and accept it iff it passes and meets the prefix constraint
+LCP(y+_rev, y-) / |y-| >= lcp_tau (0.3 on every attempt, section 4). The first accepted revision ends the search; the pair (y+_rev, y-) then goes to ordinary MEL extraction.
 
 Generation and verification are callbacks (``continue_fn``, ``verify_fn``), so this module imports no model, engine
 or sandbox; the revise stage wires them to the policy and the verifier.
@@ -16,12 +16,25 @@ Departures from the paper, and choices it leaves open:
   are spent: with B = 4 and taus (0.7, 0.5, 0.3) the attempts use 0.7, 0.5, 0.3, 0.7. Each attempt gets its index
   (``continue_fn(prefix, attempt=k)``) so the caller can sample it with a different seed; a repeated tau is a fresh
   sample, not a replay.
-- LCP threshold. Section 3.2 compares the LCP ratio with the truncation ratio tau of the attempt; section 4 reports a
-  single "prefix constraint tau = 0.3" (and tau = 0 for the no-prefix ablation). ``lcp_tau=None`` is the section
-  3.2 reading (threshold = the attempt's tau); a number is a fixed threshold (0.3 for section 4, 0 accepts any
-  passing revision). Under the section 3.2 reading, when tau * |y-| is not an integer the kept prefix
-  (floor(tau * |y-|) tokens) is shorter than tau * |y-|, so the continuation must itself reproduce y-'s next token(s)
-  to be accepted (e.g. |y-| = 7, tau = 0.5: 3 tokens are kept, 4 common tokens are needed). We keep that literally.
+- The prefix constraint. Section 3.2 compares the LCP ratio with the truncation ratio tau of the attempt; section 4
+  runs "prefix constraint tau = 0.3" (and tau = 0 for the "w/o prefix" row of table 2, "accepting any correct
+  revision"). We follow section 4: one fixed threshold ``lcp_tau`` (config default 0.3) applied to every attempt,
+  and 0 for the ablation. ``lcp_tau=None`` (the section 3.2 reading) is still accepted by this module but no shipped
+  config uses it: since y+_rev = p_tau + continuation, LCP >= floor(tau * |y-|) by construction, so that test passes
+  exactly when tau * |y-| is whole and otherwise only when the first new token repeats y-'s next one: acceptance
+  would hinge on |y-| mod 10 and one token.
+  What the fixed 0.3 does: on attempts at tau 0.7 and 0.5 it holds by construction (for |y-| >= 2); on the attempts
+  at tau 0.3 (the paper's schedule's last ratio) it holds when 0.3 * |y-| is whole, else only if the continuation's
+  first token is y-'s next token: the paper writes the test as a ratio, and we keep it literally (written as
+  floor(0.3 * |y-|) tokens, it could never reject a passing revision). Every passing revision the constraint
+  rejects is counted (``Revision.filter_rejections``, the revise stage's ``filter_rejections`` metric), so a reader
+  sees per step how far ``rmel`` and ``rmel_tau0`` can differ at all.
+- MEL+Extra, the compute-matched control (``extra_batch``). The paper says only "additional rollouts for
+  all-negative groups (compute-matched control)". We match by generated tokens: a group gets R-MEL's allowance for
+  its seed, sum over the B attempts of ``max_new_tokens - floor(tau_k * |y-|)`` (``token_allowance``: what R-MEL may
+  generate on it), spent on fresh rollouts of the prompt, each allowed the full ``max_new_tokens`` (the last one cut
+  to what is left), until one passes or the allowance is spent. The number of fresh rollouts thus varies by group
+  (shorter rollouts leave room for more); spent / allowance is the per-group token match.
 - Exact arithmetic. floor(tau * |y-|) and the test LCP / |y-| >= threshold are done on ``Fraction(str(tau))``, the
   decimal the user wrote, not on the binary float: 0.7 * 10 is 7 (the float product 0.7 * 10 happens to round to 7.0,
   but e.g. 0.29 * 100 = 28.999999999999996 would floor to 28). ``lcp_ratio`` itself returns a float, for reporting.
@@ -93,6 +106,11 @@ class Revision:
     @property
     def num_attempts(self) -> int:
         return len(self.attempts)
+
+    @property
+    def filter_rejections(self) -> int:
+        """Attempts whose revision passed the verifier but not the prefix constraint."""
+        return sum(a.passed and not a.accepted for a in self.attempts)
 
 
 class ContinueFn(Protocol):
@@ -232,3 +250,73 @@ def revise(y_minus: FailedRollout, taus: Sequence[float], budget: int, lcp_tau: 
         lambda _, prefixes, k: [continue_fn(prefixes[0], attempt=k)],
         lambda _, y_revs, conts: [verify_fn(y_revs[0], conts[0])],
     )[0]
+
+
+def token_allowance(num_tokens: int, taus: Sequence[float], budget: int, max_new_tokens: int) -> int:
+    """New tokens R-MEL's ``budget`` attempts on a seed of ``num_tokens`` tokens may generate: attempt k continues
+    p_tau_k and may add ``max(max_new_tokens - floor(tau_k * |y-|), 1)`` tokens (the schedule cycled as in
+    ``revise_batch``). MEL+Extra's budget for the same group."""
+    exact_taus, _ = _check_schedule(taus, budget, None)
+    return sum(max(max_new_tokens - _prefix_len(num_tokens, exact_taus[k % len(taus)]), 1) for k in range(budget))
+
+
+@dataclass(frozen=True)
+class ExtraAttempt:
+    attempt: int  # 0.. within the group
+    max_tokens: int  # the cap this fresh rollout was sampled with: max_new_tokens, or what was left of the allowance
+    generated_tokens: int
+    passed: bool
+
+
+@dataclass(frozen=True)
+class ExtraOutcome:
+    """MEL+Extra on one all-negative group: the fresh rollouts drawn within its token allowance."""
+    allowance: int
+    attempts: tuple[ExtraAttempt, ...]
+
+    @property
+    def accepted(self) -> bool:
+        return any(a.passed for a in self.attempts)
+
+    @property
+    def spent(self) -> int:
+        """Tokens charged to the allowance (at least one per rollout, so an empty rollout still costs)."""
+        return sum(max(a.generated_tokens, 1) for a in self.attempts)
+
+    @property
+    def token_match(self) -> float:
+        """spent / allowance: 1.0 when the allowance was used up, less when a rollout passed first."""
+        return self.spent / self.allowance if self.allowance else 0.0
+
+
+# (group positions, each rollout's token cap, round) -> one fresh rollout per group
+BatchSampleFn = Callable[[list[int], list[int], int], list[Continuation]]
+BatchPassFn = Callable[[list[int], list[Continuation], int], list[bool]]  # (group positions, rollouts, round)
+
+
+def extra_batch(allowances: Sequence[int], max_new_tokens: int, sample_batch: BatchSampleFn,
+                verify_batch: BatchPassFn) -> list[ExtraOutcome]:
+    """MEL+Extra, token-matched: round k draws one fresh rollout for every group that has neither passed nor spent
+    its allowance, capped at ``min(max_new_tokens, allowance left)`` (one batched ``sample_batch`` call, one
+    ``verify_batch`` call); a group stops at its first passing rollout."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens!r}")
+    attempts: list[list[ExtraAttempt]] = [[] for _ in allowances]
+    left = [int(a) for a in allowances]
+    done: set[int] = set()
+    k = 0
+    while True:
+        open_ = [i for i in range(len(allowances)) if i not in done and left[i] > 0]
+        if not open_:
+            break
+        caps = [min(max_new_tokens, left[i]) for i in open_]
+        rollouts = sample_batch(open_, caps, k)
+        passed = verify_batch(open_, rollouts, k)
+        for i, cap, r, ok in zip(open_, caps, rollouts, passed):
+            n = min(len(r.token_ids), cap)
+            attempts[i].append(ExtraAttempt(attempt=k, max_tokens=cap, generated_tokens=n, passed=bool(ok)))
+            left[i] -= max(n, 1)
+            if ok:
+                done.add(i)
+        k += 1
+    return [ExtraOutcome(int(a), tuple(t)) for a, t in zip(allowances, attempts)]

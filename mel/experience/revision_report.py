@@ -6,7 +6,7 @@ compute-matched control). A *group* is one all-negative prompt of one step, (ste
 when one of its attempts was accepted.
 
 - ``step_summary``: one step's counts and rates (rescue rate, success per truncation ratio tau, passing
-  continuations thrown away by the LCP filter).
+  continuations thrown away by the prefix constraint, the token match: tokens generated / R-MEL's allowance).
 - ``run_analytics``: a per-group table (``GROUP_SCHEMA``) and a by-bucket table (``BUCKET_SCHEMA``): revision success
   by prompt difficulty, by log-prob quintile of the seed (R-MEL figure 3 (a), (b)) and by tau.
 - ``write_analytics``: both tables as Parquet artifacts (data first, manifest last, ``mel.artifacts``).
@@ -60,6 +60,9 @@ GROUP_SCHEMA = pa.schema([  # ``revision_groups.parquet``: one row per all-negat
     ("logprob_quintile", pa.int32()),  # 1..5 by seed_mean_logprob over the run, 1 = lowest; null without a log-prob
     ("accepted_tau", pa.float64()),  # tau of the accepted attempt; null if not rescued
     ("lcp", pa.float64()),  # LCP ratio of the accepted attempt; null if not rescued or mode "extra"
+    ("filter_rejections", pa.int32()),  # attempts that passed but failed the prefix constraint (rmel)
+    ("token_allowance", pa.int64()),  # R-MEL's allowance of new tokens for the group (MEL+Extra's budget)
+    ("token_match", pa.float64()),  # generated_tokens / token_allowance
 ])
 
 BUCKET_SCHEMA = pa.schema([  # ``revision_buckets.parquet``: success by difficulty, log-prob quintile and tau
@@ -139,6 +142,8 @@ def step_summary(rows: list[dict], all_negative_groups: int, num_groups: int) ->
         "attempts_per_tau": {t: attempts_at[t] for t in taus},
         "success_rate_per_tau": {t: accepted_at[t] / attempts_at[t] for t in taus},
         "passed_rejected_by_lcp": sum(bool(r["passed"]) and not r["accepted"] for r in rows),
+        "token_match": _ratio(sum(int(r["generated_tokens"]) for r in rows),
+                              sum(int(g[0]["token_allowance"]) for g in groups.values())),
     }
 
 
@@ -168,6 +173,9 @@ def group_table(rows: list[dict]) -> list[dict]:
             "difficulty": None, "logprob_quintile": None,
             "accepted_tau": None if accepted is None else accepted["tau"],
             "lcp": None if accepted is None else accepted["lcp"],
+            "filter_rejections": sum(bool(r["passed"]) and not r["accepted"] for r in attempts),
+            "token_allowance": int(first["token_allowance"]),
+            "token_match": _ratio(sum(int(r["generated_tokens"]) for r in attempts), int(first["token_allowance"])),
         })
     for mode in MODES:
         mine = [g for g in table if g["mode"] == mode]  # already in (step, prompt_index) order

@@ -35,8 +35,10 @@ Category decision order (the first rule that fires wins):
    -> wrong_return_type.
 8. otherwise -> wrong_output.
 
-Length: the rendered M (``MetaExperience.render()``) is kept at 50-80 tokens of SmolLM2's tokenizer without
-loading it. The fixed text of every template (the three labels included) is at most 50 tokens; the quoted parts
+Length: the rendered M (``MetaExperience.render()``) is kept at 50-80 tokens of the policy's own tokenizer when the
+caller passes its counter (``count_tokens``; the extract stage does): the rendering below is made with an estimate,
+then its quoted parts' budget is shrunk or grown until the tokenizer counts 50-80 (``_fit_to_tokenizer``). Without a
+counter the length rests on the estimate, made for SmolLM2's tokenizer: The fixed text of every template (the three labels included) is at most 50 tokens; the quoted parts
 (s*, the detail, y+'s line) are put on one line and cut with "..." to share 29 tokens of a conservative estimate
 (``_token_cost``, which overestimates byte-level BPE counts of code by about 40%); a short tail is added to H when
 they leave room for it, so a short s* still gives >= 50 tokens. ``tests/test_template_builder.py`` checks the
@@ -49,7 +51,12 @@ categorization" and 50-80 tokens, and publishes neither its templates nor its ca
 - the similarity rule comes before the line-level rules (a recursion vs a loop would otherwise read as a missing
   base-case guard);
 - without y+ only the status and the detail are used, and s* is y-'s first plan step;
-- s* is a code line of y- (code has no numbered reasoning steps), not a reasoning step as in MEL.
+- s* is a code line of y- (code has no numbered reasoning steps), not a reasoning step as in MEL;
+- the category rules read normalized code lines with regular expressions, also where both programs would parse
+  with ``ast``: one rule set for every pair (most failing y- of a small policy do not compile), at the cost of
+  missing what a line-level pattern cannot see (a guard split over lines, a return built in a helper);
+- the category and the quoted detail come from y-'s verdict, which C_retro therefore shows
+  (``mel.experience.prompts.retro_context_code``: [x, y+, y-, v-]).
 """
 from __future__ import annotations
 
@@ -605,15 +612,15 @@ def _detail_excerpt(detail: str, tokens: int) -> str:
 
 
 def _render_parts(category: str, step_line: str, step_other: str, plus_line: Optional[str],
-                  detail: str) -> tuple[str, str, str]:
-    """(s*, C, H) with the quoted parts sharing SLOT_TOKENS: s* first, then y+'s line, then the detail (each later
-    one keeps a reserve while the earlier ones are cut); the heuristic's tail when room is left."""
+                  detail: str, slot_tokens: int = SLOT_TOKENS) -> tuple[str, str, str]:
+    """(s*, C, H) with the quoted parts sharing ``slot_tokens``: s* first, then y+'s line, then the detail (each
+    later one keeps a reserve while the earlier ones are cut); the heuristic's tail when room is left."""
     template = TEMPLATES[category]
     contrastive = plus_line is not None
-    excerpt = _detail_excerpt(detail, SLOT_TOKENS)
+    excerpt = _detail_excerpt(detail, slot_tokens)
     detail_reserve = min(_DETAIL_MIN, _token_cost(excerpt) + 2) if excerpt else 0  # + 2: the parentheses
     plus_reserve = min(_PLUS_MIN, _token_cost(_clean(plus_line))) if plus_line else 0
-    budget = SLOT_TOKENS
+    budget = slot_tokens
     step = _quote(step_line, step_other, budget - detail_reserve - plus_reserve, _STEP_CHARS)
     budget -= _token_cost(step)
     plus = (_quote(plus_line, step_line, budget - detail_reserve, _PLUS_CHARS) or "...") if plus_line else ""
@@ -629,15 +636,57 @@ def _render_parts(category: str, step_line: str, step_other: str, plus_line: Opt
     return step, critique + ".", template.heuristic + tail + "."
 
 
+TokenCounter = Callable[[str], int]
+"""Tokens of a text under the policy's own tokenizer (no special tokens), as the NLL term will see M."""
+M_TOKENS = (50, 80)  # MEL-Code's length of M
+_SLOT_CEILING = 60  # the most estimated tokens the quoted parts may get when a coarse tokenizer leaves M short
+
+
+def _fit_to_tokenizer(render: Callable[[int], tuple[str, str, str]],
+                      count_tokens: Optional[TokenCounter]) -> tuple[str, str, str]:
+    """The rendering whose M the policy's tokenizer counts at 50-80 tokens: the quoted parts' budget (estimated
+    tokens) is shrunk by the excess over 80, or grown by the shortfall under 50 while that changes the quotes, a few
+    times; without a counter, the estimate's rendering. Where no budget gets within the bounds (a tokenizer so fine
+    that the fixed text alone exceeds 80), the shortest rendering is kept."""
+    slot = SLOT_TOKENS
+    parts = render(slot)
+    if count_tokens is None:
+        return parts
+    low, high = M_TOKENS
+    best: tuple[int, tuple[str, str, str]] | None = None
+    for _ in range(6):
+        n = count_tokens(MetaExperience(*parts).render())
+        if n <= high and (best is None or best[0] > high or n > best[0]):
+            best = (n, parts)
+        elif best is None or (best[0] > high and n < best[0]):
+            best = (n, parts)
+        if n > high and slot > 0:
+            slot = max(slot - (n - high), 0)
+        elif n < low and slot < _SLOT_CEILING:
+            slot = min(slot + (low - n), _SLOT_CEILING)
+        else:
+            break
+        new = render(slot)
+        if new == parts:
+            break
+        parts = new
+    else:
+        n = count_tokens(MetaExperience(*parts).render())
+        if n <= high and (best[0] > high or n > best[0]):
+            best = (n, parts)
+    return best[1]
+
+
 def build_template(problem_prompt: str, y_plus: Optional[str], y_minus: str, minus_status: str, minus_detail: str,
-                   bifurcation: Bifurcation = "diff") -> MetaExperience:
+                   bifurcation: Bifurcation = "diff", count_tokens: Optional[TokenCounter] = None) -> MetaExperience:
     """M = (s*, C, H) from the pair (y+, y-) of completions (``y_plus`` None: the non-contrastive ablation).
 
     ``bifurcation``: ``diff`` (s* = the first divergent line of y-; y-'s first plan step without y+) or
     ``first_plan_step`` (the bifurcation-skip ablation). ``problem_prompt`` is not quoted anywhere: the heuristic is
     fixed text per category, so it names nothing of the problem. Never raises on any completion or verdict text; a
     y- with no code gives an M with ``reject_reason`` "y- has no code"; an unknown ``bifurcation`` is a
-    ValueError (a configuration error, not model output)."""
+    ValueError (a configuration error, not model output). ``count_tokens`` (the policy's tokenizer) holds M to
+    50-80 of its tokens (``_fit_to_tokenizer``); without it the length rests on SmolLM2's estimate."""
     if bifurcation not in ("diff", "first_plan_step"):
         raise ValueError(f"unknown bifurcation {bifurcation!r}; known: diff, first_plan_step")
     try:
@@ -653,9 +702,9 @@ def build_template(problem_prompt: str, y_plus: Optional[str], y_minus: str, min
             step_text = first_plan_step(minus_code)
             minus_line = next((x for x in d.minus if x.raw == step_text), d.minus[0])
         cited = evidence or plus_line
-        step, critique, heuristic = _render_parts(
+        step, critique, heuristic = _fit_to_tokenizer(lambda slot: _render_parts(
             category, minus_line.raw, plus_line.raw if plus_line else "",
-            (cited.raw if cited else "") if contrastive else None, str(minus_detail))
+            (cited.raw if cited else "") if contrastive else None, str(minus_detail), slot), count_tokens)
         return MetaExperience(step, critique, heuristic, category=category)
     except Exception as exc:  # never raise on model output
         return MetaExperience("", "", "", reject_reason=f"template builder failed: {type(exc).__name__}")

@@ -28,6 +28,14 @@ class ExtractStats(StageStats):
         return f"{self.built}/{self.pairs} well-formed ({self.builder}){gen}"
 
 
+def _token_counter(checkpoint: str):
+    """Tokens of a text under the step's policy tokenizer (the checkpoint's), as ``experience_batch`` encodes M."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(artifacts.fetch_folder(checkpoint))
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def run_extract(cfg: Config, ctx: StageContext, checkpoint: str, pairs: str) -> ExtractStats:
     set_threads(cfg)
     t0 = time.perf_counter()
@@ -35,7 +43,8 @@ def run_extract(cfg: Config, ctx: StageContext, checkpoint: str, pairs: str) -> 
     problems = parse_problems([r["problem_json"] for r in pair_rows])
     inputs = [PairInput(p, r["y_plus"], r["y_minus"], r["minus_status"], r["minus_detail"])
               for p, r in zip(problems, pair_rows)]
-    build = BuildContext(policy_engine(cfg, checkpoint), cfg.mel, derive_seed(cfg.run.seed, ctx.step, "extract"))
+    build = BuildContext(policy_engine(cfg, checkpoint), cfg.mel, derive_seed(cfg.run.seed, ctx.step, "extract"),
+                         count_tokens=_token_counter(checkpoint) if cfg.mel.builder == "template" else None)
     built = BUILDERS.get(cfg.mel.builder)(inputs, build)
     rows = []
     for r, b in zip(pair_rows, built):

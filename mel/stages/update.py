@@ -59,6 +59,7 @@ class UpdateStats(StageStats):
     nll_coef: float
     grad_norm_rl: float
     grad_norm_nll: float
+    nll_rl_grad_ratio: float | None  # ||lambda * g_NLL|| / ||g_RL|| (None: no step had both gradients)
     num_experiences: int
     experience_tokens: int
     seconds: float  # loading, the update and the checkpoint
@@ -67,7 +68,10 @@ class UpdateStats(StageStats):
         text = (f"reward {self.reward_mean:.3f}, loss {self.loss:+.4f}, kl {self.kl:.4f}, "
                 f"clip {self.clip_frac:.3f}, grad norm {self.grad_norm:.3f}")
         if self.num_experiences:
-            text += f", nll {self.nll_loss:.3f} on {self.num_experiences} M (lambda {self.nll_coef:.4g})"
+            text += f", nll {self.nll_loss:.3f} on {self.num_experiences} M (lambda {self.nll_coef:.4g}"
+            if self.nll_rl_grad_ratio is not None:
+                text += f", NLL/RL grad norm {self.nll_rl_grad_ratio:.3g}"
+            text += ")"
         return text
 
 
@@ -148,7 +152,7 @@ def run_update(cfg: Config, ctx: StageContext, checkpoint: str, rollouts: str, v
         **{k: float(trained[k]) for k in ("loss", "pg_loss", "kl", "clip_frac", "grad_norm", "entropy", "lr",
                                           "train_tokens_per_s", "nll_loss", "nll_coef", "grad_norm_rl",
                                           "grad_norm_nll")},
-        num_experiences=int(trained["num_experiences"]), experience_tokens=int(trained["experience_tokens"]),
+        nll_rl_grad_ratio=trained["nll_rl_grad_ratio"], num_experiences=int(trained["num_experiences"]), experience_tokens=int(trained["experience_tokens"]),
         seconds=seconds,
     )
     step_stats = ctx.upstream.add("update", stats)
@@ -178,6 +182,7 @@ def metrics_row(step: int, stats: StepStats) -> dict:
         "num_experiences": upd.num_experiences, "experience_tokens": upd.experience_tokens,
         "nll_loss": upd.nll_loss, "nll_coef": upd.nll_coef,
         "grad_norm_rl": upd.grad_norm_rl, "grad_norm_nll": upd.grad_norm_nll,
+        "nll_rl_grad_ratio": upd.nll_rl_grad_ratio,
     })
     replay = stats.get(ReplayStats)
     if replay is not None:  # meta-experience learning ran: so did pair and extract
@@ -193,7 +198,8 @@ def metrics_row(step: int, stats: StepStats) -> dict:
         row.update({
             "revise_groups": revise.revise_groups, "rescued_groups": revise.rescued_groups,
             "revision_attempts": revise.revision_attempts, "revision_tokens": revise.revision_tokens,
-            "revise_s": revise.seconds,
+            "filter_rejections": revise.filter_rejections, "token_allowance": revise.token_allowance,
+            "token_match": revise.token_match, "revise_s": revise.seconds,
         })
     if list(row) != schemas.METRICS.names:
         raise AssertionError(f"not METRICS columns: {sorted(set(row) - set(schemas.METRICS.names))}")
