@@ -63,7 +63,8 @@ class CountingOutputs:
 # ------------------------------------------------------------------------------------------------ registry and counts
 
 def test_registry_names():
-    assert BENCHMARKS.names() == sorted([*COUNTS, *EVALPLUS_FILES, "jsonl", "easy_code", "toy_regex"])
+    assert BENCHMARKS.names() == sorted([*COUNTS, *EVALPLUS_FILES, "jsonl", "easy_code", "easy_code_train",
+                                        "easy_code_heldout", "toy_regex"])
 
 
 @pytest.mark.parametrize("name,kind,count", [("easy_code", "code", 125), ("toy_regex", "regex", 16)])
