@@ -2,10 +2,10 @@
 #   docker build -t mel-rlvr . && docker run --rm mel-rlvr                       # runs the embedded demo
 #   docker run --rm -v "$PWD/runs:/app/runs" mel-rlvr mel run configs/tiny.yaml  # the run dir lands in ./runs
 #   docker run --rm -e PREFECT_API_URL=http://HOST:4200/api mel-rlvr python -m deploy.deploy   # serve deployments
-# The sandbox (bubblewrap, inside the container) needs the container to allow user namespaces and a fresh /proc:
-# `--security-opt seccomp=unconfined --security-opt systempaths=unconfined` (podman: `--security-opt unmask=ALL`);
-# without them `mel run` stops before any candidate code runs (fail closed). See "## Container image" in README.md;
-# deploy/image/check.sh builds and runs all of this with podman.
+# The code sandbox (bubblewrap, inside the container) mounts a fresh /proc for each worker, which the runtime's masked
+# /proc paths forbid: podman needs `--security-opt 'unmask=/proc/*'` (Docker: `--security-opt systempaths=unconfined`,
+# and a seccomp profile that allows user namespaces; not tried here). Without it code verification stops before any
+# candidate code runs (fail closed). README.md, "Container image"; deploy/image/check.sh builds and runs all of this.
 # BASE: any Debian-based image with Python 3.11 and pip on PATH (deploy/image/base.sh makes one without a registry).
 ARG BASE=python:3.11-slim
 FROM ${BASE}
