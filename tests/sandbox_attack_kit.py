@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from conftest import child_pids
 import dataclasses
+import docker_engine
 import json
 import os
 import re
@@ -150,14 +151,17 @@ def fence(code: str) -> str:
 
 
 # The suites run once per isolation mode this machine has (each must give the whole contract); .ci/run installs
-# bubblewrap, so CI runs both ``bwrap`` and ``unshare``.
-ISOLATIONS = sandbox.available_isolations()
+# bubblewrap, so CI runs both ``bwrap`` and ``unshare``. ``docker`` too where a Docker engine answers or podman is
+# installed (its Docker API is then started for the session: ``docker_engine.py``).
+ISOLATIONS = sandbox.available_isolations() + (["docker"] if docker_engine.possible() else [])
 CURRENT = {"isolation": "auto"}
 
 
 @pytest.fixture(scope="module", autouse=True, params=ISOLATIONS or ["auto"])
 def isolation(request):
     """Every test of a suite module, in each isolation mode in turn (``auto`` fails closed where there is none)."""
+    if request.param == "docker" and (why := docker_engine.ensure_engine()):
+        pytest.skip(why)
     CURRENT["isolation"] = request.param
     yield request.param
     sandbox.shutdown_sandbox_workers()

@@ -216,12 +216,14 @@ def test_zz_no_stray_processes(children_before_this_module) -> None:
     assert not zombies_or_kids, zombies_or_kids
 
 
-def test_docker_backend_where_an_engine_answers() -> None:
-    from mel.verify.docker_backend import docker_available
+def test_docker_backend_where_an_engine_or_podman_is() -> None:
+    """A Docker engine, else podman's Docker API started for the test (``docker_engine.py``); skipped without both."""
+    import docker_engine
 
-    ok, why = docker_available()
-    if not ok:
-        pytest.skip(f"docker backend not tested: {why}")
+    why = docker_engine.ensure_engine()
+    if why:
+        pytest.skip(why)
+    assert isolation_mode("docker") == "docker"
     good = verify_code([GOOD], [ADD_IO], isolation="docker")
     bad = verify_code(["import os\nos._exit(0)\n"], [ADD_IO], isolation="docker")
     assert good[0].passed and not bad[0].passed

@@ -1,11 +1,15 @@
 """The ``docker`` sandbox backend: the same worker (``_zygote.py``) and protocol, inside a container.
 
-For users who have a Docker engine: ``verify_code(..., isolation="docker")`` (or ``verify.isolation: docker``). The
-container runs with no network, a read-only root file system, a tmpfs ``/tmp``, uid 65534, a pids limit and a memory
-limit; the worker file is mounted read-only, and the worker connects back to the host over a Unix socket in a
-mounted directory (descriptor passing needs a Unix socket; the attach stream cannot carry it). Needs the ``docker``
-Python SDK (``pip install 'mel-rlvr[docker]'``) and an engine that answers: ``docker_available()`` says whether both
-are there, and why not.
+For users who have a Docker engine, or podman's Docker-compatible API (``podman system service``, with
+``DOCKER_HOST=unix://...`` pointing at its socket): ``verify_code(..., isolation="docker")`` (or ``verify.isolation:
+docker``). The container runs the image ``MEL_SANDBOX_IMAGE`` (default ``python:3.11-slim``; any image with
+``python`` 3 on PATH: the worker uses the standard library only) with no network, a read-only root file system, a
+tmpfs ``/tmp``, uid 65534, a pids limit, a memory limit and an init process; only the worker file is mounted (read
+only), and the worker connects back to this process over a Unix socket in a mounted directory (descriptor passing
+needs a Unix socket; the attach stream cannot carry it). Needs the ``docker`` Python SDK (``pip install
+'mel-rlvr[docker]'``) and an engine that answers: ``docker_available()`` says whether both are there, and why not.
+Tested against podman 4.3's API (``tests/docker_engine.py``; ``deploy/image/check.sh``); not yet against Docker's
+own engine.
 """
 from __future__ import annotations
 
@@ -15,7 +19,14 @@ import socket
 import tempfile
 from typing import Any
 
-DEFAULT_IMAGE = os.environ.get("MEL_SANDBOX_IMAGE", "python:3.11-slim")
+IMAGE_ENV = "MEL_SANDBOX_IMAGE"
+DEFAULT_IMAGE = "python:3.11-slim"
+CONNECT_TIMEOUT_S = 120.0  # the worker's first connection: a cold engine may pull the image first
+
+
+def sandbox_image() -> str:
+    """The image sandbox containers run: ``$MEL_SANDBOX_IMAGE``, else ``python:3.11-slim``."""
+    return os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE
 
 
 def docker_available() -> tuple[bool, str]:
@@ -23,10 +34,15 @@ def docker_available() -> tuple[bool, str]:
         import docker
     except ImportError:
         return False, "the docker Python SDK is not installed (pip install 'mel-rlvr[docker]')"
+    client = None
     try:
-        docker.from_env().ping()
+        client = docker.from_env()
+        client.ping()
     except Exception as exc:  # no engine, no socket, no permission
         return False, f"no Docker engine answers: {type(exc).__name__}: {exc}"[:300]
+    finally:
+        if client is not None:
+            client.close()
     return True, "ok"
 
 
@@ -36,29 +52,34 @@ class DockerWorker:
     def __init__(self, mode: Any) -> None:
         import docker
 
-        from mel.verify.sandbox import ZYGOTE_PATH
+        from mel.verify.sandbox import ZYGOTE_PATH, _SANDBOX_ZYGOTE
 
         self.mode = mode
-        image = mode.command[0] if mode.command else DEFAULT_IMAGE
+        self.client = docker.from_env()
+        self.container = self.ctl = None
         self.sock_dir = tempfile.mkdtemp(prefix="mel-docker-")
-        os.chmod(self.sock_dir, 0o777)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(os.path.join(self.sock_dir, "ctl"))
-        os.chmod(os.path.join(self.sock_dir, "ctl"), 0o777)
-        listener.listen(1)
-        listener.settimeout(120)
-        self.container = docker.from_env().containers.run(
-            image, ["python", "-I", "/opt/mel/_zygote.py", "--connect", "/sock/ctl"], detach=True, auto_remove=True,
-            network_mode="none", read_only=True, tmpfs={"/tmp": "rw,size=256m"}, user="65534:65534",
-            pids_limit=256, mem_limit="2g", init=True, environment={"LANG": "C.UTF-8"},
-            volumes={os.path.dirname(ZYGOTE_PATH): {"bind": "/opt/mel", "mode": "ro"},
-                     self.sock_dir: {"bind": "/sock", "mode": "rw"}},
-        )
         try:
-            self.ctl, _ = listener.accept()
-        finally:
-            listener.close()
-        self.ctl.settimeout(None)
+            os.chmod(self.sock_dir, 0o777)  # the worker runs as uid 65534
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                listener.bind(os.path.join(self.sock_dir, "ctl"))
+                os.chmod(os.path.join(self.sock_dir, "ctl"), 0o777)
+                listener.listen(1)
+                listener.settimeout(CONNECT_TIMEOUT_S)
+                self.container = self.client.containers.run(
+                    mode.command[0], ["python", "-I", _SANDBOX_ZYGOTE, "--connect", "/sock/ctl"], detach=True,
+                    auto_remove=True, network_mode="none", read_only=True, tmpfs={"/tmp": "rw,size=256m"},
+                    user="65534:65534", pids_limit=256, mem_limit="2g", init=True, environment={"LANG": "C.UTF-8"},
+                    volumes={ZYGOTE_PATH: {"bind": _SANDBOX_ZYGOTE, "mode": "ro"},
+                             self.sock_dir: {"bind": "/sock", "mode": "rw"}},
+                )
+                self.ctl, _ = listener.accept()
+            finally:
+                listener.close()  # one connection only: nothing else can reach this process through the socket
+            self.ctl.settimeout(None)
+        except BaseException:
+            self.kill()
+            raise
 
     def alive(self) -> bool:
         try:
@@ -68,9 +89,13 @@ class DockerWorker:
             return False
 
     def kill(self, grace_s: float = 0.0) -> None:
-        try:
-            self.container.kill()
-        except Exception:
-            pass
-        self.ctl.close()
+        """Kill the container (the engine removes it) and release this side: socket, its directory, the client."""
+        if self.container is not None:
+            try:
+                self.container.kill()
+            except Exception:  # already gone
+                pass
+        if self.ctl is not None:
+            self.ctl.close()
         shutil.rmtree(self.sock_dir, ignore_errors=True)
+        self.client.close()

@@ -30,15 +30,16 @@ takes the first of ``bwrap``, ``unshare`` that works here and, where neither doe
                 read-only binds of the same directories, a fresh /proc of its own PID namespace, a /dev with null,
                 zero, full, random and urandom only, private size-capped tmpfs /tmp and /dev/shm -- pivots into it,
                 detaches the host's tree, and drops every capability (uid 65534 when we are root; no new privileges).
-  ``docker``    (the ``docker`` SDK and an engine) the same worker in a container with ``--network none``, a read-only
-                root, tmpfs /tmp, uid 65534 and a pids limit.
+  ``docker``    (the ``docker`` SDK and a Docker engine or podman's Docker API; ``mel.verify.docker_backend``) the same
+                worker in a container of ``$MEL_SANDBOX_IMAGE`` with ``--network none``, a read-only root, tmpfs /tmp,
+                uid 65534, a pids limit and only the worker file mounted.
   ``none``      a plain process with the limits below and NO isolation: only when asked for by name (an explicit
                 opt-in, warned about on stderr and shown in every progress line and manifest); never a fallback.
-In ``bwrap`` and ``unshare`` mode, after each sample every process left in the sample's PID namespace is killed.
-Limits in every mode, on the child: CPU seconds, address space (``memory_mb``), file size, open files, processes
-(except in ``none`` mode), output bytes; a wall-clock deadline per sample after which the child's process group
-is killed (and, if the worker itself stops answering, the whole worker). Cleaned environment; a fresh scratch
-directory per sample as cwd.
+In ``bwrap``, ``unshare`` and ``docker`` mode, after each sample every process left in the sample's PID namespace is
+killed. Limits in every mode, on the child: CPU seconds, address space (``memory_mb``), file size, open files,
+processes (``docker``: the container's pids limit instead; none in ``none`` mode), output bytes; a wall-clock
+deadline per sample after which the child's process group is killed (and, if the worker itself stops answering, the
+whole worker). Cleaned environment; a fresh scratch directory per sample as cwd.
 
 Covered: planned calls (the child is sent the calls, never a comparison or an expected value; a planned result is
 plain data like a proxy reply, so a program class's ``__eq__`` never runs here; forged or patched evaluation in the
@@ -168,7 +169,7 @@ def _none_modes() -> list[_Mode]:
 
 
 def _docker_modes() -> list[_Mode]:
-    from mel.verify.docker_backend import DEFAULT_IMAGE, DockerWorker, docker_available
+    from mel.verify.docker_backend import DockerWorker, docker_available, sandbox_image
 
     ok, why = docker_available()
     if not ok:
@@ -177,7 +178,7 @@ def _docker_modes() -> list[_Mode]:
     class _Docker(DockerWorker):
         sample = _Worker.sample
 
-    return [_Mode("docker", [DEFAULT_IMAGE], True, 0, _Docker)]
+    return [_Mode("docker", [sandbox_image()], True, 0, _Docker)]
 
 
 # Each isolation's candidate workers, strongest first. ``bwrap``, ``unshare`` and ``docker`` give the whole contract
