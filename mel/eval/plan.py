@@ -166,7 +166,7 @@ def plan_cells(req: EvalRequest) -> tuple[str, list[EvalCell]]:
     elif is_run_dir(req.target):
         checkpoints, run_generation = run_checkpoints(req.target, req.steps)
         generation = dataclasses.replace(run_generation, max_new_tokens=generation.max_new_tokens,
-                                         seed=generation.seed)
+                                         seed=generation.seed, batch_size=generation.batch_size)  # placement: ours
         eval_dir = req.out or artifacts.join(req.target, "eval")
     else:
         checkpoints = [model_checkpoint(req.target)]
