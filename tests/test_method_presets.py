@@ -72,7 +72,7 @@ def test_method_config_carries_its_papers_settings(name):
 
 
 def test_the_demo_differs_from_the_papers_only_where_it_says_so():
-    """configs/demo.yaml keeps its own lr (1e-5, chosen from measurements on a 135M model in 8 steps: README) and no
+    """configs/demo.yaml keeps its own lr (1e-5, chosen for a 135M model in 6 steps: README) and no
     KL term; the methods do not inherit them."""
     demo = load_config(str(REPO / "configs" / "demo.yaml"))
     assert demo.optimizer.lr == 1e-5 and demo.algorithm.loss_agg == "token-mean" and demo.algorithm.kl_coef == 0
