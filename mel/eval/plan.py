@@ -104,7 +104,7 @@ def run_checkpoints(run_dir: str, which: str = "all") -> tuple[list[Checkpoint],
             found.append(Checkpoint(uri=uri, fingerprint=fingerprint_folder(artifacts.fetch_folder(uri)),
                                     step=step + 1, label=f"step_{step:04d}"))
         step += 1
-    if pruned:
+    if pruned and which == "all":  # "final" and "ends" never wanted them
         print(f"mel eval: {run_dir}: {len(pruned)} checkpoints were pruned by the run's retention policy "
               f"(run.keep_checkpoints, run.keep_every) and are not evaluated: {', '.join(pruned)}", file=sys.stderr)
     if which == "final":
