@@ -80,14 +80,12 @@ def _ends_if_evaluated(cfg, run_dir: str) -> bool:
     complete (True, no Prefect); False when some cell is missing (the flow then reuses every stage and evaluates)."""
     if not cfg.eval.benchmarks:
         return True
-    from mel import artifacts
     from mel.eval.before_after import before_after
-    from mel.eval.plan import ends_request, plan_cells
+    from mel.eval.plan import ends_request
     from mel.progress import progress
+    from mel.sweeps import eval_complete
 
-    req = ends_request(cfg, run_dir)
-    eval_dir, cells = plan_cells(req)
-    if not all(artifacts.is_complete(artifacts.join(c.folder(eval_dir), "problems.parquet")) for c in cells):
+    if not eval_complete(ends_request(cfg, run_dir)):
         return False
     progress.before_after(before_after(run_dir), run_dir)
     return True
