@@ -2,7 +2,6 @@
 make to it, and process helpers. The ``prefect_server`` fixture (conftest) starts one per test module."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -12,6 +11,8 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+
+from prefect.client.base import PrefectHttpxSyncClient
 
 PREFECT = str(Path(sys.executable).parent / "prefect")
 
@@ -32,16 +33,20 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def _client(api: str) -> PrefectHttpxSyncClient:
+    """Prefect's own HTTP client: it retries what the server answers with 429/502/503 (a busy SQLite database is
+    answered 503, "retry"), as every Prefect client and worker does, and raises on any other error status."""
+    return PrefectHttpxSyncClient(base_url=api, timeout=30)
+
+
 def post(api: str, path: str, body: dict) -> list | dict:
-    req = urllib.request.Request(api + path, data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
+    with _client(api) as client:
+        return client.post(api + path, json=body).json()
 
 
 def get(api: str, path: str) -> dict:
-    with urllib.request.urlopen(api + path, timeout=10) as resp:
-        return json.loads(resp.read())
+    with _client(api) as client:
+        return client.get(api + path).json()
 
 
 def deployment_names(api: str) -> set[str]:
