@@ -44,7 +44,7 @@ def test_an_unknown_eval_benchmark_fails_before_training(capsys, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_run_ends_with_base_vs_final_on_its_eval_benchmarks_and_a_rerun_recomputes_nothing(
         tmp_path, capsys, monkeypatch, prefect_server):
     (tmp_path / "ev.yaml").write_text("samplings: [{temperature: 0}, {temperature: 1.0, samples: 2, ks: [2]}]\n"

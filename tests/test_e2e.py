@@ -1,5 +1,7 @@
 """End-to-end runs of the tiny config through Prefect: artifacts and schemas, resume with everything reused, a
-SIGKILL in the middle of a step, and a step through the code sandbox. Marked slow; CI runs them (small form)."""
+SIGKILL in the middle of a step, and a step through the code sandbox. Marked e2e (CI runs them); the whole-run
+SIGKILL test is also marked slow (`make test-all`): CI's kill tests are the prune kill here and two cases of
+`test_kill_each_stage`."""
 from __future__ import annotations
 
 import io
@@ -19,7 +21,7 @@ from mel.verify.types import STATUSES
 
 from conftest import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 TINY = str(REPO / "configs" / "tiny.yaml")
 LEARNING_COLUMNS = ["step", "reward_mean", "pass_rate", "mixed_group_rate", "loss", "pg_loss", "kl", "clip_frac",
                     "grad_norm", "entropy", "completion_tokens"]
@@ -122,6 +124,7 @@ def _harness_env(tmp_path) -> dict[str, str]:
     return {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": PREFECT_API_URL.value()}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_step_then_rerun_matches_an_uninterrupted_run(prefect_harness, tmp_path):
     env = _harness_env(tmp_path)
     whole, killed = tmp_path / "whole", tmp_path / "killed"

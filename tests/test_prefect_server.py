@@ -3,7 +3,7 @@ command serves the deployments, the ``prefect`` CLI lists them, and the server's
 sweeps' runs (the server comes from ``tests/prefect_server.py``). These failed with SQLAlchemy 2.1 (the scheduler
 crashed: "Can't evaluate bulk DML statement") and fastapi 0.153/0.154 (the CLI's null filters got 422): the pins in
 pyproject.toml and constraints.txt come from here. Then runs triggered as the UI's Run form triggers them (train,
-eval, report), what a run's page shows, and the UI's Retry of a failed run. Marked slow; CI runs them."""
+eval, report), what a run's page shows, and the UI's Retry of a failed run. Marked e2e; CI runs them."""
 from __future__ import annotations
 
 import json
@@ -18,7 +18,7 @@ from conftest import REPO
 from prefect_server import PREFECT, deployment_names, get, scheduled_runs, stop
 from prefect_server import post as _post
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 DEPLOYMENTS = {"mel-train/mel-train-deployment", "mel-sweep/nightly-tiny", "mel-sweep/weekly-seeds",
                "mel-eval/mel-eval-deployment", "mel-report/mel-report-deployment"}
 SCHEDULED = ("nightly-tiny", "weekly-seeds")

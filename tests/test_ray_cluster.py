@@ -2,7 +2,7 @@
 second node declaring one logical GPU), and on a cluster made by ``ray start --head`` joined with ``--ray auto``, as a
 user would: the policy stages run on the resident policy worker on the GPU node, verification fans out over both
 nodes, the metrics equal the in-process path's, a rerun recomputes nothing, and a killed policy worker is recovered.
-MEL on the tiny config, so every policy stage (rollout, extract, replay, update) goes through the actor. Marked slow;
+MEL on the tiny config, so every policy stage (rollout, extract, replay, update) goes through the actor. Marked e2e;
 CI runs them."""
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import pytest
 
 from conftest import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 TINY = str(REPO / "configs" / "tiny.yaml")
 MEL = str(REPO / "configs" / "methods" / "mel.yaml")
 STEPS = 2

@@ -1,7 +1,7 @@
 """End-to-end R-MEL and MEL+Extra on the tiny config through Prefect. On easy code tasks the tiny random model fails
 every sample, so every group is all-negative: R-MEL spends its B attempts on every group, MEL+Extra spends exactly
 R-MEL's token allowance per group on fresh full-length rollouts, and both write one revision row per attempt and
-report the token match. Marked slow."""
+report the token match. Marked e2e (CI runs them)."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -13,7 +13,7 @@ from mel import artifacts, schemas
 
 from test_mel_e2e import _train
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 ALL_NEGATIVE = ["data.taskset=easy_code", "run.steps=1", "data.prompts_per_step=3", "rollout.max_new_tokens=24"]
 
 

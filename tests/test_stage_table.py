@@ -164,7 +164,7 @@ def test_no_step_stage_list_outside_the_table():
         assert '"pair", "extract"' not in text and '("rollout", "verify")' not in text, path
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_step_built_from_a_table_with_an_extra_stage(prefect_harness, tmp_path):
     from flows.train import train
     from cli.main import _report_if_complete

@@ -2,7 +2,7 @@
 work pool, ``prefect --no-prompt deploy --all`` from ``prefect.yaml``, ``prefect worker start``, and one run scheduled
 a few seconds ahead (a flow run in state Scheduled, what the server's scheduler creates) that the worker picks up and
 runs to completion: a one-cell sweep (tiny config, 1 step, GRPO, 1 seed) whose report must exist. Each of
-prefect.yaml's schedules must have scheduled runs, and ``prefect deployment ls`` must list them. Marked slow; CI runs
+prefect.yaml's schedules must have scheduled runs, and ``prefect deployment ls`` must list them. Marked e2e; CI runs
 it."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import yaml
 from conftest import REPO
 from prefect_server import PREFECT, get, post, scheduled_runs, stop
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 POOL = "mel-process"
 
 
