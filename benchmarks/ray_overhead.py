@@ -48,7 +48,9 @@ def timed_run(config: str, steps: int, run_dir: str, ray: str | None) -> tuple[d
     train_flow.call_stage = timed
     progress.enabled = False
     try:
-        train_flow.train(config_path=config, overrides=[f"run.steps={steps}"], run_dir=run_dir, ray=ray)
+        # no before/after evaluation at the end (the demo config has one): the training steps are what is compared
+        train_flow.train(config_path=config, overrides=[f"run.steps={steps}", "eval.benchmarks=[]"], run_dir=run_dir,
+                         ray=ray)
     finally:
         train_flow.call_stage = call_stage
         progress.enabled = True

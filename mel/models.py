@@ -173,6 +173,16 @@ def resolve_device(name: str = "auto"):
     return torch.device(name)
 
 
+class LoadCounter:
+    """How many models this process has loaded from disk (`load_model_and_tokenizer`); tests read ``count``."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+MODEL_LOADS = LoadCounter()
+
+
 def load_model_and_tokenizer(path: str, dtype: str = "float32", device: str = "cpu"):
     """Load a causal LM and its tokenizer from a folder (or hub id) onto ``device`` (``resolve_device``: ``auto``,
     ``cpu``, ``cuda``; callers that follow a config pass ``cfg.model.device``). The weights are read on the CPU and
@@ -185,6 +195,7 @@ def load_model_and_tokenizer(path: str, dtype: str = "float32", device: str = "c
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    MODEL_LOADS.count += 1
     target = resolve_device(device)
     if target.type != "cpu":
         model = model.to(target)

@@ -3,7 +3,8 @@ generating and training stages (the stage table's ``Resources(gpu=True)`` entrie
 replay, update) on its GPU.
 
 It keeps its engine across the stages of a step (`mel.engines.base.ENGINE_CACHE`: the model is loaded once per
-checkpoint, so once per step) and holds it until a stage asks for a checkpoint it does not hold. The artifact
+checkpoint, so once per step; the update trains that engine's model) and holds it until a stage asks for a
+checkpoint it does not hold. The artifact
 contract is the in-process one: every stage writes its Parquet artifacts and manifests under the run directory, and
 a stage whose outputs are complete is not run again, so caching and resume are those of the local path. If the
 actor dies, Ray recreates it (``cluster.policy_restarts`` times) and retries the call; the new actor loads the

@@ -86,12 +86,15 @@ def test_no_pairs_means_no_nll_term(prefect_harness, tmp_path):
 
 
 def test_one_model_load_per_mel_step(prefect_harness, tmp_path):
-    """MEL's rollout, extract (the policy writes M) and replay (re-attempts with M in context) share one engine."""
+    """MEL's rollout, extract (the policy writes M) and replay (re-attempts with M in context) share one engine, and
+    the update trains that engine's model: one model read from disk for the whole step."""
     from mel.engines.base import ENGINE_CACHE
+    from mel.models import MODEL_LOADS
 
-    before = ENGINE_CACHE.loads
+    engines, models = ENGINE_CACHE.loads, MODEL_LOADS.count
     _train("mel", tmp_path / "mel", ["run.steps=1"])
-    assert ENGINE_CACHE.loads - before == 1
+    assert ENGINE_CACHE.loads - engines == 1
+    assert MODEL_LOADS.count - models == 1, "the update loaded the model again instead of training the engine's"
     rows = pq.read_table(tmp_path / "mel" / "step_0000" / "experiences.parquet").to_pylist()
     assert rows, "the step built no meta-experience: extract never asked for the engine"
     replayed = pq.read_table(tmp_path / "mel" / "step_0000" / "meta_experiences.parquet").to_pylist()

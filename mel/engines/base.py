@@ -101,7 +101,8 @@ class EngineCache:
     """The one engine of this process: every stage of a step that generates with the same checkpoint (rollout,
     revise, extract, replay) gets the same engine, built once; asking for another checkpoint (the next step's) drops
     the old one first, so at most one model is held. ``key`` names the checkpoint by its URI and content (its
-    manifest's write time) and the engine's settings. ``loads`` counts the engines built (a test reads it)."""
+    manifest's write time) and the engine's settings. ``loads`` counts the engines built (a test reads it). The
+    update takes the engine (``take``) and trains its model in place, so a step reads its checkpoint once."""
 
     def __init__(self) -> None:
         self._key: tuple | None = None
@@ -118,8 +119,16 @@ class EngineCache:
                 self.loads += 1
             return self._engine
 
+    def take(self, key: tuple) -> RolloutEngine | None:
+        """Hand over the engine built for ``key`` and forget it (the update trains that engine's model in place);
+        None, dropping whatever is held, when the engine holds another checkpoint or none."""
+        with self._lock:
+            engine = self._engine if self._key == key else None
+            self._engine, self._key = None, None
+            return engine
+
     def clear(self) -> None:
-        """Drop the engine (the update does, before it loads the model it trains: one model in memory at a time)."""
+        """Drop the engine (one model in memory at a time)."""
         with self._lock:
             self._engine, self._key = None, None
 

@@ -77,11 +77,17 @@ def policy_engine(cfg: Config, checkpoint_uri: str):
                            use_chat_template=cfg.rollout.use_chat_template, system_prompt=cfg.rollout.system_prompt,
                            batch_size=cfg.rollout.batch_size, device=cfg.model.device)
 
+    key = engine_key(cfg, checkpoint_uri)
+    return LazyEngine(lambda: ENGINE_CACHE.get(key, make))
+
+
+def engine_key(cfg: Config, checkpoint_uri: str) -> tuple:
+    """What `ENGINE_CACHE` knows an engine by: the engine's settings and the checkpoint's URI and content (its
+    manifest's write time, or for the base model folder its files' names, sizes and times)."""
     content = artifacts.read_manifest(checkpoint_uri).get("written_at") if artifacts.is_complete(checkpoint_uri) \
         else _folder_signature(checkpoint_uri)
-    key = (cfg.rollout.engine, checkpoint_uri, content, cfg.model.dtype, cfg.rollout.use_chat_template,
-           cfg.rollout.system_prompt, cfg.rollout.batch_size, cfg.model.device)
-    return LazyEngine(lambda: ENGINE_CACHE.get(key, make))
+    return (cfg.rollout.engine, checkpoint_uri, content, cfg.model.dtype, cfg.rollout.use_chat_template,
+            cfg.rollout.system_prompt, cfg.rollout.batch_size, cfg.model.device)
 
 
 def _folder_signature(uri: str) -> tuple:

@@ -18,9 +18,10 @@ from mel import artifacts, schemas
 from mel.checkpoints import require_weights
 from mel.config import Config
 from mel.engines.base import ENGINE_CACHE, format_chat
+from mel.engines.hf import TransformersEngine
 from mel.experience import group_outcomes
 from mel.models import load_model_and_tokenizer, resolve_model
-from mel.stages.common import derive_seed, set_threads
+from mel.stages.common import derive_seed, engine_key, set_threads
 from mel.stages.extract import ExtractStats
 from mel.stages.pair import PairStats
 from mel.stages.replay import ReplayStats
@@ -98,6 +99,17 @@ def experience_batch(rows: list[dict], tokenizer, cfg: Config) -> ExperienceBatc
     return ExperienceBatch(context_ids=context, target_ids=target)
 
 
+def policy_model(cfg: Config, checkpoint: str):
+    """The model to train and its tokenizer: the step's engine's own, when it holds this checkpoint and is the
+    transformers engine (its model is the checkpoint's weights, loaded once for the step's generation), else loaded
+    from the checkpoint. Either way the engine is dropped: the step's generation is over, one model in memory."""
+    engine = ENGINE_CACHE.take(engine_key(cfg, checkpoint))
+    if isinstance(engine, TransformersEngine):
+        return engine.model, engine.tokenizer
+    del engine
+    return load_model_and_tokenizer(artifacts.fetch_folder(checkpoint), cfg.model.dtype, cfg.model.device)
+
+
 def run_update(cfg: Config, ctx: StageContext, checkpoint: str, rollouts: str, verdicts: str,
                meta_experiences: str | None) -> UpdateStats:
     set_threads(cfg)
@@ -110,9 +122,7 @@ def run_update(cfg: Config, ctx: StageContext, checkpoint: str, rollouts: str, v
         raise ValueError(f"{verdicts} does not line up with {rollouts} (prompt_index/sample_index differ)")
 
     require_weights(checkpoint, optimizer=True)  # a step resumes from the newest checkpoint, never a pruned one
-    ENGINE_CACHE.clear()  # the step's generation is over: one model in memory at a time
-    model, tokenizer = load_model_and_tokenizer(artifacts.fetch_folder(checkpoint), cfg.model.dtype,
-                                                cfg.model.device)
+    model, tokenizer = policy_model(cfg, checkpoint)
     optimizer = make_optimizer(model, cfg.optimizer)
     load_optimizer_state(optimizer, artifacts.fetch_folder(checkpoint))
     ref_model = None
