@@ -25,9 +25,10 @@ WORKER_ENV = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "RAY_USAGE_STATS_ENABLED": "0",
 }
-# Set in this process before Ray starts here (``local``): no usage stats, no token authentication for a cluster that
-# lives only as long as the run on this machine.
-LOCAL_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+# Set in this process before Ray starts here (``local``): no usage stats, no token authentication and no metrics
+# collection (nothing reads them: the dashboard is off) for a cluster that lives only as long as the run on this
+# machine.
+LOCAL_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_enable_metrics_collection": "0"}
 
 
 def init_kwargs(address: str) -> dict[str, Any]:
@@ -76,7 +77,9 @@ def _run_chunk(fn: Callable[[list], list], items: list) -> tuple[list, dict[str,
 class RayFanout:
     """The verify stage's fanout on a cluster: the items go out in chunks of ``cluster.verify_chunk``, one Ray task
     of ``cluster.verify_cpus`` CPUs each (each with its own sandbox workers), spread over the cluster's nodes, and come
-    back in order."""
+    back in order. Items that fit in one chunk are verified where the stage runs (its sandbox workers stay warm from
+    step to step; a new Ray task would start a worker process and its sandbox workers again: about 2 s a step,
+    measured with ``benchmarks/ray_overhead.py`` on the demo config)."""
 
     def __init__(self, cfg: Config) -> None:
         self.chunk = cfg.cluster.verify_chunk
@@ -86,9 +89,13 @@ class RayFanout:
     def map(self, fn: Callable[[list], list], items: list) -> list:
         if not items:
             return []
+        n = math.ceil(len(items) / self.chunk)
+        if n == 1:  # nothing to spread: no hop to another worker
+            results, where = _run_chunk(fn, items)
+            self._placements = [where]
+            return results
         remote = ray.remote(_run_chunk).options(num_cpus=self.cpus, name="verify-chunk", scheduling_strategy="SPREAD")
         fn_ref = ray.put(fn)
-        n = math.ceil(len(items) / self.chunk)
         refs = [remote.remote(fn_ref, items[i * self.chunk:(i + 1) * self.chunk]) for i in range(n)]
         out: list = []
         self._placements = []
