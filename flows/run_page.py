@@ -1,6 +1,7 @@
 """What a training run's page in the Prefect UI shows, besides its task runs (named ``rollout step 1``, ...): the
 CLI's stage lines through the run logger, a progress artifact, the per-step metrics table (a new version each
-step), the stages' own reports (meta-experiences, revisions) and a final summary with the checkpoint's location."""
+step), the stages' own reports (meta-experiences, revisions), a final summary with the checkpoint's location and,
+when the config's ``eval`` section names benchmarks, the before/after table (base model vs final checkpoint)."""
 from __future__ import annotations
 
 import io
@@ -72,3 +73,15 @@ class RunPage:
                  table.getvalue().rstrip(), "```"]
         create_markdown_artifact("\n".join(lines), key=f"{self.key}-summary",
                                  description=f"summary of {self.run_dir}")
+
+    def before_after(self, rows) -> None:
+        """The before/after table (`mel.eval.before_after` rows) as a table artifact: one row per score."""
+        if not rows:
+            return
+        table = [{"benchmark": r.key.where, "score": r.key.what, "base": round(r.before, 4),
+                  "final": round(r.after, 4), "final - base": round(r.result.diff, 4),
+                  "95% CI low": round(r.result.ci_low, 4), "95% CI high": round(r.result.ci_high, 4),
+                  "p": round(r.result.p_value, 4), "problems": r.result.n} for r in rows]
+        create_table_artifact(table, key=f"{self.key}-before-after",
+                              description=f"base model vs step {rows[0].final_step} of {self.run_dir} (paired "
+                                          "bootstrap 95% CI over problems)")

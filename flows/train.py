@@ -223,7 +223,7 @@ def train(
         progress.run_done(run_dir, metrics, checkpoint)
         page.run_done(metrics, checkpoint)
         if cfg.eval.benchmarks:
-            evaluate_ends(cfg, run_dir)
+            page.before_after(evaluate_ends(cfg, run_dir))
     return run_dir
 
 

@@ -1,6 +1,8 @@
 """The demo's held-out split and the before/after evaluation that ends a run whose config has an ``eval`` section."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import REPO
@@ -44,9 +46,26 @@ def test_an_unknown_eval_benchmark_fails_before_training(capsys, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def _run_page_tables(like: str) -> list[str]:
+    """The data of the newest table artifacts whose key matches ``like`` (SQL LIKE), on this process's Prefect API."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def read() -> list[str]:
+        async with get_client() as client:
+            response = await client._client.post("/artifacts/filter", json={
+                "artifacts": {"key": {"like_": like}, "type": {"any_": ["table"]}}, "sort": "CREATED_DESC",
+                "limit": 5, "offset": 0})
+            response.raise_for_status()
+            return [a["data"] for a in response.json()]
+
+    return asyncio.run(read())
+
+
 @pytest.mark.e2e
 def test_a_run_ends_with_base_vs_final_on_its_eval_benchmarks_and_a_rerun_recomputes_nothing(
-        tmp_path, capsys, monkeypatch, prefect_server):
+        tmp_path, capsys, monkeypatch, prefect_harness):
     (tmp_path / "ev.yaml").write_text("samplings: [{temperature: 0}, {temperature: 1.0, samples: 2, ks: [2]}]\n"
                                       "generation: {max_new_tokens: 4}\n")
     run_dir = str(tmp_path / "run")
@@ -67,6 +86,12 @@ def test_a_run_ends_with_base_vs_final_on_its_eval_benchmarks_and_a_rerun_recomp
         assert r.result.diff == pytest.approx(r.after - r.before)
         assert r.result.ci_low <= r.result.diff <= r.result.ci_high and r.result.n == 16
         assert f"{100 * r.before:.1f}%" in out and f"{100 * r.after:.1f}%" in out
+
+    published = _run_page_tables("%-before-after")  # the run page (Prefect UI) shows the same table
+    assert published, "no before/after artifact on the run's page"
+    table = json.loads(published[0])
+    assert [(t["benchmark"], t["score"], t["base"], t["final"], t["problems"]) for t in table] == [
+        (r.key.where, r.key.what, round(r.before, 4), round(r.after, 4), r.result.n) for r in rows]
 
     import flows.train
 
