@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, published_artifacts
 from cli.main import main
 from mel import artifacts
 from mel.config import config_hash, load_config
@@ -46,23 +46,6 @@ def test_an_unknown_eval_benchmark_fails_before_training(capsys, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def _run_page_tables(like: str) -> list[str]:
-    """The data of the newest table artifacts whose key matches ``like`` (SQL LIKE), on this process's Prefect API."""
-    import asyncio
-
-    from prefect.client.orchestration import get_client
-
-    async def read() -> list[str]:
-        async with get_client() as client:
-            response = await client._client.post("/artifacts/filter", json={
-                "artifacts": {"key": {"like_": like}, "type": {"any_": ["table"]}}, "sort": "CREATED_DESC",
-                "limit": 5, "offset": 0})
-            response.raise_for_status()
-            return [a["data"] for a in response.json()]
-
-    return asyncio.run(read())
-
-
 @pytest.mark.e2e
 def test_a_run_ends_with_base_vs_final_on_its_eval_benchmarks_and_a_rerun_recomputes_nothing(
         tmp_path, capsys, monkeypatch, prefect_harness):
@@ -87,7 +70,7 @@ def test_a_run_ends_with_base_vs_final_on_its_eval_benchmarks_and_a_rerun_recomp
         assert r.result.ci_low <= r.result.diff <= r.result.ci_high and r.result.n == 16
         assert f"{100 * r.before:.1f}%" in out and f"{100 * r.after:.1f}%" in out
 
-    published = _run_page_tables("%-before-after")  # the run page (Prefect UI) shows the same table
+    published = published_artifacts({"key": {"like_": "%-before-after"}, "type": {"any_": ["table"]}})  # run page
     assert published, "no before/after artifact on the run's page"
     table = json.loads(published[0])
     assert [(t["benchmark"], t["score"], t["base"], t["final"], t["problems"]) for t in table] == [

