@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -135,11 +136,12 @@ def write_revision_report(run_dir: str, steps: int, table: StepTable, cfg: Confi
 
 
 @contextlib.contextmanager
-def on_cluster(cfg: Config) -> Iterator:
+def on_cluster(cfg: Config, run_dir: str, table: StepTable) -> Iterator:
     """The step flow to run: ``train_step`` itself, or on a Ray cluster (``cluster.ray``) ``train_step`` with a
     ``RayTaskRunner`` on that cluster, with every Ray worker reporting to this run's Prefect API: ``PREFECT_API_URL``
     when set, else the one local server this process started (without it, each worker would start a temporary
-    server of its own)."""
+    server of its own). The run's policy worker, and a Ray worker for the other stages' tasks, start when the
+    cluster is joined, before the first step (`start_policy_worker`, `tasks.cluster.warm_task_workers`)."""
     if cfg.cluster.ray is None:
         yield train_step
         return
@@ -147,10 +149,16 @@ def on_cluster(cfg: Config) -> Iterator:
     from prefect_ray import RayTaskRunner
 
     from tasks import cluster
+    from tasks.policy_worker import release_policy_workers, start_policy_worker
 
     owned = cluster.connect(cfg.cluster.ray)
     try:
         cluster.say(cluster.describe())
+        cluster.warm_task_workers(s.resources.remote_options() for s in table.enabled(cfg) if not s.resources.gpu)
+        started = time.perf_counter()
+        where = start_policy_worker(cfg, run_dir)
+        cluster.say(f"policy worker up in {time.perf_counter() - started:.1f} s (pid {where['pid']}, node "
+                    f"{where['node_id'][:12]}, {cluster.resources_text(where['resources'])})")
         api = PREFECT_API_URL.value()
         if not api:
             from prefect.server.api.server import SubprocessASGIServer
@@ -161,8 +169,6 @@ def on_cluster(cfg: Config) -> Iterator:
         with temporary_settings({PREFECT_API_URL: api}):
             yield train_step.with_options(task_runner=RayTaskRunner(init_kwargs=cluster.init_kwargs(cfg.cluster.ray)))
     finally:
-        from tasks.policy_worker import release_policy_workers
-
         release_policy_workers()
         if owned:
             import ray
@@ -205,7 +211,7 @@ def train(
     cfg = load_config(config_path, [*(overrides or []), *typed, *([f"cluster.ray={ray}"] if ray else [])], base=base)
     run_dir = run_dir or default_run_dir(cfg)
     cfg_hash = config_hash(cfg)
-    with RunPage(cfg, run_dir, cfg_hash) as page, on_cluster(cfg) as step_flow:
+    with RunPage(cfg, run_dir, cfg_hash) as page, on_cluster(cfg, run_dir, step_table(table)) as step_flow:
         progress.run_start(cfg, run_dir)
         config_uri = init_run_dir(cfg, run_dir)
         checkpoint = prepare_model(config_uri, cfg_hash)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import ray
 
@@ -27,8 +27,11 @@ WORKER_ENV = {
 }
 # Set in this process before Ray starts here (``local``): no usage stats, no token authentication and no metrics
 # collection (nothing reads them: the dashboard is off) for a cluster that lives only as long as the run on this
-# machine.
-LOCAL_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_enable_metrics_collection": "0"}
+# machine, and workers at this process's priority: Ray starts its workers at niceness 15 by default, so that on a
+# machine with few cores the policy worker lost the CPU to every other process (its rollout and update ran 5-19%
+# slower than in-process on the demo, measured with ``benchmarks/ray_overhead.py`` on 2 cores).
+LOCAL_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_enable_metrics_collection": "0",
+             "RAY_worker_niceness": "0"}
 
 
 def init_kwargs(address: str) -> dict[str, Any]:
@@ -68,6 +71,29 @@ def placement() -> dict[str, Any]:
     """Where the calling process runs: its Ray node id, the resources Ray assigned it, and its pid."""
     ctx = ray.get_runtime_context()
     return {"node_id": ctx.get_node_id(), "resources": dict(ctx.get_assigned_resources()), "pid": os.getpid()}
+
+
+def resources_text(resources: dict[str, float]) -> str:
+    """Ray's assigned resources as a short text: ``1 CPU, 1 GPU``; ``no reserved resources`` when empty."""
+    return ", ".join(f"{v:g} {k}" for k, v in sorted(resources.items())) or "no reserved resources"
+
+
+def _warm() -> dict[str, Any]:
+    import mel.stages.table  # noqa: F401  (the stage modules, torch, transformers)
+    import prefect.task_engine  # noqa: F401  (what runs a stage's Prefect task in a Ray worker)
+    import tasks.stage  # noqa: F401
+
+    return placement()
+
+
+def warm_task_workers(resources: Iterable[dict[str, int]]) -> None:
+    """Have one Ray worker per resource request in ``resources`` (a stage's ``Resources.remote_options()``) import
+    what a stage task runs on, without waiting: started with the run, so that the first step's stage task finds a
+    worker that has imported it all (a fresh worker made the demo's first verify stage call take 6.6-9.6 s instead of
+    0.3-0.5 s, measured with ``benchmarks/ray_overhead.py``; Ray hands an idle worker of the run's job to the next
+    task that fits it)."""
+    for options in {tuple(sorted(r.items())) for r in resources}:
+        ray.remote(_warm).options(**dict(options), name="warm-stage-worker").remote()
 
 
 def _run_chunk(fn: Callable[[list], list], items: list) -> tuple[list, dict[str, Any]]:

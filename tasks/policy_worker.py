@@ -30,6 +30,14 @@ class PolicyWorker:
             upstream: StepStats) -> StageResult:
         return run_stage(stage, cfg, run_dir, step, inputs, upstream, placement=placement())
 
+    def warm(self) -> dict[str, Any]:
+        """Import what the stages run on (every stage module, torch, transformers): the flow calls it when it has
+        joined the cluster (`start_policy_worker`), so that the first step's rollout finds the worker up. Returns
+        its placement."""
+        import mel.stages.table  # noqa: F401  (the stage modules, the engines, torch, transformers)
+
+        return placement()
+
     def info(self) -> dict[str, Any]:
         """Its pid, node and resources, and how many models it has loaded (`ENGINE_CACHE.loads`)."""
         from mel.engines.base import ENGINE_CACHE
@@ -66,6 +74,12 @@ def policy_worker(cfg: Config, run_dir: str):
                    cfg.run.torch_threads or os.cpu_count() or 1)}}}
     _HANDLES[run_dir] = ray.remote(PolicyWorker).options(**options).remote()
     return _HANDLES[run_dir]
+
+
+def start_policy_worker(cfg: Config, run_dir: str) -> dict[str, Any]:
+    """Start the run's policy worker and wait until it has imported what its stages use (`PolicyWorker.warm`): part
+    of the run's start on the cluster, not of its first step. Returns where it runs (`tasks.cluster.placement`)."""
+    return ray.get(policy_worker(cfg, run_dir).warm.remote())
 
 
 def release_policy_workers() -> None:

@@ -3,6 +3,7 @@ rejected with a reason, never raised), primed field-by-field generation, the pro
 sandbox) and in context (tiny model), and the config's base chains for the method files."""
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -277,7 +278,9 @@ def test_method_configs_load_on_their_base_and_on_the_tiny_config(path):
     demo = load_config(str(path))
     tiny = load_config(str(path), base=str(REPO / "configs" / "tiny.yaml"))
     assert demo.model.source == "smollm2-135m-instruct" and tiny.model.source == "tiny-random"
-    assert demo.mel == tiny.mel and demo.algorithm.name == tiny.algorithm.name
+    # the same method, with the tiny config's shorter generations (as its rollout.max_new_tokens)
+    assert dataclasses.replace(tiny.mel, max_new_tokens=demo.mel.max_new_tokens) == demo.mel
+    assert tiny.mel.max_new_tokens == (16, 32, 16) and demo.algorithm.name == tiny.algorithm.name
     assert demo.run.name == tiny.run.name == path.stem
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -101,6 +102,10 @@ def test_mel_run_joins_a_ray_start_cluster_with_ray_auto(local_run, ray_start_he
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Ray cluster: 1 node, 2 CPUs, 0 GPUs" in proc.stderr, proc.stderr
     assert "policy worker runs on CPU" in proc.stderr
+    # the policy worker started with the run (before its first step) is the one that ran every policy stage
+    up = re.search(r"mel: policy worker up in [\d.]+ s \(pid (\d+), node \w+, 1 CPU\)", proc.stderr)
+    assert up, proc.stderr
+    assert {_placement(run_dir, 0, n)["pid"] for n in POLICY_STAGES} == {int(up.group(1))}
     assert _learning(run_dir, 1) == _learning(local_run, 1)
     assert _placement(run_dir, 0, "verdicts")["chunks"]
 
