@@ -78,12 +78,18 @@ def resources_text(resources: dict[str, float]) -> str:
     return ", ".join(f"{v:g} {k}" for k, v in sorted(resources.items())) or "no reserved resources"
 
 
+def import_stages() -> dict[str, Any]:
+    """Import every stage module (and with them the engines, torch, transformers) in this worker; its placement."""
+    import mel.stages.table  # noqa: F401
+
+    return placement()
+
+
 def _warm() -> dict[str, Any]:
-    import mel.stages.table  # noqa: F401  (the stage modules, torch, transformers)
     import prefect.task_engine  # noqa: F401  (what runs a stage's Prefect task in a Ray worker)
     import tasks.stage  # noqa: F401
 
-    return placement()
+    return import_stages()
 
 
 def warm_task_workers(resources: Iterable[dict[str, int]]) -> None:

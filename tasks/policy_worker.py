@@ -20,7 +20,7 @@ import ray
 
 from mel.config import Config
 from mel.stages.step import Stage, StageResult, StepStats, run_stage
-from tasks.cluster import NAMESPACE, placement, say
+from tasks.cluster import NAMESPACE, import_stages, placement, say
 
 
 class PolicyWorker:
@@ -34,9 +34,7 @@ class PolicyWorker:
         """Import what the stages run on (every stage module, torch, transformers): the flow calls it when it has
         joined the cluster (`start_policy_worker`), so that the first step's rollout finds the worker up. Returns
         its placement."""
-        import mel.stages.table  # noqa: F401  (the stage modules, the engines, torch, transformers)
-
-        return placement()
+        return import_stages()
 
     def info(self) -> dict[str, Any]:
         """Its pid, node and resources, and how many models it has loaded (`ENGINE_CACHE.loads`)."""
