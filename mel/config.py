@@ -51,8 +51,8 @@ class ModelConfig:
     """Where converted/initialized model folders are kept."""
 
     def __post_init__(self) -> None:
-        _check(self.tiny_hidden_size % 16 == 0 and self.tiny_hidden_size > 0, "model.tiny_hidden_size",
-               "a positive multiple of 16")
+        _check(self.tiny_hidden_size % 32 == 0 and self.tiny_hidden_size > 0, "model.tiny_hidden_size",
+               "a positive multiple of 32 (the tiny model's head size)")
         _check(self.tiny_layers >= 1, "model.tiny_layers", "at least 1")
 
 
@@ -87,13 +87,31 @@ class RolloutConfig:
     max_new_tokens: int = 128
     """Generation budget per sample (also the Dr.GRPO normalizer)."""
     batch_size: int = 32
-    """Sequences generated together by the transformers engine."""
+    """Sequences generated together (the transformers engine's batch; vLLM's ``max_num_seqs``)."""
     use_chat_template: bool = True
     """Wrap each prompt in the tokenizer's chat template as a user turn."""
     system_prompt: str | None = None
     """Optional system turn."""
+    vllm_enforce_eager: bool = True
+    """``engine: vllm`` only: run the model without ``torch.compile`` (vLLM's ``enforce_eager``). On CPU the
+    compiled engine takes ~35 s more to start (README, "vLLM"); on GPU eager also skips CUDA graphs."""
+    vllm_gpu_memory_utilization: float = 0.5
+    """``engine: vllm`` on GPU: share of the GPU's memory vLLM takes (weights and KV cache); the trainer shares the
+    rest while vLLM sleeps (its KV cache freed) during the update."""
+    vllm_kv_cache_gib: float = 1.0
+    """``engine: vllm`` on CPU: the KV cache's size in GiB (vLLM's ``kv_cache_memory_bytes``)."""
+
+    def engine_options(self) -> dict:
+        """The keyword arguments of ``make_engine`` beyond the model folder, dtype and device, for ``engine``."""
+        common = {"use_chat_template": self.use_chat_template, "system_prompt": self.system_prompt,
+                  "batch_size": self.batch_size}
+        extra = {"vllm": {"enforce_eager": self.vllm_enforce_eager, "kv_cache_gib": self.vllm_kv_cache_gib,
+                          "gpu_memory_utilization": self.vllm_gpu_memory_utilization}}
+        return {**common, **extra.get(self.engine, {})}
 
     def __post_init__(self) -> None:
+        _check(0 < self.vllm_gpu_memory_utilization < 1, "rollout.vllm_gpu_memory_utilization", "in (0, 1)")
+        _check(self.vllm_kv_cache_gib > 0, "rollout.vllm_kv_cache_gib", "greater than 0")
         _check(self.group_size >= 2, "rollout.group_size", "at least 2 (GRPO normalizes within a group)")
         _check(self.temperature > 0, "rollout.temperature", "greater than 0")
         _check(0 < self.top_p <= 1, "rollout.top_p", "in (0, 1]")
@@ -428,7 +446,8 @@ def load_eval_config(path: str | None = None) -> EvalConfig:
 
 # Fields that do not change any artifact; left out of the config hash.
 _UNHASHED = {("run", "steps"), ("run", "runs_root"), ("run", "keep_checkpoints"), ("run", "keep_every"),
-             ("verify", "workers"), ("verify", "isolation"), ("rollout", "batch_size")} | {
+             ("verify", "workers"), ("verify", "isolation"), ("rollout", "batch_size"),
+             ("rollout", "vllm_gpu_memory_utilization"), ("rollout", "vllm_kv_cache_gib")} | {
     ("cluster", name) for name in ("ray", "policy_gpus", "policy_cpus", "verify_chunk", "verify_cpus",
                                    "policy_restarts")}
 

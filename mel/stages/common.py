@@ -74,8 +74,7 @@ def policy_engine(cfg: Config, checkpoint_uri: str):
 
         require_weights(checkpoint_uri)
         return make_engine(cfg.rollout.engine, artifacts.fetch_folder(checkpoint_uri), dtype=cfg.model.dtype,
-                           use_chat_template=cfg.rollout.use_chat_template, system_prompt=cfg.rollout.system_prompt,
-                           batch_size=cfg.rollout.batch_size, device=cfg.model.device)
+                           device=cfg.model.device, **cfg.rollout.engine_options())
 
     key = engine_key(cfg, checkpoint_uri)
     return LazyEngine(lambda: ENGINE_CACHE.get(key, make))
@@ -86,8 +85,8 @@ def engine_key(cfg: Config, checkpoint_uri: str) -> tuple:
     manifest's write time, or for the base model folder its files' names, sizes and times)."""
     content = artifacts.read_manifest(checkpoint_uri).get("written_at") if artifacts.is_complete(checkpoint_uri) \
         else _folder_signature(checkpoint_uri)
-    return (cfg.rollout.engine, checkpoint_uri, content, cfg.model.dtype, cfg.rollout.use_chat_template,
-            cfg.rollout.system_prompt, cfg.rollout.batch_size, cfg.model.device)
+    return (cfg.rollout.engine, checkpoint_uri, content, cfg.model.dtype, cfg.model.device,
+            tuple(sorted(cfg.rollout.engine_options().items())))
 
 
 def _folder_signature(uri: str) -> tuple:
@@ -104,7 +103,11 @@ def _folder_signature(uri: str) -> tuple:
 
 
 def set_threads(cfg: Config) -> None:
+    """``run.torch_threads`` for this process's torch (0: torch's default). Once vLLM's CPU engine has started in a
+    process, its thread count is fixed (vLLM replaces ``torch.set_num_threads`` with a warning): it is set only when it
+    differs."""
     if cfg.run.torch_threads > 0:
         import torch
 
-        torch.set_num_threads(cfg.run.torch_threads)
+        if torch.get_num_threads() != cfg.run.torch_threads:
+            torch.set_num_threads(cfg.run.torch_threads)

@@ -17,7 +17,7 @@ import numpy as np
 from mel import artifacts, schemas
 from mel.checkpoints import require_weights
 from mel.config import Config
-from mel.engines.base import ENGINE_CACHE, format_chat
+from mel.engines.base import ENGINE_CACHE, WeightReceiver, format_chat
 from mel.engines.hf import TransformersEngine
 from mel.experience import group_outcomes
 from mel.models import load_model_and_tokenizer, resolve_model
@@ -61,6 +61,9 @@ class UpdateStats(StageStats):
     grad_norm_rl: float
     grad_norm_nll: float
     nll_rl_grad_ratio: float | None  # ||lambda * g_NLL|| / ||g_RL|| (None: no step had both gradients)
+    logprob_drift_max: float | None  # max |trainer's pi_old log-prob - rollout engine's| (None: no token scored)
+    logprob_drift_mean: float | None  # its mean over the scored completion tokens
+    weight_sync_s: float | None  # trained weights handed to the engine in memory (None: the engine is built anew)
     num_experiences: int
     experience_tokens: int
     seconds: float  # loading, the update and the checkpoint
@@ -73,6 +76,10 @@ class UpdateStats(StageStats):
             if self.nll_rl_grad_ratio is not None:
                 text += f", NLL/RL grad norm {self.nll_rl_grad_ratio:.3g}"
             text += ")"
+        if self.logprob_drift_max is not None:
+            text += f", log-prob drift max {self.logprob_drift_max:.2g}"
+        if self.weight_sync_s is not None:
+            text += f", weights to the engine in {self.weight_sync_s:.2f} s"
         return text
 
 
@@ -100,14 +107,30 @@ def experience_batch(rows: list[dict], tokenizer, cfg: Config) -> ExperienceBatc
 
 
 def policy_model(cfg: Config, checkpoint: str):
-    """The model to train and its tokenizer: the step's engine's own, when it holds this checkpoint and is the
-    transformers engine (its model is the checkpoint's weights, loaded once for the step's generation), else loaded
-    from the checkpoint. Either way the engine is dropped: the step's generation is over, one model in memory."""
+    """The model to train, its tokenizer, and the engine that takes its weights after the update (or None).
+
+    The step's engine, when it holds this checkpoint: the transformers engine's model is the checkpoint's weights,
+    loaded once for the step's generation, and is trained in place (the engine is dropped: one model in memory); an
+    engine that takes weights in memory (`WeightReceiver`: vLLM) is kept, its memory released while the update
+    trains, and the model is loaded from the checkpoint. Otherwise the model is loaded from the checkpoint."""
     engine = ENGINE_CACHE.take(engine_key(cfg, checkpoint))
     if isinstance(engine, TransformersEngine):
-        return engine.model, engine.tokenizer
+        return engine.model, engine.tokenizer, None
+    receiver = engine if isinstance(engine, WeightReceiver) else None
     del engine
-    return load_model_and_tokenizer(artifacts.fetch_folder(checkpoint), cfg.model.dtype, cfg.model.device)
+    if receiver is not None:
+        receiver.release_memory()
+    model, tokenizer = load_model_and_tokenizer(artifacts.fetch_folder(checkpoint), cfg.model.dtype, cfg.model.device)
+    return model, tokenizer, receiver
+
+
+def hand_over(cfg: Config, receiver, model, checkpoint: str) -> float:
+    """Give the trained weights to the step's engine in memory and keep it as the engine of the checkpoint just
+    written (the next step's rollout uses it, built once per run). Returns the seconds it took."""
+    t0 = time.perf_counter()
+    receiver.load_weights(model.named_parameters())
+    ENGINE_CACHE.put(engine_key(cfg, checkpoint), receiver)
+    return time.perf_counter() - t0
 
 
 def run_update(cfg: Config, ctx: StageContext, checkpoint: str, rollouts: str, verdicts: str,
@@ -122,7 +145,7 @@ def run_update(cfg: Config, ctx: StageContext, checkpoint: str, rollouts: str, v
         raise ValueError(f"{verdicts} does not line up with {rollouts} (prompt_index/sample_index differ)")
 
     require_weights(checkpoint, optimizer=True)  # a step resumes from the newest checkpoint, never a pruned one
-    model, tokenizer = policy_model(cfg, checkpoint)
+    model, tokenizer, receiver = policy_model(cfg, checkpoint)
     optimizer = make_optimizer(model, cfg.optimizer)
     load_optimizer_state(optimizer, artifacts.fetch_folder(checkpoint))
     ref_model = None
@@ -134,6 +157,7 @@ def run_update(cfg: Config, ctx: StageContext, checkpoint: str, rollouts: str, v
         completion_ids=[r["completion_token_ids"] for r in rollout_rows],
         rewards=[v["reward"] for v in verdict_rows],
         group_ids=[r["prompt_index"] for r in rollout_rows],
+        sampling_logprobs=[r["completion_logprobs"] for r in rollout_rows],
     )
     experiences = None
     if meta_experiences is not None:
@@ -152,6 +176,7 @@ def run_update(cfg: Config, ctx: StageContext, checkpoint: str, rollouts: str, v
     ckpt_out = ctx.outputs["checkpoint"]
     artifacts.write_folder(ckpt_out, lambda d: save_checkpoint(model, tokenizer, optimizer, d), step=ctx.step,
                            device=str(model_device(model)))
+    weight_sync_s = hand_over(cfg, receiver, model, ckpt_out) if receiver is not None else None
     seconds = time.perf_counter() - t0
 
     rewards = np.array(batch.rewards, dtype=np.float64)
@@ -162,7 +187,8 @@ def run_update(cfg: Config, ctx: StageContext, checkpoint: str, rollouts: str, v
         **{k: float(trained[k]) for k in ("loss", "pg_loss", "kl", "clip_frac", "grad_norm", "entropy", "lr",
                                           "train_tokens_per_s", "nll_loss", "nll_coef", "grad_norm_rl",
                                           "grad_norm_nll")},
-        nll_rl_grad_ratio=trained["nll_rl_grad_ratio"], num_experiences=int(trained["num_experiences"]), experience_tokens=int(trained["experience_tokens"]),
+        nll_rl_grad_ratio=trained["nll_rl_grad_ratio"], logprob_drift_max=trained["logprob_drift_max"],
+        logprob_drift_mean=trained["logprob_drift_mean"], weight_sync_s=weight_sync_s, num_experiences=int(trained["num_experiences"]), experience_tokens=int(trained["experience_tokens"]),
         seconds=seconds,
     )
     step_stats = ctx.upstream.add("update", stats)
@@ -193,6 +219,8 @@ def metrics_row(step: int, stats: StepStats) -> dict:
         "nll_loss": upd.nll_loss, "nll_coef": upd.nll_coef,
         "grad_norm_rl": upd.grad_norm_rl, "grad_norm_nll": upd.grad_norm_nll,
         "nll_rl_grad_ratio": upd.nll_rl_grad_ratio,
+        "logprob_drift_max": upd.logprob_drift_max, "logprob_drift_mean": upd.logprob_drift_mean,
+        "weight_sync_s": upd.weight_sync_s,
     })
     replay = stats.get(ReplayStats)
     if replay is not None:  # meta-experience learning ran: so did pair and extract
