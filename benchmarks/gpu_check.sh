@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # One-shot GPU check for a session lent a GPU machine: the device tool runs this in the repo root there, where the
 # project is not pip-installed and prefect/ray/vllm are absent; what it writes under $OUT comes back.
+# benchmarks/gpu_check.py runs, for each model, the transformers engine's rollout, the trainer's update, the checkpoint
+# round trip, the CPU-vs-device comparison, then its vLLM section (3 GRPO steps with vLLM rollouts, in-memory weight
+# hand-overs, greedy tokens against the transformers engine). The vLLM section runs only where `import vllm` works:
+# on the device machine (no vLLM there: its CUDA wheel is too big to carry) it prints "vLLM checks SKIPPED" and
+# ends "RESULT: ok (vLLM skipped: not installed)", which is not a failure. GPU_CHECK_ARGS passes more options
+# (e.g. "--no-vllm").
 #
 #   1. here (builds the tiny model into .mel-cache/, ~20 s, and dry-runs the whole check on the CPU):
 #        PYTHONPATH=$PWD python benchmarks/gpu_check.py --device cpu --cache-dir .mel-cache
@@ -10,7 +16,8 @@
 #
 # Writes $OUT/gpu_check.txt (what benchmarks/gpu_check.py prints), $OUT/gpu_check.json, $OUT/imports.txt (what the
 # GPU path imports) and, where pytest is installed, $OUT/pytest_gpu.txt (tests/test_device.py on CUDA). Exits with
-# gpu_check.py's status. About a minute on an H200 for the tiny model.
+# gpu_check.py's status. About a minute on an H200 for the tiny model without vLLM; where vLLM is installed its
+# section adds its engine's start (~1 min) and 3 steps; gpu_check.py stops at 6 min (timeout 360), pytest at 2 min.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check_out}
 mkdir -p "$OUT"
@@ -32,7 +39,8 @@ print('import mel.models, mel.update, mel.engines.hf pulls in of prefect/ray/vll
 
 CACHE=${GPU_CHECK_CACHE:-$([ -d .mel-cache ] && echo .mel-cache || echo "$HOME/.cache/mel/models")}
 timeout 360 $PY benchmarks/gpu_check.py --device "${GPU_CHECK_DEVICE:-cuda}" --cache-dir "$CACHE" \
-  ${GPU_CHECK_MODEL:+--model "$GPU_CHECK_MODEL"} --json "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.txt"
+  ${GPU_CHECK_MODEL:+--model "$GPU_CHECK_MODEL"} ${GPU_CHECK_ARGS:-} --json "$OUT/gpu_check.json" 2>&1 \
+  | tee "$OUT/gpu_check.txt"
 rc=${PIPESTATUS[0]}
 
 if $PY -c "import pytest" 2>/dev/null; then

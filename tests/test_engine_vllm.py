@@ -122,9 +122,31 @@ def test_primed_continuations_start_after_the_given_tokens(engines):
     assert text[0].prompt_token_ids == hf.encode_prompt(PROMPTS[0]) and len(text[0].samples) == 2
 
 
+def test_vllms_reload_alone_leaves_the_tied_lm_head_stale_on_cpu(engines, varied_model, tmp_path):
+    """Why `repack_tied_lm_head` exists: vLLM 0.32's in-place reload does not pack a tied LM head again on CPU, so
+    without it the engine's log-probs are not the new weights'. If this starts failing, vLLM fixed it and the
+    repacking can go."""
+    vllm, hf = engines
+    trained = _scaled_model(varied_model, tmp_path / "other", scale=0.9, seed=2)
+    model, _ = load_model_and_tokenizer(trained)
+    ids = [hf.encode_prompt(p) for p in PROMPTS]
+    vllm.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(list(model.named_parameters())),
+                                                      "is_checkpoint_format": True})
+    vllm.llm.reset_prefix_cache()
+    stale = vllm.generate_from_ids(ids, n=2, temperature=1.0, max_tokens=16, seed=4)
+    assert _max_gap_to_teacher_forced(model, hf.pad_id, stale) > 0.1
+    vllm.load_weights(model.named_parameters())  # with the repacking
+    fixed = vllm.generate_from_ids(ids, n=2, temperature=1.0, max_tokens=16, seed=4)
+    assert _max_gap_to_teacher_forced(model, hf.pad_id, fixed) < LOGPROB_TOL
+
+
 def test_weights_handed_over_in_memory_equal_a_fresh_engine_on_the_saved_checkpoint(engines, varied_model, tmp_path):
     """The hand-over the update does (`mel.stages.update.hand_over`): the trained model's parameters go to the
-    running engine; it then samples exactly what a new engine built on the saved checkpoint samples."""
+    running engine; it then samples exactly what a new engine built on the saved checkpoint samples.
+
+    Last in the module: it builds a second engine in this process, and dropping a vLLM engine tears down vLLM's
+    process-wide parallel state, which the module's engine then lacks ("pipeline model parallel group is not
+    initialized"). The pipeline holds one engine at a time (`EngineCache` drops the old one before building)."""
     vllm, hf = engines
     assert isinstance(vllm, WeightReceiver)
     ids = [hf.encode_prompt(p) for p in PROMPTS]
@@ -155,20 +177,3 @@ def test_asking_for_the_other_device_says_which_build_is_installed(varied_model)
     with pytest.raises(ValueError, match="installed vLLM build runs on cpu"):
         make_engine("vllm", varied_model, device="cuda")
 
-
-def test_vllms_reload_alone_leaves_the_tied_lm_head_stale_on_cpu(engines, varied_model, tmp_path):
-    """Why `repack_tied_lm_head` exists: vLLM 0.32's in-place reload does not pack a tied LM head again on CPU, so
-    without it the engine's log-probs are not the new weights'. If this starts failing, vLLM fixed it and the
-    repacking can go."""
-    vllm, hf = engines
-    trained = _scaled_model(varied_model, tmp_path / "other", scale=0.9, seed=2)
-    model, _ = load_model_and_tokenizer(trained)
-    ids = [hf.encode_prompt(p) for p in PROMPTS]
-    vllm.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(list(model.named_parameters())),
-                                                      "is_checkpoint_format": True})
-    vllm.llm.reset_prefix_cache()
-    stale = vllm.generate_from_ids(ids, n=2, temperature=1.0, max_tokens=16, seed=4)
-    assert _max_gap_to_teacher_forced(model, hf.pad_id, stale) > 0.1
-    vllm.load_weights(model.named_parameters())  # with the repacking
-    fixed = vllm.generate_from_ids(ids, n=2, temperature=1.0, max_tokens=16, seed=4)
-    assert _max_gap_to_teacher_forced(model, hf.pad_id, fixed) < LOGPROB_TOL

@@ -16,7 +16,7 @@ from mel.engines.hf import TransformersEngine
 from mel.update import UpdateBatch, make_optimizer, policy_update
 from mel.verify import verify_problems
 
-STEPS = 15
+STEPS = 20  # 15 until the tiny model's heads became 32 wide (vLLM's CPU attention): +0.17 after 15 steps, then more
 
 
 def test_reward_rises_and_every_parameter_changes(tiny_model, tiny_model_path):
