@@ -1,34 +1,39 @@
 """Sandbox worker, executed BY PATH inside the isolation wrapper: ``python -I _zygote.py``. Standard library only.
 
 The worker is a fork server that never sees a program, a test or a value. Its standard input is a Unix socket to the
-host (the control channel). For each sample the host sends the limits; the worker makes two pipes, forks a CHILD,
-hands the host its ends of the pipes and a pidfd of the child over the socket (SCM_RIGHTS), and then only watches:
-it drains the child's stdout/stderr (capped), enforces the wall-clock deadline, and when the child is gone it kills
-the child's process group (and, in a PID namespace of its own, every other process left), reaps, removes the scratch
-directory and reports how the child ended. So the worker's memory -- which every child inherits -- never holds
-another sample's program, tests or answers.
+host (the control channel). It keeps one CHILD forked ahead (`prefork`: made before the host asks, so the fork and
+the child's set-up overlap with the host's work on the previous sample). For each sample the host sends the limits;
+the worker writes them down the child's call pipe, hands the host its ends of the child's pipes and a pidfd of the
+child over the socket (SCM_RIGHTS), and then only watches: it drains the child's stdout/stderr (capped), enforces
+the wall-clock deadline, and when the child is gone it kills the child's process group, reaps it and reports how it
+ended; then, before it reads the next request or forks the next child, it kills every other process left (in a PID
+namespace of its own), reaps, removes the scratch directory and empties the private /tmp. So the worker's memory --
+which every child inherits -- never holds another sample's program, tests or answers, and nothing of one sample is
+left when the next one's child is forked.
 
 The child, before any candidate code runs, redirects stdout/stderr to the capped pipe, closes every other
-descriptor (the control socket included), sets its limits, moves into a fresh scratch directory (its environment,
-``HOME``/``TMPDIR`` = that directory, is set by the worker before the fork); then it reads the program from its call
-pipe, runs it and then the setup code (the plain script's order), reports the names it defines, makes the calls the
-host PLANNED (``mel.verify.plan``: each call's source text evaluated here, in plan order, its result tagged and sent
-as soon as it returns), and then answers calls: ``{"name", "args"}`` -> ``{"value", "args"}`` (returned value and
-arguments after the call, as tagged plain data of exact builtin types) or ``{"error", "message"}``. The tests
-themselves -- every comparison on a result -- run in the host (``mel.verify.sandbox``), on fresh builtin values; the
-child is sent calls only, never an expected value.
+descriptor (the control socket included), moves into a fresh scratch directory (its environment, ``HOME``/``TMPDIR``
+= that directory, is set by the worker before the fork), waits for its limits and sets them; then it reads the
+program from its call pipe, runs it and then the setup code (the plain script's order), reports the names it
+defines, makes the calls the host PLANNED (``mel.verify.plan``: each call's source text evaluated here, in plan
+order, its result tagged and sent as soon as it returns), and then answers calls: ``{"name", "args"}`` ->
+``{"value", "args"}`` (returned value and arguments after the call, as tagged plain data of exact builtin types) or
+``{"error", "message"}``. The tests themselves -- every comparison on a result -- run in the host
+(``mel.verify.sandbox``), on fresh builtin values; the child is sent calls only, never an expected value.
 
-Frames everywhere: 4-byte big-endian length + JSON.
-    host -> worker (socket):  {"timeout_s", "memory_mb", "nproc", "sweep"}
+Frames between host and child: 4-byte big-endian length + JSON; the worker's own are fixed binary records.
+    host -> worker (socket):  a JOB record (timeout_s, memory_mb, nproc, sweep)
     worker -> host (socket):  b"F" with the call pipe's write end, the reply pipe's read end and the child's pidfd
                               (the host ends a child left computing planned results it will not read)
+    worker -> child (call pipe): the same JOB record (its limits), before the host gets the pipe
     host -> child (call pipe):   {"program", "setup", "calls": [[name, source], ...], "entry_point", "param",
                                  "literal"} then {"name", "args"} per call; EOF ends the child
     child -> host (reply pipe):  {"syntax_error"} | {"runtime_error", "memory"}
                                  | {"ready": {name: "call" | ["value", v]}}, then one reply per planned call
                                  ({"value"} | {"error", "message"}, with "unbound" where the called name was not
                                  found and nothing ran), then one reply per call
-    worker -> host (socket):  {"reason": null | "timeout" | "output_limit", "exit", "signal", "output", "output_bytes"}
+    worker -> host (socket):  a REPORT record (reason: none, timeout, output_limit or sandbox_error; exit status;
+                              signal; bytes written), then the first output bytes (or sandbox_error's message)
 """
 import ast
 import builtins
@@ -51,6 +56,11 @@ import bisect, functools, heapq, itertools, math, random, re, string, typing  # 
 _type = type
 OUTPUT_LIMIT = 8 << 20  # bytes of stdout+stderr a sample may write
 KEEP_OUTPUT = 2000
+# The fork server's own frames are fixed binary records (no JSON: the less Python runs in the worker while a child
+# shares its memory pages, the fewer pages are copied).
+JOB = struct.Struct(">dIIB")  # timeout_s, memory_mb, nproc (0: none), sweep
+REPORT = struct.Struct(">BhhQI")  # reason (index in REASONS), exit status, signal (-1: none), output bytes, kept bytes
+REASONS = (None, "timeout", "output_limit", "sandbox_error")
 _MAX_DEPTH, _MAX_NODES = 400, 2_000_000
 _BUILTIN_TYPES = {t.__name__: t for t in (int, float, complex, str, bytes, bool, list, tuple, dict, set, frozenset,
                                          type(None), object)}
@@ -154,8 +164,9 @@ def _err(e):
 
 
 # ---------------------------------------------------------------------------------------------------- the child
-def _child(job, call_r, reply_w, out_w, scratch):
-    """Runs in the forked child: isolate, then run the program and answer calls. Never returns."""
+def _child(call_r, reply_w, out_w, scratch):
+    """Runs in the forked child: isolate, wait for the sample's limits (written by the worker when the host asks for
+    a sample) and set them, then run the program and answer calls. Never returns."""
     os.setsid()
     os.dup2(out_w, 1)
     os.dup2(out_w, 2)
@@ -165,12 +176,16 @@ def _child(job, call_r, reply_w, out_w, scratch):
             os.closerange(lo, hi)
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     os.chdir(scratch)
+    try:  # the limits (a JOB record): nothing but this file's code has run here so far
+        timeout_s, memory_mb, nproc, _ = JOB.unpack(_read_exact(call_r, JOB.size))
+    except EOFError:
+        os._exit(0)
     mb = 1024 * 1024
-    cpu = int(job["timeout_s"]) + 1
-    limits = [(resource.RLIMIT_CPU, cpu, cpu + 1), (resource.RLIMIT_AS, job["memory_mb"] * mb, job["memory_mb"] * mb),
+    cpu = int(timeout_s) + 1
+    limits = [(resource.RLIMIT_CPU, cpu, cpu + 1), (resource.RLIMIT_AS, memory_mb * mb, memory_mb * mb),
               (resource.RLIMIT_FSIZE, 16 * mb, 16 * mb), (resource.RLIMIT_NOFILE, 64, 64), (resource.RLIMIT_CORE, 0, 0)]
-    if job.get("nproc"):
-        limits.append((resource.RLIMIT_NPROC, job["nproc"], job["nproc"]))
+    if nproc:
+        limits.append((resource.RLIMIT_NPROC, nproc, nproc))
     for which, soft, hard in limits:
         resource.setrlimit(which, (soft, hard))
     sys.argv = ["solution.py"]
@@ -244,18 +259,37 @@ def _planned(job, ns):
     local = {}
     if job.get("param") and entry in ns:  # HumanEval's check(candidate): candidate is the entry point
         local[job["param"]] = ns[entry]
-    for name, source in job.get("calls") or ():
+    calls = job.get("calls") or ()
+    thunks = None if literal else _compile_calls(calls, ns, local)
+    for k, (name, source) in enumerate(calls):
         if literal:  # io: the source is the argument list
             yield _answer(lambda: ns[entry](*ast.literal_eval(source)))
         elif name in local or name in ns or hasattr(builtins, name):
-            yield _answer(lambda: eval(compile(source, "<test>", "eval", dont_inherit=True), ns, local))
+            yield _answer(thunks[k] if thunks else
+                          lambda: eval(compile(source, "<test>", "eval", dont_inherit=True), ns, local))
         else:  # nothing ran: the host may skip this result without a rerun (its own lookup of the name failed too)
             yield {"error": "NameError", "message": "name %r is not defined" % name, "unbound": True}
+
+
+def _compile_calls(calls, ns, local):
+    """Every planned call compiled at once (one ``compile`` instead of one per call): a function per call that
+    evaluates its source with the program's names as globals and ``local`` (the check parameter) bound, as
+    ``eval(source, ns, local)`` does; None where they do not compile together (then each is compiled alone)."""
+    if not calls:
+        return None
+    source = "lambda %s: (\n%s)" % (", ".join(local), "".join("lambda: (%s),\n" % c[1] for c in calls))
+    try:
+        thunks = eval(compile(source, "<test>", "eval", dont_inherit=True), ns)(*local.values())
+    except BaseException:
+        return None
+    return thunks if _type(thunks) is tuple and len(thunks) == len(calls) else None
 
 
 # ---------------------------------------------------------------------------------------------------- the worker
 def _sweep():
     """In a PID namespace of our own: kill every process but this one and its ancestors (escaped children)."""
+    if not _own_namespaces():
+        return
     keep = {os.getpid(), 1, os.getppid()}
     for entry in os.listdir("/proc"):
         if entry.isdigit() and int(entry) not in keep:
@@ -282,6 +316,8 @@ def _reap_all(wait_s=0.0):
 def _empty_private_tmp():
     """In the isolating modes (``sweep``) /tmp and /dev/shm are this worker's own tmpfs: empty them after each
     sample, so that no sample finds files an earlier one left (never called where /tmp is the host's)."""
+    if not _own_namespaces():
+        return
     def writable_again(_fn, path, _exc):
         try:
             os.chmod(os.path.dirname(path), 0o700)
@@ -325,19 +361,37 @@ def _scratch_dir():
     return "%s/mel-sample-%d-%d" % (_scratch_base[0], os.getpid(), time.monotonic_ns())
 
 
+_environment_clean = []
+
+
 def _child_environment(scratch):
     """The environment the child inherits, set here before the fork: changing it in the child would copy the pages
-    that libc's environment and Python's ``os.environ`` live on (about half a millisecond a sample)."""
-    wanted = {"PATH": "/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8"}
-    for key in [k for k in os.environ if k not in wanted]:  # the worker's environment is clean already
-        del os.environ[key]
-    for key, value in wanted.items():
-        if os.environ.get(key) != value:
-            os.environ[key] = value
+    that libc's environment and Python's ``os.environ`` live on (about half a millisecond a sample). Only ``HOME``
+    and ``TMPDIR`` change from sample to sample; the rest is set once."""
+    if not _environment_clean:
+        wanted = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+        for key in [k for k in os.environ if k not in wanted]:  # the worker's environment is clean already
+            del os.environ[key]
+        for key, value in wanted.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+        _environment_clean.append(True)
+    os.environ["HOME"] = os.environ["TMPDIR"] = scratch
 
 
-def serve_sample(ctl, job):
-    """Fork one child for one sample, hand its pipes to the host, watch it, clean up, report how it ended."""
+class Child:
+    """A child forked ahead of its sample (`prefork`), waiting for its limits on the call pipe."""
+
+    def __init__(self, pid, call_w, reply_r, out_r, scratch):
+        self.pid, self.call_w, self.reply_r, self.out_r, self.scratch = pid, call_w, reply_r, out_r, scratch
+        self.pidfd = os.pidfd_open(pid)
+        self.status = None  # the wait status, once reaped
+
+
+def prefork(ctl):
+    """Fork the next sample's child now, before the host asks for it: the fork and the child's own set-up
+    (session, descriptors, scratch directory) then overlap with the host's work on the last sample instead of
+    delaying the next one. The child runs nothing but this file's code until it has its limits."""
     scratch = _scratch_dir()
     _child_environment(scratch)
     os.mkdir(scratch, 0o700)
@@ -348,55 +402,144 @@ def serve_sample(ctl, job):
     if pid == 0:
         try:
             ctl.close()
-            _child(job, call_r, reply_w, out_w, scratch)
+            _child(call_r, reply_w, out_w, scratch)
         finally:
             os._exit(1)
     for fd in (call_r, reply_w, out_w):
         os.close(fd)
-    pidfd = os.pidfd_open(pid)
+    return Child(pid, call_w, reply_r, out_r, scratch)
+
+
+def serve_sample(ctl, job, child):
+    """Give ``child`` the sample's limits (``job``, a JOB record), hand its pipes to the host, watch it; the REPORT
+    of how it ended (the clean-up comes after the report: `clean_up`)."""
     try:
-        socket.send_fds(ctl, [b"F"], [call_w, reply_r, pidfd])
+        os.write(child.call_w, job)  # a pipe write this small is never partial
+        socket.send_fds(ctl, [b"F"], [child.call_w, child.reply_r, child.pidfd])
     finally:
-        os.close(call_w)
-        os.close(reply_r)
-    deadline = time.monotonic() + job["timeout_s"]
-    output, nbytes, reason = bytearray(), 0, None
-    watch = [out_r, pidfd]
+        os.close(child.call_w)
+        os.close(child.reply_r)
+    deadline = time.monotonic() + JOB.unpack(job)[0]
+    output, nbytes, reason = bytearray(), 0, 0
+    watch = [child.out_r, child.pidfd]
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            reason = "timeout"
+            reason = 1  # timeout
             break
-        ready, _, _ = select.select(watch, [], [], left)
-        if out_r in ready:
-            data = os.read(out_r, 65536)
+        ready = select.select(watch, [], [], left)[0]
+        if child.out_r in ready:
+            data = os.read(child.out_r, 65536)
             if not data:
-                watch.remove(out_r)
+                watch.remove(child.out_r)
             nbytes += len(data)
             if len(output) < KEEP_OUTPUT:
                 output += data[: KEEP_OUTPUT - len(output)]
             if nbytes > OUTPUT_LIMIT:
-                reason = "output_limit"
+                reason = 2  # output_limit
                 break
-        if pidfd in ready:
+        if child.pidfd in ready:
             break
+    _end(child)
+    status = child.status
+    return report(reason, os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1,
+                  os.WTERMSIG(status) if os.WIFSIGNALED(status) else -1, bytes(output), nbytes)
+
+
+def report(reason, exit_status, signal_number, output, nbytes):
+    return REPORT.pack(reason, exit_status, signal_number, nbytes, len(output)) + output
+
+
+def _end(child):
+    """Kill the child's process group and reap the child."""
     try:
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(child.pid, signal.SIGKILL)
     except OSError:
         pass
-    _, status = os.waitpid(pid, 0)
-    if job.get("sweep"):
+    if child.status is None:
+        child.status = os.waitpid(child.pid, 0)[1]
+
+
+_subreaper = []  # [True] once every orphaned descendant of this worker is re-parented to it (PR_SET_CHILD_SUBREAPER)
+
+
+def _descendants_left():
+    """Reap what has exited; True while a descendant of this worker lives (always True unless it is PID 1 or a
+    subreaper: then no process a sample started can be anything but its descendant)."""
+    if os.getpid() != 1 and not _subreaper:
+        return True
+    while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                return True
+        except ChildProcessError:
+            return False
+
+
+def clean_up(child, sweep):
+    """After a sample (reported or not): no process of it left (``sweep``: none at all in our PID namespace), its
+    scratch directory gone and (``sweep``) the private /tmp and /dev/shm emptied -- all before the next child is
+    forked, so nothing of one sample reaches the next."""
+    _end(child)
+    if sweep and _descendants_left():  # the sweep reads /proc: done only when a process of the sample is left
         _sweep()
-    _reap_all(2.0 if job.get("sweep") and os.getpid() == 1 else 0.0)
-    for fd in (out_r, pidfd):
+        _reap_all(2.0 if os.getpid() == 1 or _subreaper else 0.0)
+    elif not sweep:
+        _reap_all()
+    for fd in (child.out_r, child.pidfd):
         os.close(fd)
-    shutil.rmtree(scratch, ignore_errors=True)
-    if job.get("sweep"):
+    try:
+        os.rmdir(child.scratch)  # most samples leave it empty
+    except OSError:
+        shutil.rmtree(child.scratch, ignore_errors=True)
+    if sweep:
         _empty_private_tmp()
-    return {"reason": reason,
-            "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-            "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-            "output": bytes(output).decode("utf-8", "replace"), "output_bytes": nbytes}
+
+
+def serve(ctl):
+    """The worker's loop: a child forked ahead, then for each request (a JOB record) that child served, reported,
+    cleaned up after, and the next one forked."""
+    fd = ctl.fileno()
+    child = None
+    while True:
+        if child is None:
+            try:
+                child = prefork(ctl)
+            except BaseException as e:  # reported to the host as the next sample's end
+                child = e
+        try:
+            job = _read_exact(fd, JOB.size)
+        except (EOFError, OSError):
+            return  # the pre-forked child reads EOF on its call pipe and exits
+        sweep = JOB.unpack(job)[3]
+        if sweep and not _own_namespaces():  # fail closed: no sample runs where the clean-up could not be done
+            try:
+                ctl.sendall(report(3, -1, -1, b"the sandbox worker is not PID 1 or 2 of a PID namespace of its own: "
+                                              b"refusing to run samples", 0))
+                continue
+            except OSError:
+                return
+        try:
+            if isinstance(child, BaseException):
+                raise child
+            done = serve_sample(ctl, job, child)
+        except BaseException as e:
+            done = report(3, -1, -1, _err(e).encode("utf-8", "replace"), 0)
+        try:
+            ctl.sendall(done)
+        except OSError:
+            return
+        if not isinstance(child, BaseException):
+            clean_up(child, sweep)
+        child = None
+
+
+def _own_namespaces():
+    """True where this worker is PID 1 or 2 of a PID namespace of its own (``unshare``'s jail, bubblewrap, a
+    container), which is where the isolating modes start it, with a private /tmp. The sweep (kill every process in
+    sight) and emptying /tmp and /dev/shm are done only there: run on the host by mistake, they would kill the
+    host's processes and empty the host's /tmp."""
+    return os.getpid() in (1, 2)
 
 
 def _remote_exception(name, message):
@@ -410,8 +553,14 @@ def _remote_exception(name, message):
 
 
 def _no_dump():
+    """Not dumpable (no core files, no ptrace or /proc/PID/mem by the same uid), and a subreaper: every process a
+    sample leaves behind is re-parented to this worker, so `clean_up` knows without reading /proc whether any is
+    left."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+        if libc.prctl(36, 1, 0, 0, 0) == 0:  # PR_SET_CHILD_SUBREAPER = 36
+            _subreaper.append(True)
     except Exception:
         pass
 
@@ -419,7 +568,8 @@ def _no_dump():
 def _warm_up():
     """Pay the one-time costs (parser, compiler, json, tagging) once here instead of in every forked child, then move
     everything allocated so far out of the garbage collector's reach (``gc.freeze``), so a child's collections do not
-    touch -- and copy -- the worker's memory pages."""
+    touch -- and copy -- the worker's memory pages; and hand the heap's free pages back (``malloc_trim``): every page
+    mapped here is one more a fork copies the page-table entry of (about a tenth fewer)."""
     import gc
 
     source = "def f(x, y=2):\n    return [i * y for i in range(x) if i % 2] + list({1: 'a'}.items())\n"
@@ -429,6 +579,10 @@ def _warm_up():
         untag(json.loads(json.dumps(tag(ns["f"](5)))))
     gc.collect()
     gc.freeze()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 # ---------------------------------------------------------------------------------------------------- the jail
@@ -583,19 +737,7 @@ def main():
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):  # stray prints must not reach the control channel
         os.dup2(devnull, fd)
-    while True:
-        try:
-            job = read_frame(ctl.fileno())
-        except (EOFError, OSError):
-            return
-        try:
-            report = serve_sample(ctl, job)
-        except BaseException as e:
-            report = {"reason": "sandbox_error", "exit": None, "signal": None, "output": _err(e), "output_bytes": 0}
-        try:
-            write_frame(ctl.fileno(), report)
-        except OSError:
-            return
+    serve(ctl)
 
 
 if __name__ == "__main__":

@@ -299,21 +299,17 @@ def _record(line: int, verdict: Verdict) -> dict[str, Any]:
 
 def verify_code_rows(rows: Sequence[CodeRow], *, timeout_s: float = 5.0, memory_mb: int = 512, workers: int = 2,
                      progress: Progress | None = None, isolation: str = "auto") -> list[dict[str, Any]]:
-    """One output record per row (its tests must be resolved), in order; ``progress(done, total)`` after each chunk.
-    The rows' programs are already assembled (`parse_code_rows`), so they run as they are."""
+    """One output record per row (its tests must be resolved), in order. The rows stream through the sandbox
+    workers (`mel.verify.sandbox.verify_code`: a worker takes the next row as soon as it is free, so a slow row holds
+    up no other worker); ``progress(done, total)`` as rows are done. The rows' programs are already assembled
+    (`parse_code_rows`), so they run as they are."""
     from mel.verify.sandbox import verify_code
 
-    out: list[dict[str, Any]] = []
-    for start, stop in _chunks(len(rows), max(16, 8 * workers)):
-        chunk = rows[start:stop]
-        verdicts = verify_code([r.program for r in chunk], [r.tests for r in chunk],  # type: ignore[misc]
-                               timeout_s=timeout_s, memory_mb=memory_mb, workers=workers, extract=False,
-                               isolation=isolation)
-        for row, verdict in zip(chunk, verdicts):
-            out.append({**_record(row.line, verdict), "format": row.format, "_carried": row.carried})
-        if progress:
-            progress(stop, len(rows))
-    return out
+    verdicts = verify_code([r.program for r in rows], [r.tests for r in rows],  # type: ignore[misc]
+                           timeout_s=timeout_s, memory_mb=memory_mb, workers=workers, extract=False,
+                           isolation=isolation, progress=progress)
+    return [{**_record(row.line, verdict), "format": row.format, "_carried": row.carried}
+            for row, verdict in zip(rows, verdicts)]
 
 
 def verify_math_rows(rows: Sequence[MathRow], *, timeout_s: float = 5.0, workers: int = 2,

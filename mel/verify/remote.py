@@ -57,7 +57,7 @@ class Remote:
     def __init__(self, call_w: int, reply_r: int, deadline: float) -> None:
         self.call_w, self.reply_r, self.deadline = call_w, reply_r, deadline
         self.memory = False
-        self.buffer = b""  # bytes read from the reply pipe and not consumed yet
+        self.buffer = bytearray()  # bytes read from the reply pipe and not consumed yet
         self.calls: tuple[PlannedCall, ...] = ()  # the planned calls; their replies come first, in this order
         self.consumed = 0  # planned replies read so far
         self.diverged = False
@@ -77,7 +77,8 @@ class Remote:
         except OSError as exc:  # the child is gone
             raise SampleEnded(str(exc)) from None
 
-    def _read(self, n: int) -> bytes:
+    def _fill(self, n: int) -> None:
+        """Read from the reply pipe until ``n`` bytes are buffered (whatever else has arrived is kept too)."""
         while len(self.buffer) < n:
             left = self.deadline - time.monotonic()
             if left <= 0 or not select.select([self.reply_r], [], [], left)[0]:
@@ -86,16 +87,20 @@ class Remote:
             if not chunk:
                 raise SampleEnded("the child ended")
             self.buffer += chunk
-        out, self.buffer = self.buffer[:n], self.buffer[n:]
-        return out
 
     def receive(self) -> dict:
-        (n,) = struct.unpack(">I", self._read(4))
-        if n > 64 << 20:
+        if len(self.buffer) < 4:
+            self._fill(4)
+        end = 4 + int.from_bytes(self.buffer[:4], "big")
+        if end > 4 + (64 << 20):
             raise SampleEnded("oversized reply")
+        if len(self.buffer) < end:
+            self._fill(end)
+        data = self.buffer[4:end]
+        del self.buffer[:end]
         try:
-            message = json.loads(self._read(n))
-        except ValueError:
+            message = json.loads(data.decode())
+        except ValueError:  # UnicodeDecodeError included
             raise SampleEnded("the program broke the sandbox protocol") from None
         if type(message) is not dict:
             raise SampleEnded("the program broke the sandbox protocol")

@@ -3,9 +3,12 @@
 How a sample runs (`verify_code`):
   1. `extract_code` turns the raw completion into a program (never raises).
   2. A sandbox worker -- ``python -I mel/verify/_zygote.py``, started once and reused, inside the strongest isolation
-     that works here (`isolation_mode()`, probed once and reported) -- forks a CHILD for the sample and passes this
-     process the child's call and reply pipes over a Unix socket. The worker is a fork server only: it never holds
-     a program, a test or a value, so no sample can find another's in the memory it inherits.
+     that works here (`isolation_mode()`, probed once and reported) -- keeps a CHILD forked ahead for the next
+     sample and passes this process the child's call and reply pipes over a Unix socket. The worker is a fork server
+     only: it never holds a program, a test or a value, so no sample can find another's in the memory it inherits.
+     Workers are started from one long-lived thread (bubblewrap's ``--die-with-parent`` ends a worker with the
+     thread that started it) and reused by every call; ``workers`` samples are in flight at a time, each taken up as
+     soon as a worker is free (no batch waits for its slowest sample).
   3. Here (`mel.verify.remote`), the program goes down the call pipe with the PLANNED calls (`mel.verify.plan`:
      the tests' calls of program functions whose arguments are literals or names living in the child, up to the
      first statement that uses the program otherwise); the child runs the program and the setup code, reports the
@@ -36,7 +39,8 @@ takes the first of ``bwrap``, ``unshare`` that works here and, where neither doe
   ``none``      a plain process with the limits below and NO isolation: only when asked for by name (an explicit
                 opt-in, warned about on stderr and shown in every progress line and manifest); never a fallback.
 In ``bwrap``, ``unshare`` and ``docker`` mode, after each sample every process left in the sample's PID namespace is
-killed. Limits in every mode, on the child: CPU seconds, address space (``memory_mb``), file size, open files,
+killed (the worker is a subreaper, so it knows whether any is left; a worker that finds itself outside a PID
+namespace of its own refuses to run samples). Limits in every mode, on the child: CPU seconds, address space (``memory_mb``), file size, open files,
 processes (``docker``: the container's pids limit instead; none in ``none`` mode), output bytes; a wall-clock
 deadline per sample after which the child's process group is killed (and, if the worker itself stops answering, the
 whole worker). Cleaned environment; a fresh scratch directory per sample as cwd.
@@ -67,7 +71,6 @@ second child. The child learns every planned call's arguments up front (never an
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import queue
@@ -75,23 +78,23 @@ import select
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 from mel.data.types import CodeTests
 from mel.verify.plan import Plan, literal, plan_tests
+from mel.verify._zygote import JOB, REASONS, REPORT
 from mel.verify.remote import Diverged, Remote, SampleEnded, run_tests
 from mel.verify.extract import extract_code
 from mel.verify.types import Verdict
 
 __all__ = [
     "verify_code", "call_outputs", "isolation_mode", "describe_isolation", "available_isolations",
-    "IsolationUnavailable", "ISOLATIONS", "FULL_ISOLATIONS", "shutdown_sandbox_workers", "ZYGOTE_PATH",
+    "IsolationUnavailable", "ISOLATIONS", "FULL_ISOLATIONS", "shutdown_sandbox_workers", "ZYGOTE_PATH", "worker_python",
 ]
 
 ZYGOTE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_zygote.py")
@@ -253,6 +256,13 @@ def isolation_mode(isolation: str = "auto") -> str:
     return _current_mode(isolation).name
 
 
+def worker_python(isolation: str = "auto") -> str:
+    """The Python interpreter that the sandbox workers of ``isolation`` run, as a path on this machine (``""`` for
+    ``docker``: the image's own)."""
+    mode = _current_mode(isolation)
+    return "" if mode.name == "docker" else mode.command[mode.command.index("-I") - 1]
+
+
 def describe_isolation(name: str) -> str:
     """How progress lines and summaries show an isolation mode: ``none`` never goes unnoticed."""
     return "none (NOT ISOLATED: opted in)" if name == "none" else name
@@ -273,22 +283,28 @@ class WorkerDied(Exception):
     pass
 
 
-def _read_frame(sock: socket.socket, timeout: float) -> dict:
+def _read_report(sock: socket.socket, timeout: float) -> dict:
+    """The worker's REPORT of how a child ended (``_zygote.py``), as ``{"reason", "exit", "signal", "output",
+    "output_bytes"}``."""
     end = time.monotonic() + timeout
     buf = b""
-    need, length = 4, None
+    need = REPORT.size
     while len(buf) < need:
         left = end - time.monotonic()
         if left <= 0 or not select.select([sock], [], [], left)[0]:
             raise WorkerDied("worker stopped answering")
-        chunk = sock.recv(need - len(buf))
+        chunk = sock.recv(max(need - len(buf), 4096))
         if not chunk:
             raise WorkerDied("worker ended")
         buf += chunk
-        if length is None and len(buf) == 4:
-            (length,) = struct.unpack(">I", buf)
-            need = 4 + length
-    return json.loads(buf[4:])
+        if len(buf) >= REPORT.size:
+            need = REPORT.size + REPORT.unpack_from(buf)[4]
+    reason, exit_status, signal_number, nbytes, _ = REPORT.unpack_from(buf)
+    if len(buf) > need or reason >= len(REASONS):
+        raise WorkerDied("worker broke the protocol")
+    return {"reason": REASONS[reason], "exit": None if exit_status < 0 else exit_status,
+            "signal": None if signal_number < 0 else signal_number,
+            "output": buf[REPORT.size:].decode("utf-8", "replace"), "output_bytes": nbytes}
 
 
 class _Worker:
@@ -338,10 +354,8 @@ class _Worker:
 def _attempt(worker: Any, program: str, tests: CodeTests, plan: Plan, timeout_s: float, memory_mb: int) -> dict:
     """One child of ``worker`` for one sample: fork it in the worker, run the tests here against it (``plan``: the
     calls it makes ahead), collect how it ended. ``"diverged"`` in the outcome: discard it and run without a plan."""
-    limits = {"timeout_s": timeout_s, "memory_mb": memory_mb, "nproc": worker.mode.nproc, "sweep": worker.mode.sweep}
     try:
-        data = json.dumps(limits).encode()
-        worker.ctl.sendall(struct.pack(">I", len(data)) + data)
+        worker.ctl.sendall(JOB.pack(float(timeout_s), int(memory_mb), worker.mode.nproc, worker.mode.sweep))
         if not select.select([worker.ctl], [], [], 30.0)[0]:
             raise WorkerDied("worker did not fork a child")
         msg, fds, _, _ = socket.recv_fds(worker.ctl, 16, 3)
@@ -368,13 +382,49 @@ def _attempt(worker: Any, program: str, tests: CodeTests, plan: Plan, timeout_s:
                 pass
         for fd in (call_w, reply_r, pidfd):
             os.close(fd)  # EOF: the child exits
-    outcome["end"] = _read_frame(worker.ctl, timeout_s + 30.0)
+    outcome["end"] = _read_report(worker.ctl, timeout_s + 30.0)
     outcome["memory"] = remote.memory
     # Output written by calls the tests never read (they were done, results were left) may have hit the limit: only
     # a run without a plan can say. A run that ended waiting for a result wrote only what plain Python would have.
     unread = not ended and remote.pending > 0
     outcome["diverged"] = diverged or (unread and outcome["end"].get("reason") == "output_limit")
     return outcome
+
+
+class _Spawner:
+    """Starts sandbox workers from one daemon thread that lives as long as this process. bubblewrap's
+    ``--die-with-parent`` (``PR_SET_PDEATHSIG``) kills a worker when the THREAD that started it ends, so a worker
+    started by one of `verify_code`'s pool threads died with that thread at the end of the call, and every call
+    (each chunk of ``mel verify code``, each training step) paid for starting its workers again."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)  # a forked copy of this process has no spawner thread
+
+    def reset(self) -> None:
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    def start(self, mode: _Mode) -> Any:
+        with self.lock:
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._serve, name="mel-sandbox-spawner", daemon=True)
+                self.thread.start()
+        done: Future = Future()
+        self.jobs.put((mode, done))
+        return done.result()
+
+    def _serve(self) -> None:
+        while True:
+            mode, done = self.jobs.get()
+            try:
+                done.set_result(mode.worker_class(mode))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                done.set_exception(exc)
+
+
+_SPAWNER = _Spawner()
 
 
 class _Pool:
@@ -398,7 +448,7 @@ class _Pool:
             self._forget(worker)
         except queue.Empty:
             pass
-        worker = mode.worker_class(mode)
+        worker = _SPAWNER.start(mode)
         with self.lock:
             self.all.append(worker)
         return worker
@@ -545,9 +595,13 @@ def verify_code(
     workers: int = 2,
     isolation: str = "auto",
     extract: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Verdict]:
     """One verdict per (completion, tests) pair, in order; never raises on any completion text.
 
+    The samples stream through ``workers`` sandbox workers: each worker takes the next sample as soon as it is done
+    with one, so a slow sample holds up only its own worker. ``progress(done, total)`` is called as each verdict is
+    made (from the thread that made it, one call at a time).
     ``isolation``: ``auto`` (bubblewrap, else unshare; see `isolation_mode`), ``bwrap``, ``unshare``, ``docker`` or,
     opted into by name, ``none``; `IsolationUnavailable` is raised, before any code runs, where it cannot be had.
     ``extract=False``: the
@@ -556,13 +610,19 @@ def verify_code(
     if len(completions) != len(tests):
         raise ValueError(f"{len(completions)} completions but {len(tests)} test specs")
     _current_mode(isolation)  # missing isolation is a configuration error, raised once, not a verdict per sample
+    lock, done = threading.Lock(), [0]
 
     def one(i: int) -> Verdict:
         try:
             program = extract_code(completions[i]) if extract else completions[i]
-            return _run_one(program, tests[i], timeout_s, memory_mb, isolation)
+            verdict = _run_one(program, tests[i], timeout_s, memory_mb, isolation)
         except Exception as exc:  # the verifier never crashes on an input
-            return Verdict(False, "sandbox_error", f"{type(exc).__name__}: {exc}"[:500], 0, tests[i].num_tests, 0.0)
+            verdict = Verdict(False, "sandbox_error", f"{type(exc).__name__}: {exc}"[:500], 0, tests[i].num_tests, 0.0)
+        if progress is not None:
+            with lock:
+                done[0] += 1
+                progress(done[0], len(completions))
+        return verdict
 
     if workers <= 1 or len(completions) <= 1:
         return [one(i) for i in range(len(completions))]
