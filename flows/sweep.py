@@ -53,7 +53,8 @@ def run_cell(sweep: Sweep, p: PlannedCell, total: int, ray: str | None) -> str:
         say(skipped_line(sweep, p, total, metrics))
     else:
         say(f"{head}: training -> {p.run_dir}")
-        train(p.cell.config_path, list(p.cell.overrides), run_dir=p.run_dir, base=p.cell.base, ray=ray)
+        group = [f"trackers.group={sweep.name}"]  # run.loggers: the cell's tracker runs sit in the sweep's group
+        train(p.cell.config_path, [*group, *p.cell.overrides], run_dir=p.run_dir, base=p.cell.base, ray=ray)
         done = f"trained in {time.perf_counter() - t0:.1f} s"
         say(f"{head}: {done}")
     req = eval_request(sweep, p.run_dir)

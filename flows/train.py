@@ -11,6 +11,7 @@ Run it:
     mel run configs/methods/mel_code.yaml                    # MEL-Code on the demo model
     mel run configs/methods/mel_code.yaml --base configs/tiny.yaml   # the same method on the tiny config
     python -m flows.train configs/tiny.yaml                  # the same flow, without the CLI
+    mel run configs/tiny.yaml --set "run.loggers=[tensorboard, wandb, mlflow]"   # also to trackers (flows.trackers)
 
 Every stage is a cached Prefect task writing Parquet artifacts under the run directory; running the
 same command again reuses every stage whose artifact is complete and says so. With ``PREFECT_API_URL`` set the runs
@@ -39,6 +40,7 @@ from flows.caching import results_storage, run_cached
 from flows.evaluate import evaluate_ends
 from flows.params import ConfigPath, MethodName, Seed, Steps, overrides_for
 from flows.run_page import RunPage
+from flows.trackers import RunTrackers
 from tasks.common import run_config
 from tasks.prepare import prepare_model
 from tasks.stage import stage_task
@@ -211,9 +213,11 @@ def train(
     cfg = load_config(config_path, [*(overrides or []), *typed, *([f"cluster.ray={ray}"] if ray else [])], base=base)
     run_dir = run_dir or default_run_dir(cfg)
     cfg_hash = config_hash(cfg)
-    with RunPage(cfg, run_dir, cfg_hash) as page, on_cluster(cfg, run_dir, step_table(table)) as step_flow:
+    with RunPage(cfg, run_dir, cfg_hash) as page, RunTrackers(cfg, run_dir, cfg_hash) as trackers, \
+            on_cluster(cfg, run_dir, step_table(table)) as step_flow:
         progress.run_start(cfg, run_dir)
         config_uri = init_run_dir(cfg, run_dir)
+        trackers.start()  # run.loggers: TensorBoard, W&B, MLflow (flows.trackers), each on a thread of its own
         checkpoint = prepare_model(config_uri, cfg_hash)
         metrics_uris = []
         for step in range(cfg.run.steps):
@@ -222,14 +226,19 @@ def train(
             metrics_uris.append(produced["metrics"])
             metrics_uri = write_run_metrics(run_dir, metrics_uris)
             prune(run_dir, step, cfg.run.keep_checkpoints, cfg.run.keep_every)  # now that its checkpoint is done
-            page.step_done(step, artifacts.read_table(metrics_uri, schemas.METRICS).to_pylist())
+            rows = artifacts.read_table(metrics_uri, schemas.METRICS).to_pylist()
+            page.step_done(step, rows)
+            trackers.step_done(step, rows)
         if step_table(table).producer("revisions", cfg) is not None:
             write_revision_report(run_dir, cfg.run.steps, step_table(table), cfg)
         metrics = artifacts.read_table(artifacts.join(run_dir, "metrics.parquet"), schemas.METRICS).to_pylist()
         progress.run_done(run_dir, metrics, checkpoint)
         page.run_done(metrics, checkpoint)
+        trackers.run_done(metrics, checkpoint)
         if cfg.eval.benchmarks:
-            page.before_after(evaluate_ends(cfg, run_dir))
+            scores = evaluate_ends(cfg, run_dir)
+            page.before_after(scores)
+            trackers.before_after(scores)
     return run_dir
 
 

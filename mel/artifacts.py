@@ -6,10 +6,12 @@ killed at any point therefore leaves either a complete artifact or one that is s
 file. The manifest also records what was written -- a table's byte count and sha256, a folder's file sizes -- and an
 artifact whose data no longer matches it (truncated, overwritten, a file gone) does not count as complete: it is
 reported on stderr and recomputed, and `read_table` refuses to read it. Works for local paths and any fsspec URL
-(``memory://``, ``s3://``, ``gs://``...).
+(``memory://``, ``s3://``, ``gs://``...). A write that runs out of space raises `StorageFull`, naming the artifact.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -19,7 +21,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import fsspec
 import pyarrow as pa
@@ -47,6 +49,60 @@ def local_path(uri: str) -> str:
 
 class CorruptArtifact(ValueError):
     """An artifact's data does not match what its manifest recorded when it was written."""
+
+
+class StorageFull(OSError):
+    """A write of an artifact ran out of space (a full device or a disk quota); ``filename`` is the artifact's URI,
+    or the local folder that filled up."""
+
+
+_FULL = {errno.ENOSPC: os.strerror(errno.ENOSPC), errno.EDQUOT: os.strerror(errno.EDQUOT)}  # Linux's texts
+NEARLY_FULL_BYTES = 1 << 20
+
+
+def out_of_space(exc: BaseException | None) -> OSError | None:
+    """The error in ``exc``'s chain (itself, what it was raised from or while handling) that says a device is full
+    or a quota exceeded: an ``OSError`` with ENOSPC / EDQUOT, or a library's error whose text says so (safetensors:
+    "No space left on device (os error 28)"; torch's writer keeps Python's OSError as its ``__context__``)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            return exc
+        for code, text in _FULL.items():
+            if text in str(exc):
+                return OSError(code, text)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _storage_full(exc: Exception, uri: str, local_dir: str | Path | None = None) -> StorageFull | None:
+    """``exc``, a failed write of ``uri``, as `StorageFull` if it ran out of space: its chain says so, or (an error
+    that does not say why, e.g. torch.save to a path: "unexpected pos 4928 vs 4820") the local folder it was being
+    written to has less than ``NEARLY_FULL_BYTES`` free at the moment of failure (check before any cleanup)."""
+    full = out_of_space(exc)
+    if full is None and local_dir is not None:
+        try:
+            if shutil.disk_usage(local_dir).free < NEARLY_FULL_BYTES:
+                full = OSError(errno.ENOSPC, _FULL[errno.ENOSPC])
+        except OSError:
+            pass
+    return None if full is None else StorageFull(full.errno, full.strerror, uri)
+
+
+@contextlib.contextmanager
+def _writing(uri: str, local_dir: str | Path | None = None) -> Iterator[None]:
+    """A write of ``uri`` (to ``local_dir`` on this machine, where known) that runs out of space raises
+    `StorageFull` (from the original error); any other error passes unchanged."""
+    try:
+        yield
+    except StorageFull:
+        raise
+    except Exception as exc:
+        full = _storage_full(exc, uri, local_dir)
+        if full is None:
+            raise
+        raise full from exc
 
 
 _intact: dict[tuple[str, str, int], bool] = {}  # (uri, manifest's sha256, data size) -> checked once per process
@@ -101,9 +157,10 @@ def read_manifest(uri: str) -> dict[str, Any]:
 def write_manifest(uri: str, **info: Any) -> None:
     fs, path = _fs(uri + MANIFEST_SUFFIX)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open(tmp, "wt") as f:
-        json.dump({"uri": uri, "written_at": time.time(), **info}, f, indent=1)
-    fs.mv(tmp, path)
+    with _writing(uri + MANIFEST_SUFFIX):
+        with fs.open(tmp, "wt") as f:
+            json.dump({"uri": uri, "written_at": time.time(), **info}, f, indent=1)
+        fs.mv(tmp, path)
 
 
 def annotate_manifest(uri: str, **info: Any) -> None:
@@ -146,9 +203,10 @@ def write_table(uri: str, table: pa.Table, schema: pa.Schema, **manifest_info: A
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     data = sink.getvalue().to_pybytes()
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-    fs.mv(tmp, path)
+    with _writing(uri):
+        with fs.open(tmp, "wb") as f:
+            f.write(data)
+        fs.mv(tmp, path)
     write_manifest(uri, rows=table.num_rows, columns=schema.names, bytes=len(data),
                    sha256=hashlib.sha256(data).hexdigest(), **manifest_info)
     return uri
@@ -156,8 +214,12 @@ def write_table(uri: str, table: pa.Table, schema: pa.Schema, **manifest_info: A
 
 def _remove_leftovers(uri: str) -> None:
     """Remove the temporary files or folders an earlier, killed write of ``uri`` left beside it (``NAME.tmp-*``; a
-    checkpoint's can be GBs). An artifact has one writer at a time (its stage), so any such sibling is dead."""
+    checkpoint's can be GBs; on object storage, an object a killed ``mv`` copied and did not delete). An artifact has
+    one writer at a time (its stage), so any such sibling is dead."""
     if not is_local(uri):
+        fs, path = _fs(uri)
+        for stale in fs.glob(path + ".tmp-*"):
+            fs.rm(stale, recursive=True)
         return
     final = Path(local_path(uri))
     for stale in final.parent.glob(final.name + ".tmp-*"):
@@ -190,31 +252,36 @@ def read_table(uri: str, schema: pa.Schema | None = None) -> pa.Table:
 
 def write_folder(uri: str, build: Callable[[Path], None], **manifest_info: Any) -> str:
     """Publish a folder (e.g. a checkpoint): ``build(tmp_dir)`` fills a temporary folder, which is renamed (local)
-    or uploaded (remote) to ``uri``; the manifest is written last."""
+    or uploaded (remote) to ``uri``; the manifest is written last. Running out of space raises `StorageFull`: naming
+    ``uri``, or for a remote ``uri`` the local staging folder, where that is what filled up."""
     fs, path = _fs(uri)
     if is_local(uri):
         final = Path(local_path(uri))
-        final.parent.mkdir(parents=True, exist_ok=True)
-        _remove_leftovers(uri)
-        tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp-", dir=final.parent))
+        with _writing(uri):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            _remove_leftovers(uri)
+            tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp-", dir=final.parent))
         try:
-            build(tmp)
-            files = sorted(p.name for p in tmp.iterdir())
-            sizes = _sizes(tmp)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            with _writing(uri, tmp):  # inside: a full device is seen before the cleanup frees it
+                build(tmp)
+                files = sorted(p.name for p in tmp.iterdir())
+                sizes = _sizes(tmp)
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     else:
         with tempfile.TemporaryDirectory() as tmp_dir:
-            build(Path(tmp_dir))
+            with _writing(tmp_dir, tmp_dir):
+                build(Path(tmp_dir))
             files = sorted(p.name for p in Path(tmp_dir).iterdir())
             sizes = _sizes(Path(tmp_dir))
-            if fs.exists(path):
-                fs.rm(path, recursive=True)
-            fs.put(tmp_dir.rstrip("/") + "/", path, recursive=True)
+            with _writing(uri):
+                if fs.exists(path):
+                    fs.rm(path, recursive=True)
+                fs.put(tmp_dir.rstrip("/") + "/", path, recursive=True)
     write_manifest(uri, files=files, sizes=sizes, **manifest_info)
     return uri
 
@@ -224,10 +291,16 @@ def _sizes(folder: Path) -> dict[str, int]:
 
 
 def fetch_folder(uri: str, cache_dir: str | Path | None = None) -> str:
-    """A local path for a folder artifact (the path itself when local; else a downloaded copy)."""
+    """A local path for a folder artifact (the path itself when local; else a downloaded copy). The copy is kept per
+    version of the artifact (its manifest's content), so a folder written again at the same URI (a damaged checkpoint
+    recomputed, a new run in a reused run directory) is downloaded again, never served from an older copy."""
     if is_local(uri):
         return local_path(uri)
-    cache = Path(cache_dir or tempfile.gettempdir()) / "mel-fetch" / uri.replace("://", "/").strip("/")
+    version = "unversioned"
+    if exists(uri + MANIFEST_SUFFIX):
+        with fsspec.open(uri + MANIFEST_SUFFIX, "rb") as f:
+            version = hashlib.sha256(f.read()).hexdigest()[:16]
+    cache = Path(cache_dir or tempfile.gettempdir()) / "mel-fetch" / uri.replace("://", "/").strip("/") / version
     if not (cache / ".fetched").exists():
         fs, path = _fs(uri)
         cache.mkdir(parents=True, exist_ok=True)

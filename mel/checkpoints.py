@@ -1,9 +1,10 @@
 """Checkpoint retention: which step checkpoints keep their weights, and pruning the others.
 
-Policy (``run.keep_checkpoints = N``, ``run.keep_every = k``): once step s's checkpoint is complete, the checkpoints
-of the N newest steps keep their weights, and so does every k-th step's (1-based steps k, 2k, ...: the points of an
-evaluation curve); the optimizer state (AdamW's two moments, twice the weights' size) stays only in the newest one,
-the only one a later step resumes from. For SmolLM2-135M in fp32 a step checkpoint is 0.54 GB of weights plus
+Policy (``run.keep_checkpoints = N``, ``run.keep_every = k``): once step s's checkpoint is complete, the N newest
+written checkpoints keep their weights (steps that kept their state in memory, ``run.checkpoint_every``, wrote none
+and count for nothing here), and so does every k-th step's (1-based steps k, 2k, ...: the points of an
+evaluation curve); the optimizer state (AdamW's two moments, twice the weights' size) stays only in the newest written
+one, the only one a later step resumes (or replays resident steps) from. For SmolLM2-135M in fp32 a step checkpoint is 0.54 GB of weights plus
 1.08 GB of optimizer state, so the default N = 2 holds about 2.2 GB however long the run.
 
 A pruned checkpoint keeps its manifest, marked ``pruned`` (or ``optimizer_dropped``), so the run stays complete for
@@ -17,7 +18,10 @@ machine).
 """
 from __future__ import annotations
 
-__all__ = ["kept_steps", "prune", "is_pruned", "require_weights", "CheckpointPruned", "OPTIMIZER_FILE"]
+from typing import Iterable
+
+__all__ = ["kept_steps", "prune", "is_pruned", "require_weights", "CheckpointPruned", "ReplayMismatch",
+           "OPTIMIZER_FILE"]
 
 OPTIMIZER_FILE = "optimizer.pt"  # the optimizer state inside a checkpoint folder (written by mel.update)
 
@@ -26,13 +30,20 @@ class CheckpointPruned(FileNotFoundError):
     """A stage asked for weights or optimizer state that the retention policy removed."""
 
 
-def kept_steps(newest: int, keep_last: int, keep_every: int) -> set[int]:
-    """The 0-based steps among ``0..newest`` whose checkpoints keep their weights."""
+class ReplayMismatch(RuntimeError):
+    """A step that kept its trained state in memory (``run.checkpoint_every``) cannot be rebuilt as it was: its
+    update, replayed from the cached artifacts, gives another state than the one recorded, or those artifacts are
+    gone (`mel.stages.policy`)."""
+
+
+def kept_steps(written: Iterable[int], keep_last: int, keep_every: int) -> set[int]:
+    """The 0-based steps among ``written`` (the steps that wrote a checkpoint, in order) that keep their weights."""
     if keep_last < 1:
         raise ValueError(f"keep_last must be at least 1, not {keep_last}")
-    kept = set(range(max(0, newest - keep_last + 1), newest + 1))
+    written = sorted(written)
+    kept = set(written[-keep_last:])
     if keep_every > 0:
-        kept |= {s for s in range(newest + 1) if (s + 1) % keep_every == 0}
+        kept |= {s for s in written if (s + 1) % keep_every == 0}
     return kept
 
 
@@ -63,13 +74,17 @@ def prune(run_dir: str, newest: int, keep_last: int, keep_every: int = 0) -> lis
 
     if not artifacts.is_complete(_checkpoint(run_dir, newest)):
         raise ValueError(f"step {newest}'s checkpoint is not complete: nothing may be pruned before it is")
-    kept = kept_steps(newest, keep_last, keep_every)
-    changed = []
-    for step in range(newest):
+    written = {}  # step -> manifest, for the steps that wrote their checkpoint (resident ones have no files)
+    for step in range(newest + 1):
         uri = _checkpoint(run_dir, step)
-        if not artifacts.is_complete(uri):
+        if artifacts.is_complete(uri) and not (info := artifacts.read_manifest(uri)).get("resident"):
+            written[step] = info
+    kept = kept_steps(written, keep_last, keep_every)
+    changed = []
+    for step, info in written.items():
+        if step == max(written):  # the newest written checkpoint: what a resume (or a replay) starts from
             continue
-        info = artifacts.read_manifest(uri)
+        uri = _checkpoint(run_dir, step)
         if step not in kept:
             if not info.get("pruned"):
                 _mark(uri, pruned=True)

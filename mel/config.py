@@ -25,6 +25,7 @@ from mel.eval.metrics import Sampling
 LossAgg = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 EngineName = Literal["transformers", "vllm"]
 DType = Literal["float32", "bfloat16"]
+LoggerName = Literal["tensorboard", "wandb", "mlflow"]
 
 
 @dataclass(frozen=True)
@@ -295,12 +296,24 @@ class RunConfig:
     keep_every: int = 0
     """Also keep the weights of every k-th step's checkpoint (1-based steps k, 2k, ...) for evaluation curves;
     0: none. Not in the hash."""
+    checkpoint_every: int = 1
+    """Write a full checkpoint (weights and optimizer state) every k steps (1-based steps k, 2k, ...) and at the
+    last step; in between, the trained state stays in the process that trains and the step records its fingerprint
+    (``mel.stages.policy``). A resume replays the updates since the last checkpoint from the cached artifacts. Not in
+    the hash: the weights each step ends with are the same."""
+    loggers: tuple[LoggerName, ...] = ()
+    """Experiment trackers each step's metrics row also goes to (``flows.trackers``), under the names of
+    ``metrics.parquet``'s columns, with the config as hyperparameters and, at the end, the run's plots and the
+    before/after table: ``tensorboard`` (event files in ``<run dir>/tensorboard``), ``wandb``, ``mlflow`` (settings in
+    the ``trackers`` section). A tracker that fails warns once and the run goes on. Empty (the default): none. Not in
+    the hash."""
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, "run.steps", "at least 1")
         _check(self.keep_checkpoints >= 1, "run.keep_checkpoints",
                "at least 1 (the newest is what a step resumes from)")
         _check(self.keep_every >= 0, "run.keep_every", "0 (none) or a positive step interval")
+        _check(self.checkpoint_every >= 1, "run.checkpoint_every", "a positive step interval (1: every step)")
         _check(bool(self.name) and "/" not in self.name, "run.name", "a non-empty name without '/'")
 
 
@@ -321,6 +334,31 @@ class RunEvalConfig:
 
     def __post_init__(self) -> None:
         _check(self.limit is None or self.limit >= 1, "eval.limit", "null or at least 1")
+
+
+@dataclass(frozen=True)
+class TrackersConfig:
+    """Where the trackers named in ``run.loggers`` put the run (section ``trackers``; ``flows.trackers``). Not in the
+    config hash: logging changes no artifact. A resumed run continues the same tracker runs (their ids are kept in
+    ``<run dir>/trackers.json``)."""
+
+    project: str = "mel"
+    """W&B project; also the MLflow experiment when ``group`` is unset."""
+    entity: str | None = None
+    """W&B entity (team or user); unset: the logged-in user's default."""
+    name: str | None = None
+    """The run's name in every tracker; unset: the run directory's name (``<run.name>-<config hash>``)."""
+    group: str | None = None
+    """W&B group and MLflow experiment; a sweep sets it to the sweep's name, so its cells sit together."""
+    wandb_mode: Literal["online", "offline", "disabled"] = "online"
+    """``offline`` writes ``<run dir>/wandb/offline-run-*`` for a later ``wandb sync`` (no account, no network)."""
+    mlflow_uri: str | None = None
+    """MLflow tracking URI: a server (``http://host:5000``) or a database (``sqlite:///path/mlflow.db``); unset:
+    ``sqlite:///<parent of the run dir>/mlflow.db``, artifacts beside it in ``mlartifacts/``, so the runs in one
+    folder share one store (MLflow 3 keeps plain ``./mlruns`` folders in maintenance mode)."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.project), "trackers.project", "a non-empty name")
 
 
 @dataclass(frozen=True)
@@ -367,6 +405,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     eval: RunEvalConfig = field(default_factory=RunEvalConfig)
+    trackers: TrackersConfig = field(default_factory=TrackersConfig)
 
     def __post_init__(self) -> None:
         if self.revise.mode != "none":
@@ -447,6 +486,7 @@ def load_eval_config(path: str | None = None) -> EvalConfig:
 
 # Fields that do not change any artifact; left out of the config hash.
 _UNHASHED = {("run", "steps"), ("run", "runs_root"), ("run", "keep_checkpoints"), ("run", "keep_every"),
+             ("run", "checkpoint_every"),
              ("verify", "workers"), ("verify", "isolation"), ("rollout", "batch_size"),
              ("rollout", "vllm_gpu_memory_utilization"), ("rollout", "vllm_kv_cache_gib")} | {
     ("cluster", name) for name in ("ray", "policy_gpus", "policy_cpus", "verify_chunk", "verify_cpus",
@@ -455,6 +495,7 @@ _UNHASHED = {("run", "steps"), ("run", "runs_root"), ("run", "keep_checkpoints")
 # Where the policy runs is placement, not content (ModelConfig.device); left out like rollout.batch_size.
 _UNHASHED.add(("model", "device"))
 _UNHASHED |= {("eval", name) for name in ("benchmarks", "config", "limit")}  # what is evaluated after training
+_UNHASHED |= {("run", "loggers")} | {("trackers", f.name) for f in dataclasses.fields(TrackersConfig)}  # logging
 
 
 class ConfigError(ValueError):

@@ -96,6 +96,12 @@ class Progress:
         how = ("reused ", "cyan") if result.reused else ("done   ", "green")
         self._print(self._stage_line(result.step, result.stage,
                                      Text.assemble(how, f" {took:6.1f}s  {result.summary}")))
+        for note in result.notes:
+            self.note(note)
+
+    def note(self, text: str) -> None:
+        """A line about the run that is no stage's result (e.g. an update replayed to rebuild resident state)."""
+        self._print(Text(text, "dim"))
 
     def run_done(self, run_dir: str, metrics: list[dict], checkpoint: str) -> None:
         wall = time.perf_counter() - self.t0

@@ -21,6 +21,9 @@ Cells are ordered method-major: each method, then each grid point (keys sorted),
 training run in its default run directory (``<run.runs_root>/<run.name>-<config hash>``), the one ``mel run`` with the
 same config uses, so a sweep and a hand-started run share their artifacts. `report_is_current` lets a re-triggered
 sweep skip rebuilding an unchanged report (``sweep.json`` in the report folder, written last, records its inputs).
+With experiment trackers on (``set: ["run.loggers=[wandb, mlflow]"]``), each cell logs a tracker run of its own,
+grouped by the sweep's name (the ``mel-sweep`` flow sets ``trackers.group``: the W&B group, the MLflow experiment;
+not in the config hash, so the cell's run directory is the same).
 """
 from __future__ import annotations
 

@@ -2,13 +2,14 @@
 generating and training stages (the stage table's ``Resources(gpu=True)`` entries: rollout, revise, extract,
 replay, update) on its GPU.
 
-It keeps its engine across the stages of a step (`mel.engines.base.ENGINE_CACHE`: the model is loaded once per
-checkpoint, so once per step; the update trains that engine's model) and holds it until a stage asks for a
-checkpoint it does not hold. The artifact
+It holds the policy for the whole run (`mel.stages.policy`): the trainer state (model, optimizer) and an engine on
+it, carried from each update to the next step's stages, so the model is loaded once per run; with
+``run.checkpoint_every = k`` the state of the steps between written checkpoints exists only here. The artifact
 contract is the in-process one: every stage writes its Parquet artifacts and manifests under the run directory, and
 a stage whose outputs are complete is not run again, so caching and resume are those of the local path. If the
 actor dies, Ray recreates it (``cluster.policy_restarts`` times) and retries the call; the new actor loads the
-stage's input checkpoint (the last complete one) and the stage's seeded outputs come out the same.
+stage's input checkpoint (the newest written one, replaying the updates after it from their cached artifacts) and
+the stage's seeded outputs come out the same.
 """
 from __future__ import annotations
 

@@ -25,6 +25,8 @@ def free_port() -> int:
 
 def stop(proc: subprocess.Popen) -> None:
     """End a process started with ``start_new_session=True`` and its children: SIGTERM, then SIGKILL after 20 s."""
+    if proc.poll() is not None:  # already ended (a test killed it) and reaped
+        return
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
@@ -62,15 +64,17 @@ def scheduled_runs(api: str, deployment: str) -> list[dict]:
                                            "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}, "limit": 10})
 
 
-def run_server(home: Path, repo: Path) -> Iterator[dict]:
-    """Start ``prefect server start`` (scheduler loop every 2 s) and wait for its health check; yields ``env`` (for
-    ``prefect`` CLI calls and workers: PREFECT_HOME, PREFECT_API_URL, PYTHONPATH=repo), ``api`` and ``log``."""
-    port = free_port()
+def run_server(home: Path, repo: Path, port: int | None = None) -> Iterator[dict]:
+    """Start ``prefect server start`` (scheduler loop every 2 s) on ``port`` (default: a free one) and wait for its
+    health check; yields ``env`` (for ``prefect`` CLI calls and workers: PREFECT_HOME, PREFECT_API_URL,
+    PYTHONPATH=repo), ``api``, ``log``, ``home`` and ``proc`` (the server process, leader of its own process group).
+    Started again with the same ``home`` and ``port``, it is the same server back (its database is in ``home``)."""
+    port = port or free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": api,
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
            "PYTHONPATH": str(repo), "PREFECT_LOGGING_LEVEL": "INFO"}  # whatever an earlier test left in os.environ
-    log = open(home / "server.log", "w")
+    log = open(home / "server.log", "a")
     proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=repo)
     try:
@@ -87,7 +91,7 @@ def run_server(home: Path, repo: Path) -> Iterator[dict]:
             time.sleep(0.5)
         else:
             raise RuntimeError("the Prefect server did not answer in 180 s")
-        yield {"env": env, "api": api, "log": home / "server.log", "home": home}
+        yield {"env": env, "api": api, "log": home / "server.log", "home": home, "proc": proc}
     finally:
         stop(proc)
         log.close()

@@ -11,11 +11,12 @@ from mel.checkpoints import CheckpointPruned, OPTIMIZER_FILE, is_pruned, kept_st
 
 
 def test_kept_steps() -> None:
-    assert kept_steps(0, 2, 0) == {0}
-    assert kept_steps(5, 2, 0) == {4, 5}
-    assert kept_steps(9, 1, 4) == {3, 7, 9}  # 1-based steps 4 and 8, plus the newest
+    assert kept_steps([0], 2, 0) == {0}
+    assert kept_steps(range(6), 2, 0) == {4, 5}
+    assert kept_steps(range(10), 1, 4) == {3, 7, 9}  # 1-based steps 4 and 8, plus the newest
+    assert kept_steps([2, 5, 8, 9], 2, 0) == {8, 9}  # only steps that wrote a checkpoint count (checkpoint_every=3)
     with pytest.raises(ValueError, match="at least 1"):
-        kept_steps(3, 0, 0)
+        kept_steps(range(4), 0, 0)
 
 
 def _fake_run(tmp_path: Path, steps: int) -> str:
@@ -62,3 +63,19 @@ def test_nothing_is_pruned_before_the_newest_checkpoint_is_complete(tmp_path) ->
     with pytest.raises(ValueError, match="not complete"):
         prune(run, 2, keep_last=1)
     assert not is_pruned(f"{run}/step_0000/checkpoint")
+
+
+def test_resident_steps_count_for_nothing_and_the_newest_written_keeps_its_optimizer(tmp_path) -> None:
+    """run.checkpoint_every = 3: steps 0, 1, 3, 4 kept their state in memory (a manifest marked resident, no files);
+    the newest step is resident, so the newest written checkpoint (step 2), which a replay starts from, keeps both."""
+    run = _fake_run(tmp_path, 6)
+    for step in (0, 1, 3, 4):
+        uri = f"{run}/step_{step:04d}/checkpoint"
+        artifacts.remove(uri)
+        artifacts.write_manifest(uri, step=step, resident=True)
+    prune(run, 4, keep_last=1)
+    ck = [f"{run}/step_{s:04d}/checkpoint" for s in range(6)]
+    assert (Path(ck[2]) / OPTIMIZER_FILE).exists() and not is_pruned(ck[2])
+    assert not any(is_pruned(ck[s]) for s in (0, 1, 3, 4))  # nothing to prune there
+    prune(run, 5, keep_last=1)  # step 5 wrote one: step 2 goes
+    assert is_pruned(ck[2]) and not Path(ck[2]).exists() and (Path(ck[5]) / OPTIMIZER_FILE).exists()

@@ -60,8 +60,9 @@ def test_stage_lines_and_the_reuse_lines_are_plain_text():
                           rollout=SimpleNamespace(group_size=4), model=SimpleNamespace(source="tiny-random"))
     progress.run_start(cfg, "runs/x")
     progress.stage_start("update", 0)
-    progress.stage_done(SimpleNamespace(step=0, stage="update", reused=False, summary="loss [bold]+0.1[/] :x:"))
-    progress.stage_done(SimpleNamespace(step=1, stage="rollout", reused=True, summary="32 samples"))
+    progress.stage_done(SimpleNamespace(step=0, stage="update", reused=False, summary="loss [bold]+0.1[/] :x:",
+                                        notes=("[step 1] replayed the update ...",)))
+    progress.stage_done(SimpleNamespace(step=1, stage="rollout", reused=True, summary="32 samples", notes=()))
     progress.run_done("runs/x", [ROW], "ck")
     out = buf.getvalue()
     assert "\x1b" not in out  # no ANSI codes off a terminal
@@ -69,6 +70,7 @@ def test_stage_lines_and_the_reuse_lines_are_plain_text():
     assert "[step 1/2] update   ..." in out
     assert "[step 1/2] update   done" in out and "loss [bold]+0.1[/] :x:" in out  # markup and emoji codes as given
     assert "[step 2/2] rollout  reused" in out
+    assert "done" in out.split("[step 1] replayed the update ...")[0]  # a stage's notes follow its line
     assert "reused 1 of 2 stages: step 2 rollout" in out
 
     buf = io.StringIO()

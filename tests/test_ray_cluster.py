@@ -1,7 +1,8 @@
 """Runs on a real multi-node Ray cluster on this machine (Ray's own ``ray.cluster_utils.Cluster``: a head node and a
 second node declaring one logical GPU), and on a cluster made by ``ray start --head`` joined with ``--ray auto``, as a
 user would: the policy stages run on the resident policy worker on the GPU node, verification fans out over both
-nodes, the metrics equal the in-process path's, a rerun recomputes nothing, and a killed policy worker is recovered.
+nodes, the metrics equal the in-process path's, a rerun recomputes nothing, and a killed policy worker is recovered
+(with run.checkpoint_every = 2, by replaying the update whose state it held).
 MEL on the tiny config, so every policy stage (rollout, extract, replay, update) goes through the actor. Marked e2e;
 CI runs them."""
 from __future__ import annotations
@@ -32,14 +33,14 @@ TIMINGS = {"gen_tokens_per_s", "train_tokens_per_s"}
 POLICY_STAGES = ("rollouts", "experiences", "meta_experiences", "update")
 
 
-def _train(run_dir: Path, ray_address: str | None, steps: int = STEPS) -> str:
+def _train(run_dir: Path, ray_address: str | None, steps: int = STEPS, *overrides: str) -> str:
     from flows.train import train
     from mel.progress import progress
 
     buf = io.StringIO()
     progress.stream = buf
     try:
-        train(config_path=MEL, base=TINY, overrides=[f"run.steps={steps}", "cluster.verify_chunk=16"],
+        train(config_path=MEL, base=TINY, overrides=[f"run.steps={steps}", "cluster.verify_chunk=16", *overrides],
               run_dir=str(run_dir), ray=ray_address)
     finally:
         progress.stream = None
@@ -161,25 +162,31 @@ def test_metrics_equal_the_local_path_and_stages_run_where_their_resources_are(l
     assert f"all {STEPS * 6} stages reused" in rerun, rerun
 
 
-def test_a_killed_policy_worker_is_recreated_and_the_run_goes_on(local_run, cluster, tmp_path):
+def test_a_killed_policy_worker_is_recreated_and_replays_the_state_it_held(local_run, cluster, tmp_path):
+    """run.checkpoint_every = 2: step 1 keeps its trained state in the policy worker (no checkpoint written); the
+    worker is killed in step 2, after its verification; Ray recreates it, and the new worker rebuilds step 1's state
+    by replaying step 1's update from the cached artifacts (nothing generated again). The run ends as the local
+    run (k = 1) did."""
     c, _ = cluster
     run_dir = tmp_path / "killed"
-    marker = run_dir / "step_0000" / "verdicts.parquet.manifest.json"  # the policy worker is up; extract comes next
+    marker = run_dir / "step_0001" / "verdicts.parquet.manifest.json"  # step 2's extract comes next
     killed: list[int] = []
 
     def kill_the_worker() -> None:
         deadline = time.time() + 600
         while not marker.exists() and time.time() < deadline:
             time.sleep(0.05)
-        pid = _placement(run_dir, 0, "rollouts")["pid"]
+        pid = _placement(run_dir, 1, "rollouts")["pid"]
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
 
     killer = threading.Thread(target=kill_the_worker, daemon=True)
     killer.start()
-    _train(run_dir, c.address, steps=1)
+    out = _train(run_dir, c.address, STEPS, "run.checkpoint_every=2")
     killer.join(timeout=5)
     assert killed, "the run ended before the policy worker could be killed"
-    after = {_placement(run_dir, 0, n)["pid"] for n in POLICY_STAGES[1:]}
+    assert not (run_dir / "step_0000" / "checkpoint").exists()  # step 1 wrote no checkpoint
+    after = {_placement(run_dir, 1, n)["pid"] for n in POLICY_STAGES[1:]}
     assert killed[0] not in after, "a stage after the kill claims the killed process"
-    assert _learning(run_dir, 1) == _learning(local_run, 1)
+    assert "[step 1] replayed the update" in out and "identical to the recorded state" in out, out
+    assert _learning(run_dir) == _learning(local_run)

@@ -87,7 +87,8 @@ def is_run_dir(target: str) -> bool:
 
 def run_checkpoints(run_dir: str, which: str = "all") -> tuple[list[Checkpoint], GenerationConfig]:
     """A run's base model (step 0) and every complete ``step_NNNN/checkpoint`` (step NNNN + 1) whose weights were
-    kept (pruned ones are named on stderr), or only the last (``which="final"``), or the base and the last
+    written and kept (pruned ones are named on stderr; steps between two written checkpoints, ``run.checkpoint_every``,
+    have none), or only the last (``which="final"``), or the base and the last
     (``"ends"``), with the run's own generation settings (engine, chat template, system prompt, dtype)."""
     from mel.config import load_config
     from mel.models import resolve_model
@@ -100,6 +101,8 @@ def run_checkpoints(run_dir: str, which: str = "all") -> tuple[list[Checkpoint],
     while artifacts.is_complete(uri := artifacts.join(step_dir(run_dir, step), "checkpoint")):
         if is_pruned(uri):
             pruned.append(f"step_{step:04d}")
+        elif artifacts.read_manifest(uri).get("resident"):
+            pass  # run.checkpoint_every: this step kept its weights in memory and wrote none
         else:
             found.append(Checkpoint(uri=uri, fingerprint=fingerprint_folder(artifacts.fetch_folder(uri)),
                                     step=step + 1, label=f"step_{step:04d}"))

@@ -1,5 +1,5 @@
-"""What the stage functions share: seeds, problem selection, the step's verifier and policy engine. (What a stage
-is, and the run-directory layout ``step_dir``: `mel.stages.step`.)"""
+"""What the stage functions share: seeds, problem selection, the step's verifier. (What a stage is, and the
+run-directory layout ``step_dir``: `mel.stages.step`; the policy's engine and trainer state: `mel.stages.policy`.)"""
 from __future__ import annotations
 
 import hashlib
@@ -10,8 +10,8 @@ from mel.config import Config
 from mel.data import Problem, load_taskset
 from mel.stages.step import step_dir
 
-__all__ = ["derive_seed", "problems_for_step", "parse_problems", "step_verifier", "verify_batch", "policy_engine",
-           "set_threads", "step_dir"]
+__all__ = ["derive_seed", "problems_for_step", "parse_problems", "step_verifier", "verify_batch", "set_threads",
+           "step_dir"]
 
 
 def derive_seed(base: int, step: int, purpose: str) -> int:
@@ -61,45 +61,6 @@ def verify_batch(cfg: Config, items: list[tuple[Problem, str]]) -> list:
         return []
     problems, completions = zip(*items)
     return step_verifier(cfg)(list(problems), list(completions))
-
-
-def policy_engine(cfg: Config, checkpoint_uri: str):
-    """The generation engine of ``rollout.engine`` on the checkpoint ``checkpoint_uri``, built on first use and
-    shared by every stage of the step that asks for the same checkpoint (`mel.engines.base.ENGINE_CACHE`)."""
-    from mel.engines.base import ENGINE_CACHE, LazyEngine
-
-    def make():
-        from mel.checkpoints import require_weights
-        from mel.engines import make_engine
-
-        require_weights(checkpoint_uri)
-        return make_engine(cfg.rollout.engine, artifacts.fetch_folder(checkpoint_uri), dtype=cfg.model.dtype,
-                           device=cfg.model.device, **cfg.rollout.engine_options())
-
-    key = engine_key(cfg, checkpoint_uri)
-    return LazyEngine(lambda: ENGINE_CACHE.get(key, make))
-
-
-def engine_key(cfg: Config, checkpoint_uri: str) -> tuple:
-    """What `ENGINE_CACHE` knows an engine by: the engine's settings and the checkpoint's URI and content (its
-    manifest's write time, or for the base model folder its files' names, sizes and times)."""
-    content = artifacts.read_manifest(checkpoint_uri).get("written_at") if artifacts.is_complete(checkpoint_uri) \
-        else _folder_signature(checkpoint_uri)
-    return (cfg.rollout.engine, checkpoint_uri, content, cfg.model.dtype, cfg.model.device,
-            tuple(sorted(cfg.rollout.engine_options().items())))
-
-
-def _folder_signature(uri: str) -> tuple:
-    """A model folder without a manifest (the base model): its files' names, sizes and modification times."""
-    import os
-
-    if not artifacts.is_local(uri):
-        return (uri,)
-    path = artifacts.local_path(uri)
-    try:
-        return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(path)))
-    except OSError:
-        return (uri,)
 
 
 def set_threads(cfg: Config) -> None:

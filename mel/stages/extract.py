@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from mel import artifacts, schemas
 from mel.config import Config
 from mel.experience import BUILDERS, BuildContext, PairInput
-from mel.stages.common import derive_seed, parse_problems, policy_engine, set_threads
+from mel.stages.common import derive_seed, parse_problems, set_threads
+from mel.stages.policy import policy_engine, weights_folder
 from mel.stages.step import StageContext, StageStats
 
 
@@ -32,7 +33,7 @@ def _token_counter(checkpoint: str):
     """Tokens of a text under the step's policy tokenizer (the checkpoint's), as ``experience_batch`` encodes M."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(artifacts.fetch_folder(checkpoint))
+    tokenizer = AutoTokenizer.from_pretrained(artifacts.fetch_folder(weights_folder(checkpoint)))
     return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 

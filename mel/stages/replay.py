@@ -22,7 +22,8 @@ from mel import artifacts, schemas
 from mel.config import Config
 from mel.experience import REPLAYS, ReplayContext, ReplayInput
 from mel.experience.show import markdown_report
-from mel.stages.common import derive_seed, parse_problems, policy_engine, set_threads, step_verifier
+from mel.stages.common import derive_seed, parse_problems, set_threads, step_verifier
+from mel.stages.policy import policy_engine
 from mel.stages.pair import PairStats
 from mel.stages.step import Report, StageContext, StageResult, StageStats
 

@@ -30,7 +30,8 @@ from mel.experience.revise import (
     revise_batch,
     token_allowance,
 )
-from mel.stages.common import derive_seed, parse_problems, policy_engine, set_threads, step_verifier
+from mel.stages.common import derive_seed, parse_problems, set_threads, step_verifier
+from mel.stages.policy import policy_engine
 from mel.stages.step import Report, StageContext, StageResult, StageStats
 
 

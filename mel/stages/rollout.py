@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from mel import artifacts, schemas
 from mel.config import Config
-from mel.stages.common import derive_seed, policy_engine, problems_for_step, set_threads
+from mel.stages.common import derive_seed, problems_for_step, set_threads
+from mel.stages.policy import policy_engine
 from mel.stages.step import StageContext, StageStats
 
 

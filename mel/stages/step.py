@@ -126,6 +126,7 @@ class StageResult:
     outputs: Mapping[str, str]  # role -> URI
     stats: StageStats
     reused: bool = False  # its outputs were already complete; nothing was recomputed
+    notes: tuple[str, ...] = ()  # what else its work did, for the progress output (`NOTES`)
 
     @property
     def uri(self) -> str:
@@ -254,6 +255,12 @@ class StepTable:
         return stage.output_uris(run_dir, step)[role]
 
 
+NOTES: list[str] = []
+"""Lines that a stage's work adds for the progress output while it runs (e.g. an update replayed to rebuild the
+trained state, `mel.stages.policy`): ``run_stage`` hands them on in the ``StageResult`` and the record's manifest,
+so that they reach the flow's output from wherever the stage ran (a Ray worker)."""
+
+
 def step_dir(run_dir: str, step: int) -> str:
     return artifacts.join(run_dir, f"step_{step:04d}")
 
@@ -269,13 +276,18 @@ def run_stage(stage: Stage, cfg: Config, run_dir: str, step: int, inputs: Mappin
     if stage.complete(run_dir, step):
         stats = stage.stats.from_manifest(record, artifacts.read_manifest(record))
         return StageResult(stage.name, step, outputs, stats, reused=True)
+    NOTES.clear()
     stats = stage.fn(cfg, StageContext(step, outputs, upstream, fanout), **inputs)
     if type(stats) is not stage.stats:
         raise TypeError(f"stage {stage.name!r} returned {type(stats).__name__}, not its {stage.stats.__name__}")
+    notes = tuple(NOTES)
+    NOTES.clear()
+    if notes:
+        artifacts.annotate_manifest(record, notes=list(notes))
     if placement is not None:
         chunks = fanout.placements()
         artifacts.annotate_manifest(record, placement={**placement, **({"chunks": chunks} if chunks else {})})
-    return StageResult(stage.name, step, outputs, stats)
+    return StageResult(stage.name, step, outputs, stats, notes=notes)
 
 
 def stage_inputs(stage: Stage, available: Mapping[str, str]) -> dict[str, str | None]:

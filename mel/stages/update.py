@@ -4,7 +4,10 @@ meta-experiences when MEL is on) on the step's scored rollouts, then a checkpoin
 Outputs: ``metrics`` (``step_NNNN/update.parquet``: the step's ``schemas.METRICS`` row, built by ``metrics_row`` from
 the stats of every stage of the step; its manifest keeps them all as ``step_stats``, including those of stages that
 have no METRICS column) and ``checkpoint`` (``step_NNNN/checkpoint/``: Hugging Face model folder + optimizer state;
-its manifest records the ``device`` that trained it, ``model.device`` resolved: ``cpu`` or ``cuda:0``).
+its manifest records the ``device`` that trained it, ``model.device`` resolved: ``cpu`` or ``cuda:0``). With
+``run.checkpoint_every = k`` only every k-th step and the last write the folder; the others write a *resident*
+checkpoint, a manifest with the trained state's fingerprint (`mel.stages.policy`). Either way the trained state stays
+in this process for the next step, with an engine on it.
 The metrics artifact is written after the checkpoint, so its manifest marks the whole stage complete.
 """
 from __future__ import annotations
@@ -15,29 +18,36 @@ from dataclasses import dataclass
 import numpy as np
 
 from mel import artifacts, schemas
-from mel.checkpoints import require_weights
 from mel.config import Config
-from mel.engines.base import ENGINE_CACHE, WeightReceiver, format_chat
+from mel.engines.base import ENGINE_CACHE, WeightReceiver
 from mel.engines.hf import TransformersEngine
 from mel.experience import group_outcomes
-from mel.models import load_model_and_tokenizer, resolve_model
-from mel.stages.common import derive_seed, engine_key, set_threads
+from mel.fingerprint import fingerprint
+from mel.stages.common import set_threads
 from mel.stages.extract import ExtractStats
 from mel.stages.pair import PairStats
 from mel.stages.replay import ReplayStats
 from mel.stages.revise import ReviseStats
 from mel.stages.rollout import RolloutStats
+from mel.stages.policy import (
+    TRAINER,
+    ResidentRecord,
+    TrainerState,
+    UpdateInputs,
+    build_engine,
+    engine_key,
+    is_resident,
+    read_update_rows,
+    state_key,
+    train_on,
+    trainer_state,
+    weights_folder,
+    with_optimizer,
+    writes_checkpoint,
+)
 from mel.stages.step import StageContext, StageStats, StepStats
 from mel.stages.verify import VerifyStats
-from mel.update import (
-    ExperienceBatch,
-    UpdateBatch,
-    load_optimizer_state,
-    make_optimizer,
-    model_device,
-    policy_update,
-    save_checkpoint,
-)
+from mel.update import model_device, save_checkpoint
 
 
 @dataclass(frozen=True)
@@ -94,41 +104,38 @@ def group_stats(prompt_index: list[int], passed: list[bool]) -> dict[str, float]
     }
 
 
-def experience_batch(rows: list[dict], tokenizer, cfg: Config) -> ExperienceBatch:
-    """The selected meta-experiences as (C_retro, M) token ids: C_retro is the builder's retrospective context as a
-    chat user turn (with the assistant header), M is its rendered text closed by the end-of-turn token."""
-    end = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    context, target = [], []
-    for r in rows:
-        text = format_chat(tokenizer, r["retro_prompt"], cfg.rollout.use_chat_template, cfg.rollout.system_prompt)
-        context.append(tokenizer(text, add_special_tokens=False)["input_ids"])
-        target.append(tokenizer(r["experience_text"], add_special_tokens=False)["input_ids"] + end)
-    return ExperienceBatch(context_ids=context, target_ids=target)
+def policy_state(cfg: Config, checkpoint: str) -> tuple[TrainerState, WeightReceiver | None]:
+    """The trainer state to train (`mel.stages.policy.trainer_state`), and the engine that takes its weights after the
+    update (or None).
 
-
-def policy_model(cfg: Config, checkpoint: str):
-    """The model to train, its tokenizer, and the engine that takes its weights after the update (or None).
-
-    The step's engine, when it holds this checkpoint: the transformers engine's model is the checkpoint's weights,
-    loaded once for the step's generation, and is trained in place (the engine is dropped: one model in memory); an
-    engine that takes weights in memory (`WeightReceiver`: vLLM) is kept, its memory released while the update
-    trains, and the model is loaded from the checkpoint. Otherwise the model is loaded from the checkpoint."""
+    The step's engine, when it holds this checkpoint: the transformers engine's model is the checkpoint's weights
+    (loaded once for the step's generation, or the trainer's own model kept from the step before) and is trained in
+    place (the engine is dropped: one model in memory); an engine that takes weights in memory (`WeightReceiver`:
+    vLLM) is kept, its memory released while the update trains."""
     engine = ENGINE_CACHE.take(engine_key(cfg, checkpoint))
-    if isinstance(engine, TransformersEngine):
-        return engine.model, engine.tokenizer, None
     receiver = engine if isinstance(engine, WeightReceiver) else None
+    state = TRAINER.take(state_key(checkpoint))
+    if state is None and isinstance(engine, TransformersEngine) and not is_resident(checkpoint):
+        state = with_optimizer(cfg, checkpoint, engine.model, engine.tokenizer)
     del engine
     if receiver is not None:
         receiver.release_memory()
-    model, tokenizer = load_model_and_tokenizer(artifacts.fetch_folder(checkpoint), cfg.model.dtype, cfg.model.device)
-    return model, tokenizer, receiver
+    return state or trainer_state(cfg, checkpoint), receiver
 
 
-def hand_over(cfg: Config, receiver, model, checkpoint: str) -> float:
-    """Give the trained weights to the step's engine in memory and keep it as the engine of the checkpoint just
-    written (the next step's rollout uses it, built once per run). Returns the seconds it took."""
+def keep_state(cfg: Config, state: TrainerState, receiver: WeightReceiver | None, checkpoint: str) -> float | None:
+    """Keep the trained state resident as that of ``checkpoint`` (just written, or resident) with an engine on it
+    for the next step's rollout: the transformers engine on the trained model itself, or the step's engine given the
+    weights in memory (built once per run). Returns the seconds the weights took to reach an engine that takes them
+    in memory (None for the transformers engine)."""
+    TRAINER.put(state_key(checkpoint), state)
+    if receiver is None:
+        if cfg.rollout.engine == "transformers":
+            ENGINE_CACHE.put(engine_key(cfg, checkpoint), build_engine(cfg, weights_folder(checkpoint),
+                                                                       model=state.model, tokenizer=state.tokenizer))
+        return None
     t0 = time.perf_counter()
-    receiver.load_weights(model.named_parameters())
+    receiver.load_weights(state.model.named_parameters())
     ENGINE_CACHE.put(engine_key(cfg, checkpoint), receiver)
     return time.perf_counter() - t0
 
@@ -137,49 +144,21 @@ def run_update(cfg: Config, ctx: StageContext, checkpoint: str, rollouts: str, v
                meta_experiences: str | None) -> UpdateStats:
     set_threads(cfg)
     t0 = time.perf_counter()
-    rollout_rows = artifacts.read_table(rollouts, schemas.ROLLOUTS).to_pylist()
-    verdict_rows = artifacts.read_table(verdicts, schemas.VERDICTS).to_pylist()
-    if [(r["prompt_index"], r["sample_index"]) for r in rollout_rows] != [
-        (v["prompt_index"], v["sample_index"]) for v in verdict_rows
-    ]:
-        raise ValueError(f"{verdicts} does not line up with {rollouts} (prompt_index/sample_index differ)")
-
-    require_weights(checkpoint, optimizer=True)  # a step resumes from the newest checkpoint, never a pruned one
-    model, tokenizer, receiver = policy_model(cfg, checkpoint)
-    optimizer = make_optimizer(model, cfg.optimizer)
-    load_optimizer_state(optimizer, artifacts.fetch_folder(checkpoint))
-    ref_model = None
-    if cfg.algorithm.kl_coef > 0:
-        ref_model, _ = load_model_and_tokenizer(resolve_model(cfg.model), cfg.model.dtype, cfg.model.device)
-        ref_model.eval()
-    batch = UpdateBatch(
-        prompt_ids=[r["prompt_token_ids"] for r in rollout_rows],
-        completion_ids=[r["completion_token_ids"] for r in rollout_rows],
-        rewards=[v["reward"] for v in verdict_rows],
-        group_ids=[r["prompt_index"] for r in rollout_rows],
-        sampling_logprobs=[r["completion_logprobs"] for r in rollout_rows],
-    )
-    experiences = None
-    if meta_experiences is not None:
-        me_rows = artifacts.read_table(meta_experiences, schemas.META_EXPERIENCES).to_pylist()
-        experiences = experience_batch([r for r in me_rows if r["selected"]], tokenizer, cfg)
-    import torch
-
-    torch.manual_seed(derive_seed(cfg.run.seed, ctx.step, "update"))
-    trained = policy_update(
-        model, optimizer, batch, cfg.algorithm, cfg.optimizer,
-        pad_id=tokenizer.pad_token_id, temperature=cfg.rollout.temperature, max_len=cfg.rollout.max_new_tokens,
-        seed=derive_seed(cfg.run.seed, ctx.step, "minibatch"), ref_model=ref_model,
-        experiences=experiences, nll_coef=cfg.mel.nll_coef, nll_coef_mode=cfg.mel.nll_coef_mode,
-        nll_grad_ratio=cfg.mel.nll_grad_ratio,
-    )
+    inputs = UpdateInputs(rollouts, verdicts, meta_experiences)
+    rollout_rows, verdict_rows = read_update_rows(inputs)
+    state, receiver = policy_state(cfg, checkpoint)
+    trained = train_on(cfg, ctx.step, state, inputs, (rollout_rows, verdict_rows))
     ckpt_out = ctx.outputs["checkpoint"]
-    artifacts.write_folder(ckpt_out, lambda d: save_checkpoint(model, tokenizer, optimizer, d), step=ctx.step,
-                           device=str(model_device(model)))
-    weight_sync_s = hand_over(cfg, receiver, model, ckpt_out) if receiver is not None else None
+    if writes_checkpoint(cfg, ctx.step):
+        artifacts.write_folder(ckpt_out, lambda d: save_checkpoint(state.model, state.tokenizer, state.optimizer, d),
+                               step=ctx.step, device=str(model_device(state.model)))
+    else:  # the state stays in memory; the manifest says how to get it back (mel.stages.policy)
+        record = ResidentRecord(ctx.step, checkpoint, inputs, fingerprint(state.model, state.optimizer))
+        artifacts.write_manifest(ckpt_out, **record.manifest(ckpt_out), device=str(model_device(state.model)))
+    weight_sync_s = keep_state(cfg, state, receiver, ckpt_out)
     seconds = time.perf_counter() - t0
 
-    rewards = np.array(batch.rewards, dtype=np.float64)
+    rewards = np.array([v["reward"] for v in verdict_rows], dtype=np.float64)
     groups = group_stats([r["prompt_index"] for r in rollout_rows], [v["passed"] for v in verdict_rows])
     stats = UpdateStats(
         reward_mean=float(rewards.mean()), reward_std=float(rewards.std()),
@@ -188,7 +167,8 @@ def run_update(cfg: Config, ctx: StageContext, checkpoint: str, rollouts: str, v
                                           "train_tokens_per_s", "nll_loss", "nll_coef", "grad_norm_rl",
                                           "grad_norm_nll")},
         nll_rl_grad_ratio=trained["nll_rl_grad_ratio"], logprob_drift_max=trained["logprob_drift_max"],
-        logprob_drift_mean=trained["logprob_drift_mean"], weight_sync_s=weight_sync_s, num_experiences=int(trained["num_experiences"]), experience_tokens=int(trained["experience_tokens"]),
+        logprob_drift_mean=trained["logprob_drift_mean"], weight_sync_s=weight_sync_s,
+        num_experiences=int(trained["num_experiences"]), experience_tokens=int(trained["experience_tokens"]),
         seconds=seconds,
     )
     step_stats = ctx.upstream.add("update", stats)
