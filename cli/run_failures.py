@@ -16,7 +16,8 @@ and says that the same command resumes, instead of Prefect's retries and traceba
   Without ``PREFECT_API_URL`` the run's server is a temporary one in its own process tree: not watched.
 - **Space in the run directory.** A write that runs out of space raises `mel.artifacts.StorageFull` (or an error whose
   chain says ENOSPC / EDQUOT); the line names the run directory, what was being written and the cause, and Prefect's
-  console records of that same failure are not shown (``--verbose`` shows them).
+  console records of that same failure are not shown (``--verbose`` shows them). The same for a resume whose replayed
+  state differs from the recorded one (`mel.checkpoints.ReplayMismatch`, said by `cli.main`).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from mel import artifacts
+from mel.checkpoints import ReplayMismatch
 
 EXIT_SERVER_LOST = 75
 GRACE_S = 5.0
@@ -107,17 +109,30 @@ def no_space_line(exc: BaseException, run_dir: str) -> str:
             "Nothing finished is lost: free space there and run the same command again to resume")
 
 
-class _HideOutOfSpace(logging.Filter):
-    """Drops Prefect's console records (task/flow run failed, with tracebacks) about a write that ran out of space:
-    the CLI's one line says it."""
+def said_in_one_line(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or its chain) is an end the CLI states in one line itself: a run directory out of space, or
+    a replay that no longer gives the recorded state (`mel.checkpoints.ReplayMismatch`, `cli.main`)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ReplayMismatch):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+class _HideSaidErrors(logging.Filter):
+    """Drops Prefect's console records (task/flow run failed, with tracebacks) about a failure the CLI says in one
+    line (`said_in_one_line`, out of space)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR:
             return True
-        if record.exc_info and artifacts.out_of_space(record.exc_info[1]):
+        if record.exc_info and (artifacts.out_of_space(record.exc_info[1]) or said_in_one_line(record.exc_info[1])):
             return False
         # "Finished in state Failed('Task run encountered an exception StorageFull: ...')": no exc_info, only its text
-        return artifacts.out_of_space(Exception(record.getMessage())) is None
+        text = record.getMessage()
+        return artifacts.out_of_space(Exception(text)) is None and "ReplayMismatch" not in text
 
 
 @contextlib.contextmanager
@@ -125,7 +140,7 @@ def _quiet_prefect_console() -> Iterator[None]:
     from prefect.logging.handlers import PrefectConsoleHandler
 
     handlers = [h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler)]
-    hide = _HideOutOfSpace()
+    hide = _HideSaidErrors()
     for handler in handlers:
         handler.addFilter(hide)
     try:

@@ -19,8 +19,9 @@ import sys
 
 import pytest
 
-from cli.run_failures import _HideOutOfSpace, no_space_line
+from cli.run_failures import _HideSaidErrors, no_space_line
 from mel import artifacts
+from mel.checkpoints import ReplayMismatch
 from conftest import REPO
 from small_run import SMALL, progress
 
@@ -71,7 +72,7 @@ def test_a_folder_write_that_says_nothing_is_out_of_space_when_the_device_is_ful
 
 def test_prefect_console_records_of_that_failure_are_hidden() -> None:
     full = artifacts.StorageFull(errno.ENOSPC, "No space left on device", "/r/step_0001/checkpoint")
-    hide = _HideOutOfSpace()
+    hide = _HideSaidErrors()
 
     def record(msg, exc=None, level=logging.ERROR):
         return logging.LogRecord("prefect.task_runs", level, __file__, 1, msg, None,
@@ -80,6 +81,9 @@ def test_prefect_console_records_of_that_failure_are_hidden() -> None:
     assert not hide.filter(record("Task run failed with exception: StorageFull(28, ...)", full))
     assert not hide.filter(record(f"Finished in state Failed('Task run encountered an exception StorageFull: {full}')"))
     assert hide.filter(record("Task run failed with exception: ValueError('x')", ValueError("x")))
+    mismatch = ReplayMismatch("step 4: its update, replayed ...")
+    assert not hide.filter(record("Task run failed with exception: ReplayMismatch('step 4: ...')", mismatch))
+    assert not hide.filter(record("Finished in state Failed('Task run encountered an exception ReplayMismatch: ...')"))
     assert no_space_line(full, "/r") == (
         "mel run: out of space in the run directory /r (writing /r/step_0001/checkpoint: No space left on device); the "
         "run stopped. Nothing finished is lost: free space there and run the same command again to resume")

@@ -83,6 +83,7 @@ def test_a_deleted_artifact_is_recomputed_despite_the_prefect_cache(prefect_harn
     assert "reused 2 of 3 stages" in out
 
 
+@pytest.mark.slow  # the CI budget (make test <= 20 min on 2 cores): make test-all runs it
 def test_damaged_artifacts_are_recomputed_never_read(prefect_harness, tmp_path, capfd):
     run_dir = tmp_path / "tiny"
     _train_in_process(run_dir, ["run.steps=2"])
@@ -155,6 +156,7 @@ def test_sigkill_mid_step_then_rerun_matches_an_uninterrupted_run(prefect_harnes
     assert a == b
 
 
+@pytest.mark.slow  # the CI budget (make test <= 20 min on 2 cores): make test-all runs it
 def test_checkpoints_pruned_and_a_kill_right_after_a_prune_resumes_exactly(prefect_harness, tmp_path, capsys):
     from mel.checkpoints import OPTIMIZER_FILE, is_pruned
     from mel.eval.plan import run_checkpoints

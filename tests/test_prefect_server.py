@@ -194,6 +194,7 @@ def test_triggered_train_eval_and_report_runs_complete(served, triggered_run, tm
     assert (out / "report.md").exists() and (out / "report.html").exists()
 
 
+@pytest.mark.slow  # the CI budget (make test <= 20 min on 2 cores): make test-all runs it
 def test_retry_of_a_failed_run_reuses_its_completed_stages(served, triggered_run, gsm8k_file, tmp_path) -> None:
     """A run whose data file vanishes after its first step fails in step 2's rollout; with the file back, ``prefect
     flow-run retry`` (the UI's Retry) runs it again: step 1 comes back cached, untouched, step 2 runs, and the

@@ -4,7 +4,7 @@ user would: the policy stages run on the resident policy worker on the GPU node,
 nodes, the metrics equal the in-process path's, a rerun recomputes nothing, and a killed policy worker is recovered
 (with run.checkpoint_every = 2, by replaying the update whose state it held).
 MEL on the tiny config, so every policy stage (rollout, extract, replay, update) goes through the actor. Marked e2e;
-CI runs them."""
+CI runs them, but for the ``ray start`` cluster (also marked slow: the CI budget)."""
 from __future__ import annotations
 
 import io
@@ -93,6 +93,7 @@ def ray_start_head(tmp_path):
         shutil.rmtree(temp, ignore_errors=True)
 
 
+@pytest.mark.slow  # the CI budget (make test <= 20 min on 2 cores): make test-all runs it
 def test_mel_run_joins_a_ray_start_cluster_with_ray_auto(local_run, ray_start_head, tmp_path):
     run_dir = tmp_path / "auto"
     env = {**ray_start_head, "PREFECT_HOME": str(tmp_path / "prefect-home")}

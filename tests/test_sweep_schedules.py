@@ -61,6 +61,7 @@ def test_each_schedule_has_scheduled_runs(deployed):
         assert runs[name], f"no scheduled run of mel-sweep/{name}"
 
 
+@pytest.mark.slow  # the CI budget (make test <= 20 min on 2 cores): make test-all runs it
 def test_a_worker_runs_a_scheduled_sweep_to_its_report(deployed, tmp_path):
     sweep_file = tmp_path / "ci.yaml"
     sweep_file.write_text(yaml.safe_dump({
