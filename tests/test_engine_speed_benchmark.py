@@ -52,6 +52,7 @@ def test_smoke_table_has_a_row_per_engine() -> None:
     assert re.search(r"^  repeat 1 vllm-fp32 .* tok/s$", out, re.M), out
 
 
+@pytest.mark.slow  # the CI budget (make test <= 20 min on 2 cores): make test-all runs it
 @pytest.mark.e2e
 def test_vllm_engines_are_skipped_where_vllm_does_not_import(tmp_path) -> None:
     fake = tmp_path / "vllm"

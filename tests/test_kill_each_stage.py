@@ -10,9 +10,9 @@ between its files): the uninterrupted reference run lists them per stage, and ea
 launcher in its own process (its own session, so the kill takes its children too), killed at tick
 ``Random(f"{SEED}:{stage}").randint(1, n)`` of its stage; the test prints which (``pytest -s``), and a failure
 reproduces with the same SEED. The reference and the reruns are ``mel run`` in this process (imports paid once);
-every process talks to the session's one Prefect test server. Marked e2e: CI runs the kill inside the rollout (the
-first stage, mid-generation) and inside the checkpoint write (between its files); the other six cases are also
-marked slow (`make test-all` runs all eight).
+every process talks to the session's one Prefect test server. Marked e2e: CI runs the kill inside the checkpoint
+write (between its files; `tests/test_resident_state.py` kills a run inside a rollout, mid-generation); the other
+seven cases are also marked slow (`make test-all` runs all eight).
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ CONFIG, BASE = str(REPO / "configs" / "methods" / "rmel_code.yaml"), str(REPO / 
 OVERRIDES = ["run.steps=1", "data.prompts_per_step=4", "rollout.group_size=4"]
 ORDER = ["rollout", "verify", "pair", "revise", "extract", "replay", "update"]  # the run's stages (progress names)
 KILLED = ORDER + ["checkpoint"]  # the kill cases: "checkpoint" is the update's checkpoint write
-IN_CI = {"rollout", "checkpoint"}  # the small form; the rest are marked slow
+IN_CI = {"checkpoint"}  # the small form; the rest are marked slow (a kill inside a rollout: test_resident_state)
 RECORDS = {"rollout": "rollouts", "verify": "verdicts", "pair": "pairs", "revise": "revised_pairs",
            "extract": "experiences", "replay": "meta_experiences", "update": "update"}
 TIMING = re.compile(r"^seconds$|_s$|_per_s$")  # wall-clock columns: they differ run to run

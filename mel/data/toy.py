@@ -41,8 +41,3 @@ def toy_regex_problems() -> list[Problem]:
         problems.append(Problem(problem_id=f"toy/{i}", kind="regex", prompt=prompt, answer=pattern,
                                 metadata={"source": "toy_regex"}))
     return problems
-
-
-def regex_passes(pattern: str, completion: str) -> bool:
-    """How a ``regex`` problem is judged: ``re.search`` of ``pattern`` on the stripped completion."""
-    return re.search(pattern, completion.strip()) is not None

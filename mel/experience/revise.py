@@ -167,11 +167,6 @@ def _prefix_len(n: int, tau: Fraction) -> int:
     return math.floor(tau * n)  # exact: Fraction('0.7') * 10 == 7
 
 
-def prefix_length(num_tokens: int, tau: float) -> int:
-    """floor(tau * |y-|), tau read as the decimal written."""
-    return _prefix_len(num_tokens, _check_tau("tau", tau))
-
-
 def truncate(token_ids: Sequence[int], tau: float) -> tuple[int, ...]:
     """p_tau: the first floor(tau * |y-|) tokens of y- (tau read as the decimal written, see the module docstring)."""
     return tuple(token_ids[:_prefix_len(len(token_ids), _check_tau("tau", tau))])
