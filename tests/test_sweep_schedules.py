@@ -2,8 +2,9 @@
 work pool, ``prefect --no-prompt deploy --all`` from ``prefect.yaml``, ``prefect worker start``, and one run scheduled
 a few seconds ahead (a flow run in state Scheduled, what the server's scheduler creates) that the worker picks up and
 runs to completion: a one-cell sweep (tiny config, 1 step, GRPO, 1 seed) whose report must exist. Each of
-prefect.yaml's schedules must have scheduled runs, and ``prefect deployment ls`` must list them. Marked e2e; CI runs
-it."""
+prefect.yaml's schedules must have scheduled runs, and ``prefect deployment ls`` must list them. Marked e2e; the two
+server tests are also marked slow (the CI budget: `make test-all`); CI reads prefect.yaml and checks, in
+`tests/test_prefect_server.py`, that the same schedules served by `deploy/deploy.py` get their scheduled runs."""
 from __future__ import annotations
 
 import datetime
@@ -48,6 +49,7 @@ def test_prefect_yaml_schedules_each_sweep_file():
     assert all(s["schedules"] and s["entrypoint"] == "flows/sweep.py:sweep" for s in specs)
 
 
+@pytest.mark.slow  # the CI budget; CI checks both schedules get runs in test_prefect_server.py
 def test_each_schedule_has_scheduled_runs(deployed):
     listed = " ".join(_prefect(deployed["env"], "deployment", "ls").split())
     names = [s["name"] for s in _project()]

@@ -4,8 +4,9 @@ and killed with SIGKILL inside step 2's rollout then run again (that state then 
 run: the update hands the trained weights to it in memory every step (``weight_sync_s``), and
 what it then samples equals what a new engine on the saved checkpoint samples (the resumed run rebuilds step 2's
 rollout that way and ends with the uninterrupted run's metrics). Every step's rollout/trainer log-prob drift is small.
-Marked e2e (CI runs them); the kill case is also marked slow (`make test-all`; ~1.5 min): CI checks the same exactness
-(a new engine on the saved checkpoint samples what the handed-over one does) in `tests/test_engine_vllm.py`."""
+Marked e2e (CI runs them); the kill case and the Ray case are also marked slow (`make test-all`; ~1.5 and ~1 min,
+the CI budget): CI checks the same exactness (a new engine on the saved checkpoint samples what the handed-over one
+does) in `tests/test_engine_vllm.py`, and the Ray policy worker with resident state in `tests/test_ray_cluster.py`."""
 from __future__ import annotations
 
 import io
@@ -78,6 +79,7 @@ def test_a_mel_run_on_vllm_hands_the_weights_over_in_memory_every_step(reference
     assert _samples(reference, 0) != _samples(reference, 1)
 
 
+@pytest.mark.slow  # the CI budget (make test <= 20 min on 2 cores): make test-all runs it
 def test_on_the_ray_policy_worker_the_metrics_equal_the_in_process_run(reference, tmp_path):
     """With run.checkpoint_every = 2: step 1 keeps its state in the policy worker (no checkpoint written) and its
     engine takes the weights in memory; the learning is the in-process run's (which wrote both checkpoints)."""
