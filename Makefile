@@ -15,7 +15,8 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 # The core install (what the demo runs: the transformers engine), then vLLM's CPU build and the trackers on top (what
 # the tests need). torch goes in first with pip (its configuration may know where the +cpu wheel is); the rest with uv
 # (from PyPI), which resolves and installs the ~270 packages in about a minute (measured: a fresh clone, empty pip and
-# uv caches, 2 cores: venv to .installed-vllm in 58-95 s, three runs; CI's whole `make test` had taken 22.5 min with pip).
+# uv caches, 2 cores: venv to .installed-vllm in 58-95 s, three runs; CI's whole `make test` had taken 22.5 min with
+# pip).
 UV := $(VENV)/bin/uv pip install --python $(PY) -q -c constraints.txt
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
