@@ -138,8 +138,10 @@ def test_literals_for_evalplus_inputs_and_outputs():
     fixed = evalplus._output_literal("[inf, -inf, 'inf']")
     import ast
     assert ast.literal_eval(fixed) == [math.inf, -math.inf, "inf"]
-    with pytest.raises(Exception):
+    with pytest.raises(SyntaxError):  # no literal for an object's repr
         evalplus._output_literal("<re.Match object; span=(0, 1), match='a'>")
+    with pytest.raises(ValueError):  # nor for nan
+        evalplus._output_literal("[nan]")
 
 
 # ------------------------------------------------------------------------------------------- bad rows, carrying
