@@ -112,23 +112,18 @@ def no_space_line(exc: BaseException, run_dir: str) -> str:
 def said_in_one_line(exc: BaseException | None) -> bool:
     """Whether ``exc`` (or its chain) is an end the CLI states in one line itself: a run directory out of space, or
     a replay that no longer gives the recorded state (`mel.checkpoints.ReplayMismatch`, `cli.main`)."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, ReplayMismatch):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+    return artifacts.out_of_space(exc) is not None or \
+        any(isinstance(link, ReplayMismatch) for link in artifacts.error_chain(exc))
 
 
 class _HideSaidErrors(logging.Filter):
     """Drops Prefect's console records (task/flow run failed, with tracebacks) about a failure the CLI says in one
-    line (`said_in_one_line`, out of space)."""
+    line (`said_in_one_line`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR:
             return True
-        if record.exc_info and (artifacts.out_of_space(record.exc_info[1]) or said_in_one_line(record.exc_info[1])):
+        if record.exc_info and said_in_one_line(record.exc_info[1]):
             return False
         # "Finished in state Failed('Task run encountered an exception StorageFull: ...')": no exc_info, only its text
         text = record.getMessage()

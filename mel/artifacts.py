@@ -64,16 +64,22 @@ def out_of_space(exc: BaseException | None) -> OSError | None:
     """The error in ``exc``'s chain (itself, what it was raised from or while handling) that says a device is full
     or a quota exceeded: an ``OSError`` with ENOSPC / EDQUOT, or a library's error whose text says so (safetensors:
     "No space left on device (os error 28)"; torch's writer keeps Python's OSError as its ``__context__``)."""
+    for link in error_chain(exc):
+        if isinstance(link, OSError) and link.errno in _FULL:
+            return link
+        for code, text in _FULL.items():
+            if text in str(link):
+                return OSError(code, text)
+    return None
+
+
+def error_chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc``, then what it was raised from or while handling, and so on (each once)."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in _FULL:
-            return exc
-        for code, text in _FULL.items():
-            if text in str(exc):
-                return OSError(code, text)
+        yield exc
         exc = exc.__cause__ or exc.__context__
-    return None
 
 
 def _storage_full(exc: Exception, uri: str, local_dir: str | Path | None = None) -> StorageFull | None:
