@@ -43,9 +43,16 @@ def is_resident(uri: str) -> bool:
 def weights_folder(uri: str) -> str:
     """The newest checkpoint at or before ``uri`` that has its files (the model folder a resident one descends
     from: its tokenizer and architecture are the same)."""
+    return _lineage(uri)[1]
+
+
+def _lineage(uri: str) -> tuple[list[str], str]:
+    """The resident checkpoints from ``uri`` back (newest first), and the written one they descend from."""
+    chain = []
     while is_resident(uri):
+        chain.append(uri)
         uri = ResidentRecord.read(uri).parent
-    return uri
+    return chain, uri
 
 
 def _run_dir(checkpoint_uri: str) -> str:
@@ -235,11 +242,8 @@ def trainer_state(cfg: Config, uri: str) -> TrainerState:
     state = TRAINER.take(state_key(uri))
     if state is not None:
         return state
-    chain = []
-    while is_resident(uri):
-        chain.append(uri)
-        uri = ResidentRecord.read(uri).parent
-    state = load_state(cfg, uri)
+    chain, written = _lineage(uri)
+    state = load_state(cfg, written)
     for resident in reversed(chain):
         replay_update(cfg, resident, state)
     return state
