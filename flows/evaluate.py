@@ -23,6 +23,7 @@ from prefect import flow
 
 from mel import artifacts
 from mel.config import Config
+from mel.engines.base import ENGINE_CACHE
 from mel.eval.before_after import BeforeAfter, before_after
 from mel.eval.plan import EvalRequest, ends_request, plan_cells
 from mel.progress import progress
@@ -49,6 +50,7 @@ def run_cells(cells: list[EvalCell], eval_dir: str) -> list[dict]:
         print(f"[{i}/{len(cells)}] {cell.describe()}", file=sys.stderr, flush=True)
         generations = _call(eval_generate, storage, cell=cell, eval_dir=eval_dir)
         _call(eval_verify, storage, cell=cell, eval_dir=eval_dir, generations_uri=generations)
+    ENGINE_CACHE.clear()  # the last checkpoint's engine (the cells share one per checkpoint)
     _, rows = write_summary(eval_dir)
     return rows
 

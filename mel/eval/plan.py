@@ -116,7 +116,7 @@ def run_checkpoints(run_dir: str, which: str = "all") -> tuple[list[Checkpoint],
         found = [found[0], found[-1]] if len(found) > 1 else found
     elif which != "all":
         raise ValueError(f"which must be 'all', 'final' or 'ends', not {which!r}")
-    generation = GenerationConfig(engine=cfg.rollout.engine, dtype=cfg.model.dtype,
+    generation = GenerationConfig(engine=cfg.rollout.engine, dtype=cfg.rollout.engine_dtype(cfg.model.dtype),
                                     use_chat_template=cfg.rollout.use_chat_template,
                                     system_prompt=cfg.rollout.system_prompt, batch_size=cfg.rollout.batch_size)
     return found, generation

@@ -97,7 +97,7 @@ class ResidentRecord:
 def engine_key(cfg: Config, checkpoint_uri: str) -> tuple:
     """What `ENGINE_CACHE` knows an engine by: the engine's settings and the checkpoint's URI and content (its
     manifest's write time, or for the base model folder its files' names, sizes and times)."""
-    return (cfg.rollout.engine, *state_key(checkpoint_uri), cfg.model.dtype, cfg.model.device,
+    return (cfg.rollout.engine, *state_key(checkpoint_uri), cfg.rollout.engine_dtype(cfg.model.dtype), cfg.model.device,
             tuple(sorted(cfg.rollout.engine_options().items())))
 
 
@@ -125,7 +125,8 @@ def build_engine(cfg: Config, folder_uri: str, **model):
     from mel.engines import make_engine
 
     return make_engine(cfg.rollout.engine, folder_uri if model else artifacts.fetch_folder(folder_uri),
-                       dtype=cfg.model.dtype, device=cfg.model.device, **cfg.rollout.engine_options(), **model)
+                       dtype=cfg.rollout.engine_dtype(cfg.model.dtype), device=cfg.model.device,
+                       **cfg.rollout.engine_options(), **model)
 
 
 def engine_on_state(cfg: Config, uri: str, state: "TrainerState"):
