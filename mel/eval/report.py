@@ -26,19 +26,24 @@ Choices the brief leaves open:
   with the same bootstrap seed (common random numbers, see `mel.eval.stats`).
 - The default ablation base is the run name that is the longest proper prefix (followed by ``_``) of the most other
   runs' names (ties: the longer name): ``mel_code`` for ``mel``, ``mel_code``, ``mel_code_no_replay`` and
-  ``mel_code_no_contrastive``. Its ablations are the runs named ``<base>_...``.
+  ``mel_code_no_contrastive``. Its ablations are the runs named ``<base>_...``. When several runs (seeds) have that
+  method, the first of them is the base.
+- Seeds pooled per method (section 2b, `mel.eval.seeds`, whose docstring says what is resampled): runs of one method
+  are told apart by ``run.seed``; the baseline *method* is the baseline run's. The section is there whenever there are
+  two runs or more; with one seed per method it says so and keeps the per-comparison power line. It writes
+  ``seed_means.csv`` and ``pooled_comparisons.csv`` too.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from mel import artifacts
-from mel.eval import plots, tables
+from mel.eval import plots, seeds, tables
 from mel.eval.runs import (
     PROBLEMS_FILE,
     RunData,
@@ -48,6 +53,7 @@ from mel.eval.runs import (
     load_run,
     name_runs,
 )
+from mel.eval.seeds import POWER, PooledComparison, PooledMean, ProblemValues, SeedGroup
 from mel.eval.stats import BootstrapResult, paired_bootstrap
 from mel.eval.tables import MISSING, Block, Cell, Heading, Paragraph, Table
 
@@ -57,9 +63,6 @@ DEFAULT_BASELINE = "grpo"
 
 # --------------------------------------------------------------------------------------------------------------------
 # Comparisons and ablations
-
-ProblemValues = Callable[[RunData, ScoreKey, Score], "dict[str, float] | None"]
-
 
 def problem_reader() -> ProblemValues:
     """Per-problem values of a score from its cell's ``problems.parquet`` (each file read once); None if missing."""
@@ -240,6 +243,68 @@ def comparison_section(runs: Sequence[RunData], baseline: RunData, comparisons: 
     return head + [Paragraph(text), Table(header, rows, (False, False, False) + (True,) * 7)]
 
 
+def power_line(c: PooledComparison) -> str:
+    """The sentence saying which differences the comparison ``c`` could miss."""
+    setup = (f"{c.method} vs {c.baseline} on {c.key.where} {c.key.what}: with {c.result.n} problems and "
+             f"{len(c.seeds)} seed{'s' if len(c.seeds) > 1 else ''}")
+    if c.mde is None:
+        return f"{setup}, there is no spread to estimate a standard error from: no power estimate."
+    if c.mde == 0:
+        return (f"{setup}, the per-problem differences do not vary (standard error 0): no power estimate can be "
+                "made from them.")
+    return (f"{setup}, a difference smaller than {100 * c.mde:.1f} points would likely go undetected "
+            f"({100 * c.power:g}% power, alpha {c.result.alpha:g}).")
+
+
+def seeds_section(groups: Sequence[SeedGroup], baseline: str, means: Sequence[PooledMean],
+                  comparisons: Sequence[PooledComparison], same_rollouts: Sequence[str], *, n_resamples: int,
+                  seed: int, alpha: float) -> list[Block]:
+    """Section 2b: the mean over seeds per method, the paired difference to the baseline method pooled over seeds,
+    the power line of each, and the methods whose rollouts were the baseline's (see `mel.eval.seeds`)."""
+    head = [Heading(f"2b. Seeds pooled per method, vs baseline method `{baseline}`")]
+    if not groups:
+        return head + [Paragraph("No run has a seed to pool by (`run.seed` in its `config.yaml`; see the notes).")]
+    level = f"{100 * (1 - alpha):g}%"
+    blocks: list[Block] = [Paragraph("Seeds per method: " + "; ".join(
+        f"`{g.method}` {', '.join(map(str, g.seeds))}" for g in groups) + ".")]
+    if all(len(g.seeds) == 1 for g in groups):
+        blocks.append(Paragraph("Each method has one seed (seeds = 1): nothing is pooled, the differences below are "
+                                "section 2's, shown for their power."))
+    else:
+        text = (f"Mean over seeds of each seed's final score, on the problems every seed evaluated; {level} "
+                f"interval: bootstrap over problems ({n_resamples} resamples, seed {seed}), each replicate "
+                "averaging every seed's values on the drawn problems. Seeds are not resampled: the interval is "
+                "the uncertainty from the choice of problems, each problem's seed-to-seed spread averaged in.")
+        rows = tuple((Cell(m.method), Cell(m.key.where), Cell(m.key.what), Cell(", ".join(map(str, m.seeds))),
+                      Cell(str(m.interval.n)), Cell(tables.pct(m.interval.mean)),
+                      Cell(f"[{tables.pct(m.interval.ci_low)}, {tables.pct(m.interval.ci_high)}]")) for m in means)
+        blocks += [Paragraph(text), Table(("method", "benchmark", "metric", "seeds", "problems", "mean %",
+                                           f"{level} CI (%)"), rows, (False,) * 4 + (True,) * 3)]
+    if not comparisons:
+        blocks.append(Paragraph(f"No score that `{baseline}` and another method both have on a common seed, with "
+                                "per-problem values: nothing to compare pooled over seeds (see the notes)."))
+    else:
+        text = (f"Run (method, seed s) paired with (`{baseline}`, seed s) on the problems all the paired runs "
+                "evaluated; per problem, the differences averaged over the seeds both have; paired bootstrap over "
+                f"problems as in section 2 (Δ, {level} percentile interval, p; p < {alpha:g} in bold). MDE: the "
+                f"smallest difference detected with {100 * POWER:g}% power at two-sided alpha {alpha:g}, "
+                f"(z_{1 - alpha / 2:g} + z_{POWER:g}) × SE, where SE = sd / √n of the n seed-averaged per-problem "
+                "differences (closed form, not the bootstrap's spread).")
+        rows = tuple((Cell(c.method), Cell(c.key.where), Cell(c.key.what), Cell(", ".join(map(str, c.seeds))),
+                      Cell(str(c.result.n)), Cell(tables.pct(c.method_value)), Cell(tables.pct(c.baseline_value)),
+                      Cell(tables.points(c.result.diff)),
+                      Cell(f"[{tables.points(c.result.ci_low)}, {tables.points(c.result.ci_high)}]"),
+                      Cell(tables.p_value(c.result.p_value), bold=c.result.significant),
+                      Cell(MISSING if c.mde is None else f"{100 * c.mde:.1f}")) for c in comparisons)
+        header = ("method", "benchmark", "metric", "paired\nseeds", "paired\nproblems", "method %", "baseline %",
+                  "Δ (pts)", f"{level} CI (pts)", "p", "MDE (pts)")
+        blocks += [Paragraph(text), Table(header, rows, (False,) * 4 + (True,) * 7), Heading("Power", 3),
+                   tables.Bullets(tuple(power_line(c) for c in comparisons))]
+    if same_rollouts:
+        blocks += [Heading("Rollouts shared with the baseline", 3), tables.Bullets(tuple(same_rollouts))]
+    return head + blocks
+
+
 def _mean(values: Sequence[float]) -> str:
     return f"{sum(values) / len(values):.3g}" if values else MISSING
 
@@ -367,16 +432,23 @@ MAIN_CSV = ("method", "run_dir", "step", "benchmark", "column", "sampling", "met
 COMPARISONS_CSV = ("method", "baseline", "benchmark", "column", "sampling", "metric", "method_step", "baseline_step",
                    "n", "method_value", "baseline_value", "diff", "ci_low", "ci_high", "p_value", "alpha",
                    "n_resamples", "seed")
+SEED_MEANS_CSV = ("method", "benchmark", "column", "sampling", "metric", "seeds", "steps", "n", "mean", "ci_low",
+                  "ci_high", "alpha", "n_resamples", "seed")
+POOLED_CSV = ("method", "baseline", "benchmark", "column", "sampling", "metric", "seeds", "n", "method_value",
+              "baseline_value", "diff", "ci_low", "ci_high", "p_value", "se", "mde", "power", "alpha", "n_resamples",
+              "seed")
 ABLATION_CSV = ("run", "ablation_base", "step", "benchmark", "column", "sampling", "metric", "value", "delta",
                 "changed")
 
 
-def write_csvs(out_dir: str, runs: Sequence[RunData], keys: Sequence[ScoreKey], comparisons: Sequence[Comparison],
-               ablations: Sequence[AblationRow], *, seed: int) -> dict[str, str]:
-    """The tables in long form, values as fractions (not %): one row per (run, score)."""
-    def key_fields(k: ScoreKey) -> dict[str, Any]:
-        return {"benchmark": k.benchmark, "column": k.column, "sampling": k.sampling, "metric": k.metric}
+def key_fields(k: ScoreKey) -> dict[str, Any]:
+    return {"benchmark": k.benchmark, "column": k.column, "sampling": k.sampling, "metric": k.metric}
 
+
+def write_csvs(out_dir: str, runs: Sequence[RunData], keys: Sequence[ScoreKey], comparisons: Sequence[Comparison],
+               ablations: Sequence[AblationRow], means: Sequence[PooledMean], pooled: Sequence[PooledComparison], *,
+               seed: int) -> dict[str, str]:
+    """The tables in long form, values as fractions (not %): one row per (run, score)."""
     main = [{"method": r.name, "run_dir": r.run_dir, **key_fields(k), "step": s.step, "value": s.value,
              "num_problems": s.num_problems, "cell": s.cell} for r in runs for k in keys
             for s in [r.finals().get(k)] if s is not None]
@@ -389,9 +461,22 @@ def write_csvs(out_dir: str, runs: Sequence[RunData], keys: Sequence[ScoreKey], 
     abl = [{"run": a.name, "ablation_base": base, "step": a.step, **key_fields(k), "value": v,
             "delta": a.deltas.get(k), "changed": "; ".join(a.changed)} for a in ablations for k in keys
            for v in [a.values.get(k)] if v is not None]
+    seed_means = [{"method": m.method, **key_fields(m.key), "seeds": " ".join(map(str, m.seeds)),
+                   "steps": " ".join(map(str, m.steps)), "n": m.interval.n, "mean": m.interval.mean,
+                   "ci_low": m.interval.ci_low, "ci_high": m.interval.ci_high, "alpha": m.interval.alpha,
+                   "n_resamples": m.interval.n_resamples, "seed": seed} for m in means]
+    pooled_rows = [{"method": c.method, "baseline": c.baseline, **key_fields(c.key),
+                    "seeds": " ".join(map(str, c.seeds)), "n": c.result.n, "method_value": c.method_value,
+                    "baseline_value": c.baseline_value, "diff": c.result.diff, "ci_low": c.result.ci_low,
+                    "ci_high": c.result.ci_high, "p_value": c.result.p_value, "se": c.se, "mde": c.mde,
+                    "power": c.power, "alpha": c.result.alpha, "n_resamples": c.result.n_resamples, "seed": seed}
+                   for c in pooled]
     return {"main_table": tables.write_csv(os.path.join(out_dir, "main_table.csv"), MAIN_CSV, main),
             "comparisons": tables.write_csv(os.path.join(out_dir, "comparisons.csv"), COMPARISONS_CSV, comps),
-            "ablation": tables.write_csv(os.path.join(out_dir, "ablation.csv"), ABLATION_CSV, abl)}
+            "ablation": tables.write_csv(os.path.join(out_dir, "ablation.csv"), ABLATION_CSV, abl),
+            "seed_means": tables.write_csv(os.path.join(out_dir, "seed_means.csv"), SEED_MEANS_CSV, seed_means),
+            "pooled_comparisons": tables.write_csv(os.path.join(out_dir, "pooled_comparisons.csv"), POOLED_CSV,
+                                                   pooled_rows)}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -404,7 +489,7 @@ class Report:
     markdown_path: str
     html_path: str
     figures: dict[str, str]  # "validation", "training_reward", "mel_rates" -> PNG path (only those drawn)
-    csvs: dict[str, str]  # "main_table", "comparisons", "ablation" -> CSV path
+    csvs: dict[str, str]  # "main_table", "comparisons", "ablation", "seed_means", "pooled_comparisons" -> CSV path
     runs: tuple[RunData, ...]
     keys: tuple[ScoreKey, ...]  # the main table's columns
     baseline: str | None
@@ -413,6 +498,10 @@ class Report:
     ablations: tuple[AblationRow, ...]  # the base's row first; empty without an ablation base
     peaks: dict[ScoreKey, dict[str, tuple[int, float]]]  # the validation figure's marked (step, value) per method
     warnings: tuple[str, ...]
+    seed_groups: tuple[SeedGroup, ...] = ()  # the runs pooled per method (none with a single run)
+    pooled_means: tuple[PooledMean, ...] = ()
+    pooled_comparisons: tuple[PooledComparison, ...] = ()  # each with its minimum detectable effect
+    same_rollouts: tuple[str, ...] = ()  # "<method> seed s: its rollouts were identical to <baseline>'s ..."
 
 
 def build_report(
@@ -439,22 +528,31 @@ def build_report(
     notes = [w for r in runs for w in r.warnings]
     base_run = find_run(runs, baseline, "baseline") if baseline is not None else next(
         (r for r in runs if r.method == DEFAULT_BASELINE), runs[0])
-    comparisons, more = compare_to_baseline(runs, base_run, problem_reader(), n_resamples=n_resamples, seed=seed,
+    values = problem_reader()
+    comparisons, more = compare_to_baseline(runs, base_run, values, n_resamples=n_resamples, seed=seed,
                                             alpha=alpha) if len(runs) > 1 else ([], [])
     notes += more
-    abl_name = ablation_base if ablation_base is not None else default_ablation_base([r.method for r in runs])
-    abl_run = find_run(runs, abl_name, "ablation_base") if abl_name is not None else None
+    groups, means, pooled, same_rollouts = pool_seeds(runs, base_run, values, n_resamples=n_resamples, seed=seed,
+                                                      alpha=alpha, notes=notes) if len(runs) > 1 else ([], [], [], [])
+    if ablation_base is not None:
+        abl_run: RunData | None = find_run(runs, ablation_base, "ablation_base")
+    else:  # a method, which several runs (seeds) may share: its first run, as a sweep's baseline
+        default = default_ablation_base([r.method for r in runs])
+        abl_run = next(r for r in runs if r.method == default) if default is not None else None
     ablations = ablation_rows(runs, abl_run) if abl_run is not None else []
     keys = tuple(sorted({k for r in runs for k in r.finals()}, key=lambda k: k.order))
 
     os.makedirs(out_dir, exist_ok=True)
     pngs, peaks, figure_blocks = figures(runs, out_dir)
-    csvs = write_csvs(out_dir, runs, keys, comparisons, ablations, seed=seed)
+    csvs = write_csvs(out_dir, runs, keys, comparisons, ablations, means, pooled, seed=seed)
     title = title or "Comparison report: " + ", ".join(r.name for r in runs)
     blocks: list[Block] = [Heading(title, 1)]
     blocks += runs_section(runs)
     blocks += main_section(runs, keys)
     blocks += comparison_section(runs, base_run, comparisons, n_resamples=n_resamples, seed=seed, alpha=alpha)
+    if len(runs) > 1:
+        blocks += seeds_section(groups, base_run.method, means, pooled, same_rollouts, n_resamples=n_resamples,
+                                seed=seed, alpha=alpha)
     blocks += ablation_section(runs, abl_run, ablations, keys)
     blocks += diagnostics_section(runs)
     blocks += figure_blocks
@@ -466,4 +564,25 @@ def build_report(
     with open(html_path, "w", encoding="utf-8") as f:
         f.write(tables.to_html(blocks, title))
     return Report(markdown, md_path, html_path, pngs, csvs, tuple(runs), keys, base_run.name,
-                  abl_run.name if abl_run else None, tuple(comparisons), tuple(ablations), peaks, tuple(notes))
+                  abl_run.name if abl_run else None, tuple(comparisons), tuple(ablations), peaks, tuple(notes),
+                  tuple(groups), tuple(means), tuple(pooled), tuple(same_rollouts))
+
+
+def pool_seeds(runs: Sequence[RunData], baseline: RunData, values: ProblemValues, *, n_resamples: int, seed: int,
+               alpha: float, notes: list[str]
+               ) -> tuple[list[SeedGroup], list[PooledMean], list[PooledComparison], list[str]]:
+    """`mel.eval.seeds` over the runs: groups, means, comparisons to the baseline's method and the same-rollouts
+    sentences; appends its notes to ``notes``."""
+    groups, more = seeds.group_by_method(runs)
+    notes += more
+    means, more = seeds.pooled_means(groups, values, n_resamples=n_resamples, seed=seed, alpha=alpha)
+    notes += more
+    base = next((g for g in groups if g.method == baseline.method), None)
+    if base is None:
+        if groups:
+            notes.append(f"the baseline method {baseline.method} is not pooled (see above): no comparison pooled "
+                         "over seeds")
+        return groups, means, [], []
+    pooled, more = seeds.pooled_comparisons(groups, base, values, n_resamples=n_resamples, seed=seed, alpha=alpha)
+    notes += more
+    return groups, means, pooled, seeds.same_rollout_notes(groups, base)

@@ -27,11 +27,24 @@ Departures and choices: the replicates are drawn once per (n, R, seed) by `boots
 ``default_rng(seed)``), so two comparisons with the same number of problems and seed resample the same problem sets
 (common random numbers). Ties in the p-value use a 1e-12 tolerance so a replicate equal to ``2 * diff`` up to
 float rounding still counts.
+
+Two helpers for the report's seeds pooled per method (`mel.eval.seeds`):
+
+- `bootstrap_mean`: the same percentile interval for one method's mean score, ``mean(x)`` resampled over problems
+  with the same `bootstrap_indices` (so with the same n and seed it draws the same problem sets as the comparisons).
+- `minimum_detectable_effect`: the power line. For a two-sided test at level alpha with power 1 - beta, a true
+  difference is detected with probability 1 - beta when it is at least ``MDE = (z_{1-alpha/2} + z_{1-beta}) * SE``
+  (the normal approximation; e.g. Cohen 1988, "Statistical Power Analysis for the Behavioral Sciences", ch. 2):
+  2.80 standard errors at alpha 0.05 and 80% power. The SE is `standard_error`, the textbook one of a mean of n
+  per-problem differences, ``sd(d, ddof=1) / sqrt(n)``: closed-form, so the MDE does not move with the bootstrap
+  seed (the bootstrap replicates' standard deviation estimates the same quantity with ddof=0).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -102,3 +115,50 @@ def paired_bootstrap(
     return BootstrapResult(diff=diff, ci_low=float(ci_low), ci_high=float(ci_high),
                            p_value=(extreme + 1) / (n_resamples + 1), n=int(d.size), n_resamples=n_resamples,
                            alpha=alpha)
+
+
+@dataclass(frozen=True)
+class MeanInterval:
+    """A bootstrap percentile interval of ``mean(x)`` over problems."""
+
+    mean: float
+    ci_low: float
+    ci_high: float
+    n: int  # problems
+    n_resamples: int
+    alpha: float
+
+
+def bootstrap_mean(
+    x: Sequence[float] | np.ndarray, *, n_resamples: int = 10000, seed: int = 0, alpha: float = 0.05,
+) -> MeanInterval:
+    """Percentile interval of ``mean(x)``, ``x`` one value per problem: replicate r is the mean of x over the
+    problems in row r of ``bootstrap_indices(n, n_resamples, seed)`` (see the module docstring)."""
+    arr = _outcomes(x, "x")  # [n]
+    if arr.size == 0:
+        raise ValueError("bootstrap_mean: no problems (empty outcomes)")
+    if not 0 < alpha < 1:
+        raise ValueError(f"bootstrap_mean: alpha must be in (0, 1), got {alpha}")
+    replicates = arr[bootstrap_indices(arr.size, n_resamples, seed)].mean(axis=1)  # [R]
+    ci_low, ci_high = np.quantile(replicates, [alpha / 2, 1 - alpha / 2])
+    return MeanInterval(mean=float(arr.mean()), ci_low=float(ci_low), ci_high=float(ci_high), n=int(arr.size),
+                        n_resamples=n_resamples, alpha=alpha)
+
+
+def standard_error(d: Sequence[float] | np.ndarray) -> float | None:
+    """Standard error of ``mean(d)``: ``sd(d, ddof=1) / sqrt(n)``; None below two values (no spread to measure)."""
+    arr = _outcomes(d, "d")  # [n]
+    if arr.size < 2:
+        return None
+    return float(arr.std(ddof=1) / math.sqrt(arr.size))
+
+
+def minimum_detectable_effect(se: float, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """``(z_{1-alpha/2} + z_{power}) * se``: the smallest true difference a two-sided test at level ``alpha`` detects
+    with probability ``power`` (normal approximation; 2.8016 * se at the defaults)."""
+    if not 0 < alpha < 1 or not 0 < power < 1:
+        raise ValueError(f"minimum_detectable_effect: need 0 < alpha < 1 and 0 < power < 1, got {alpha}, {power}")
+    if not se >= 0:
+        raise ValueError(f"minimum_detectable_effect: the standard error must be >= 0, got {se}")
+    z = NormalDist()
+    return (z.inv_cdf(1 - alpha / 2) + z.inv_cdf(power)) * se
