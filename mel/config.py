@@ -4,7 +4,7 @@ YAML files (``configs/*.yaml`` for runs, ``configs/eval/*.yaml`` for ``mel eval`
 these dataclasses, read by one loader with the same errors; ``--set section.field=value`` overrides them on
 the command line. Unknown keys and bad values fail with a message naming the key and the allowed values.
 The content hash of the resolved config (``config_hash``) names the run directory by default
-(``runs/<name>-<hash>``); fields that cannot change any artifact (``run.steps``, ``run.run_dir``, worker counts) are
+(``runs/<name>-<hash>``); fields that cannot change any artifact (``run.steps``, ``run.runs_root``, worker counts) are
 left out of the hash, so extending a run to more steps resumes it instead of starting over.
 """
 from __future__ import annotations

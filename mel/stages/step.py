@@ -88,8 +88,8 @@ class StepStats:
 class Fanout(Protocol):
     """How a stage spreads independent work: ``map(fn, items)`` returns ``fn(items)`` (``fn`` a picklable function
     of a list returning one result per item, in order). In the flow's process it is one call (``IN_PROCESS``); on a
-    Ray cluster (`tasks.fanout`) the items go out in chunks, one Ray task each, and ``placements()`` says where each
-    chunk ran (recorded in the stage's manifest)."""
+    Ray cluster (`tasks.cluster.RayFanout`) the items go out in chunks, one Ray task each, and ``placements()`` says
+    where each chunk ran (recorded in the stage's manifest)."""
 
     def map(self, fn: Callable[[list], list], items: list) -> list: ...
 
