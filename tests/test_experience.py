@@ -10,7 +10,7 @@ import pytest
 
 from mel.config import ConfigError, load_config
 from mel.data import load_taskset
-from mel.engines.base import LazyEngine
+from mel.engines.base import Capabilities, LazyEngine
 from mel.experience import BUILDERS, REPLAYS, BuildContext, PairInput, ReplayContext, ReplayInput, draw_pairs, p_pair
 from mel.experience.llm import cut_field, generate_primed, parse_meta_experience
 from mel.experience.prompts import meta_experience_prompt, validation_prompt
@@ -93,7 +93,10 @@ def test_a_field_is_cut_at_the_next_label_the_policy_wrote_itself():
 # --- primed generation with a real (tiny) model --------------------------------------------------------------------
 
 class _RoundsOnly:
-    """An engine without ``generate_fields`` (as vLLM's): generate_primed falls back to one generation per field."""
+    """An engine that does not write fields in one pass (as vLLM's): generate_primed falls back to one generation
+    per field."""
+
+    capabilities = Capabilities()
 
     def __init__(self, engine):
         self.engine, self.calls = engine, []

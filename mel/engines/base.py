@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterable, Literal, Protocol, Sequence, runtime_checkable
+from typing import Callable, Iterable, Literal, Protocol, Sequence
 
 from mel.registry import Registry
 
@@ -22,12 +22,29 @@ class PromptResult:
     samples: list[Sample]
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can do beyond generating (`RolloutEngine`): stages ask these, never the engine's type."""
+
+    fields_in_one_pass: bool = False
+    """``generate_fields``: labelled fields written in one pass, the labels forced in between (one prefill)."""
+    model_in_memory: bool = False
+    """``policy()``: the engine generates with a transformers model in this process, which the update may train in
+    place (the engine is then dropped)."""
+    takes_weights: bool = False
+    """``release_memory()`` before the update trains, ``load_weights()`` after: the engine takes the trained
+    weights in memory instead of being built again on a checkpoint."""
+
+
 class RolloutEngine(Protocol):
     """``generate`` samples from text prompts (each wrapped in the chat template as a user turn);
     ``generate_from_ids`` continues exact token ids (a chat-formatted prompt plus, e.g., a primed start of the
     assistant turn): every sample starts right after the last given token. ``encode_prompt`` and ``encode_text``
     give the ids the two paths use, so callers can build primed prompts; ``decode`` turns ids back into text (special
-    tokens dropped). Stages use nothing else of an engine."""
+    tokens dropped). ``capabilities`` says which of the last four methods the engine has (the others raise).
+    Stages use nothing else of an engine."""
+
+    capabilities: Capabilities
 
     def encode_prompt(self, prompt: str) -> list[int]: ...
 
@@ -55,12 +72,10 @@ class RolloutEngine(Protocol):
         top_p: float = 1.0,
     ) -> list[PromptResult]: ...
 
+    def generate_fields(self, prompt_ids: Sequence[Sequence[int]], labels: Sequence[str], budgets: Sequence[int],
+                        temperature: float, seed: int, one_line: Sequence[bool] = ()) -> list[tuple[str, int]]: ...
 
-@runtime_checkable
-class WeightReceiver(Protocol):
-    """An engine that takes the trained policy's weights in memory (vLLM) instead of being built again on the
-    checkpoint the update writes. The update calls ``release_memory`` before it trains (on a shared GPU: free the
-    engine's cache) and ``load_weights`` with the trained model's ``named_parameters()`` after it."""
+    def policy(self) -> tuple[object, object]: ...
 
     def release_memory(self) -> None: ...
 
@@ -74,6 +89,7 @@ class TokenEngine:
     tokenizer: object
     use_chat_template: bool = True
     system_prompt: str | None = None
+    capabilities = Capabilities()
 
     def encode_prompt(self, prompt: str) -> list[int]:
         text = format_chat(self.tokenizer, prompt, self.use_chat_template, self.system_prompt)
@@ -93,6 +109,24 @@ class TokenEngine:
     def generate_from_ids(self, prompt_ids: Sequence[Sequence[int]], n: int, temperature: float, max_tokens: int,
                           seed: int, top_p: float = 1.0) -> list[PromptResult]:
         raise NotImplementedError
+
+    # The capabilities' methods: an engine that declares one (`Capabilities`) overrides its method.
+    def generate_fields(self, prompt_ids: Sequence[Sequence[int]], labels: Sequence[str], budgets: Sequence[int],
+                        temperature: float, seed: int, one_line: Sequence[bool] = ()) -> list[tuple[str, int]]:
+        raise self._lacks("fields_in_one_pass")
+
+    def policy(self) -> tuple[object, object]:
+        raise self._lacks("model_in_memory")
+
+    def release_memory(self) -> None:
+        raise self._lacks("takes_weights")
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, object]]) -> None:
+        raise self._lacks("takes_weights")
+
+    def _lacks(self, capability: str) -> NotImplementedError:
+        return NotImplementedError(f"{type(self).__name__} does not have the capability {capability} "
+                                   "(check engine.capabilities first)")
 
 
 class LazyEngine:
@@ -140,7 +174,8 @@ class EngineCache:
 
     def put(self, key: tuple, engine: RolloutEngine) -> None:
         """Hold ``engine`` as the engine of ``key``: an engine that took a newer checkpoint's weights in memory
-        (`WeightReceiver`) serves the next step without being built again (``loads`` does not count it)."""
+        (``capabilities.takes_weights``) serves the next step without being built again (``loads`` does not count
+        it)."""
         with self._lock:
             self._engine, self._key = engine, key
 

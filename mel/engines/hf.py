@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from mel.engines.base import ENGINES, PromptResult, Sample, TokenEngine
+from mel.engines.base import ENGINES, Capabilities, PromptResult, Sample, TokenEngine
 from mel.engines.decode import decode
 
 
 @ENGINES.register("transformers")
 class TransformersEngine(TokenEngine):
+    capabilities = Capabilities(fields_in_one_pass=True, model_in_memory=True)
+
     def __init__(
         self,
         model_path: str,
@@ -44,6 +46,10 @@ class TransformersEngine(TokenEngine):
         self.stop_ids = set(eos if isinstance(eos, list) else [eos if eos is not None else tokenizer.eos_token_id])
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._newlines: tuple[set[int], set[int], set[int]] | None = None
+
+    def policy(self) -> tuple[object, object]:
+        """The model this engine generates with and its tokenizer (the update may train the model in place)."""
+        return self.model, self.tokenizer
 
     def generate_fields(
         self,

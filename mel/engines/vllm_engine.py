@@ -29,7 +29,7 @@ import os
 import warnings
 from typing import Iterable, Sequence
 
-from mel.engines.base import ENGINES, PromptResult, Sample, TokenEngine
+from mel.engines.base import ENGINES, Capabilities, PromptResult, Sample, TokenEngine
 
 ENV_DEFAULTS = {
     # the engine core in this process: the trainer's tensors reach it in memory; no spawn, no __main__ guard
@@ -77,6 +77,8 @@ def _model_length(model_path: str) -> int:
 @ENGINES.register("vllm")
 class VLLMEngine(TokenEngine):
     """A vLLM ``LLM`` on ``model_path`` (a Hugging Face model folder)."""
+
+    capabilities = Capabilities(takes_weights=True)
 
     def __init__(
         self,

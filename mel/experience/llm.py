@@ -82,11 +82,12 @@ def generate_primed(engine, prompts: Sequence[str], max_new_tokens: Sequence[int
     """For each instruction prompt, the assistant text ``Bifurcation step: s*\nCritique: C\nHeuristic: H`` generated
     field by field, and the number of tokens the policy generated for it.
 
-    With an engine that has ``generate_fields`` (transformers) the three fields are written in one pass, the labels
-    forced in between (one prefill of the long instruction); otherwise each field is a separate primed generation
-    (vLLM, whose prefix cache makes the repeated prompt cheap). s* is one line; C and H end at a blank line."""
+    With an engine that writes fields in one pass (``capabilities.fields_in_one_pass``: transformers) the three
+    fields are written so, the labels forced in between (one prefill of the long instruction); otherwise each field is
+    a separate primed generation (vLLM, whose prefix cache makes the repeated prompt cheap). s* is one line; C and H
+    end at a blank line."""
     base = [engine.encode_prompt(p) for p in prompts]
-    if hasattr(engine, "generate_fields"):
+    if engine.capabilities.fields_in_one_pass:
         first = engine.encode_text(f"{FIELD_LABELS[0]}:")
         labels = [f"{label}:" for label in FIELD_LABELS]
         outputs = engine.generate_fields([b + first for b in base], labels, max_new_tokens, temperature, seed,

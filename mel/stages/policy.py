@@ -133,13 +133,11 @@ def engine_on_state(cfg: Config, uri: str, state: "TrainerState"):
     """An engine holding ``state``'s weights: the transformers engine generates with the trainer's model itself;
     an engine that takes weights in memory (vLLM) is built on the newest written ancestor's folder and given them.
     ``state`` stays resident as the trainer state of ``uri``."""
-    from mel.engines.base import WeightReceiver
-
     TRAINER.put(state_key(uri), state)
     if cfg.rollout.engine == "transformers":
         return build_engine(cfg, weights_folder(uri), model=state.model, tokenizer=state.tokenizer)
     engine = build_engine(cfg, weights_folder(uri))
-    if not isinstance(engine, WeightReceiver):
+    if not engine.capabilities.takes_weights:
         raise TypeError(f"rollout engine {cfg.rollout.engine!r} cannot take weights in memory: it needs "
                         "run.checkpoint_every = 1 (every step's weights written for it to load)")
     engine.load_weights(state.model.named_parameters())

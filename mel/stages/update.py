@@ -19,8 +19,7 @@ import numpy as np
 
 from mel import artifacts, schemas
 from mel.config import Config
-from mel.engines.base import ENGINE_CACHE, WeightReceiver
-from mel.engines.hf import TransformersEngine
+from mel.engines.base import ENGINE_CACHE, RolloutEngine
 from mel.experience import group_outcomes
 from mel.fingerprint import fingerprint
 from mel.stages.common import set_threads
@@ -104,26 +103,26 @@ def group_stats(prompt_index: list[int], passed: list[bool]) -> dict[str, float]
     }
 
 
-def policy_state(cfg: Config, checkpoint: str) -> tuple[TrainerState, WeightReceiver | None]:
+def policy_state(cfg: Config, checkpoint: str) -> tuple[TrainerState, RolloutEngine | None]:
     """The trainer state to train (`mel.stages.policy.trainer_state`), and the engine that takes its weights after the
     update (or None).
 
     The step's engine, when it holds this checkpoint: the transformers engine's model is the checkpoint's weights
     (loaded once for the step's generation, or the trainer's own model kept from the step before) and is trained in
-    place (the engine is dropped: one model in memory); an engine that takes weights in memory (`WeightReceiver`:
-    vLLM) is kept, its memory released while the update trains."""
+    place (the engine is dropped: one model in memory); an engine that takes weights in memory (vLLM) is kept, its
+    memory released while the update trains. What an engine can do is its ``capabilities``."""
     engine = ENGINE_CACHE.take(engine_key(cfg, checkpoint))
-    receiver = engine if isinstance(engine, WeightReceiver) else None
+    receiver = engine if engine is not None and engine.capabilities.takes_weights else None
     state = TRAINER.take(state_key(checkpoint))
-    if state is None and isinstance(engine, TransformersEngine) and not is_resident(checkpoint):
-        state = with_optimizer(cfg, checkpoint, engine.model, engine.tokenizer)
+    if state is None and engine is not None and engine.capabilities.model_in_memory and not is_resident(checkpoint):
+        state = with_optimizer(cfg, checkpoint, *engine.policy())
     del engine
     if receiver is not None:
         receiver.release_memory()
     return state or trainer_state(cfg, checkpoint), receiver
 
 
-def keep_state(cfg: Config, state: TrainerState, receiver: WeightReceiver | None, checkpoint: str) -> float | None:
+def keep_state(cfg: Config, state: TrainerState, receiver: RolloutEngine | None, checkpoint: str) -> float | None:
     """Keep the trained state resident as that of ``checkpoint`` (just written, or resident) with an engine on it
     for the next step's rollout: the transformers engine on the trained model itself, or the step's engine given the
     weights in memory (built once per run). Returns the seconds the weights took to reach an engine that takes them
