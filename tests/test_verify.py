@@ -175,6 +175,22 @@ def test_regex() -> None:
     assert [v.status for v in vs] == ["passed", "failed", "sandbox_error"]
 
 
+def test_an_unknown_kind_is_an_error_naming_the_known_ones_before_anything_runs(monkeypatch) -> None:
+    import mel.verify
+    from mel.registry import Registry
+
+    calls = []
+    spied = Registry("verifier")
+    for kind in VERIFIERS:
+        spied.register(kind)(lambda *a, _fn=VERIFIERS.get(kind), **k: calls.append(a) or _fn(*a, **k))
+    monkeypatch.setattr(mel.verify, "VERIFIERS", spied)
+    problems = [Problem("r", "regex", "say hi", answer="hi"), Problem("p", "prose", "write a poem", answer="x")]
+    with pytest.raises(KeyError, match="unknown verifier 'prose'; known: code, math, regex"):
+        verify_problems(problems, ["hi", "roses"])
+    assert calls == []
+    assert [v.status for v in verify_problems(problems[:1], ["hi"])] == ["passed"] and len(calls) == 1
+
+
 def test_verify_problems_mixed_kinds_in_order() -> None:
     assert set(VERIFIERS) == {"code", "math", "regex"}
     code = Problem("c", "code", "write add", tests=ADD_IO)

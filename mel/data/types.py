@@ -1,7 +1,7 @@
 """The problem record every task set produces and every verifier consumes.
 
 A `Problem` is plain data (it round-trips through JSON so it can sit in a Parquet column); the verifier that checks a
-completion against it is chosen by `Problem.kind` (see `mel.verify.VERIFIERS`).
+completion against it is chosen by `Problem.kind` (see `mel.verify.VERIFIERS`, a registry).
 """
 from __future__ import annotations
 

@@ -264,21 +264,16 @@ def run_eval_verify(cell: EvalCell, eval_dir: str, generations_uri: str) -> str:
 def _verify_all(cell: EvalCell, bench, by_id: dict, generations: list[dict], programs: list[str]) -> list:
     """One verdict per (generation, column), in that order; each kind's verifier is called once for the batch.
     ``programs``: the code benchmarks' assembled program of each generation (`program_of`)."""
-    from mel.verify import verify_code, verify_math, verify_regex
+    from mel.verify import VERIFIERS
 
     jobs = [(by_id[g["problem_id"]], col_index, k)
             for k, g in enumerate(generations) for col_index in range(len(by_id[g["problem_id"]].columns))]
     v = cell.verify
     _say(f"  verify   {cell.describe()}: {len(jobs)} checks ({len(generations)} samples x columns)")
-    if bench.kind == "code":
-        return verify_code([programs[k] for _, _, k in jobs], [item.checks[c].tests for item, c, _ in jobs],
-                           timeout_s=v.timeout_s, memory_mb=v.memory_mb, workers=v.workers, isolation=v.isolation,
-                           extract=False)
-    golds = [item.checks[c].answer or "" for item, c, _ in jobs]
-    texts = [generations[k]["completion_text"] for _, _, k in jobs]
-    if bench.kind == "regex":
-        return verify_regex(texts, golds)
-    return verify_math(texts, golds, timeout_s=v.timeout_s, workers=v.workers)
+    # the verifier training uses for the benchmark's kind, on the assembled programs (code) or the completions
+    texts = [programs[k] if programs else generations[k]["completion_text"] for _, _, k in jobs]
+    return VERIFIERS.get(bench.kind)([item.checks[c] for item, c, _ in jobs], texts, timeout_s=v.timeout_s,
+                                     memory_mb=v.memory_mb, workers=v.workers, isolation=v.isolation, extract=False)
 
 
 def _problem_metrics(cell: EvalCell, bench, results: list[dict]) -> tuple[list[dict], dict[str, dict[str, float]]]:
