@@ -131,16 +131,16 @@ def test_math_rows_parse(tmp_path):
 def test_literals_for_evalplus_inputs_and_outputs():
     assert evalplus._literal([1.5, float("inf"), -float("inf"), (1,), {2, 1}, set(), {"k": None}, 1j]) == \
         "[1.5, 1e999, -1e999, (1,), {1, 2}, set(), {'k': None}, 1j]"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="NaN has no Python literal"):
         evalplus._literal(float("nan"))
     assert evalplus._evalplus_inputs([[[1, 2], 3]], "Mbpp/250") == ["[(1, 2), 3]"]
     assert evalplus._evalplus_inputs([[[1, 2], 3]], "HumanEval/250") == ["[[1, 2], 3]"]
     fixed = evalplus._output_literal("[inf, -inf, 'inf']")
     import ast
     assert ast.literal_eval(fixed) == [math.inf, -math.inf, "inf"]
-    with pytest.raises(SyntaxError):  # no literal for an object's repr
+    with pytest.raises(SyntaxError, match="invalid syntax"):  # no literal for an object's repr
         evalplus._output_literal("<re.Match object; span=(0, 1), match='a'>")
-    with pytest.raises(ValueError):  # nor for nan
+    with pytest.raises(ValueError, match="malformed node or string"):  # nor for nan (a name, not a literal)
         evalplus._output_literal("[nan]")
 
 
