@@ -73,6 +73,7 @@ def run_server(home: Path, repo: Path, port: int | None = None) -> Iterator[dict
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": api,
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+           "PREFECT_RUNNER_POLL_FREQUENCY": "1",  # served deployments pick a triggered run up within 1 s, not 10
            "PYTHONPATH": str(repo), "PREFECT_LOGGING_LEVEL": "INFO"}  # whatever an earlier test left in os.environ
     log = open(home / "server.log", "a")
     proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,

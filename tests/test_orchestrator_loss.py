@@ -34,8 +34,10 @@ STARTED = re.compile(r"^\[step (\d+)/\d+\] (\w+) +\.\.\.$")
 
 class _Health(http.server.BaseHTTPRequestHandler):
     status = 200
+    delay_s = 0.0
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        time.sleep(self.delay_s)
         self.send_response(self.status)
         self.end_headers()
 
@@ -43,18 +45,20 @@ class _Health(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _serve(status: int = 200) -> http.server.ThreadingHTTPServer:
-    handler = type("Health", (_Health,), {"status": status})
+def _serve(status: int = 200, delay_s: float = 0.0) -> http.server.ThreadingHTTPServer:
+    handler = type("Health", (_Health,), {"status": status, "delay_s": delay_s})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
 
-def _watch(api: str, seconds: float, grace_s: float = 0.6) -> list[tuple[float, str]]:
-    """Run the watchdog on ``api`` for ``seconds``; when it called ``on_lost`` (seconds from the start) and why."""
+def _watch(api: str, seconds: float, grace_s: float = 0.6, busy_grace_s: float = 60.0) -> list[tuple[float, str]]:
+    """Run the watchdog on ``api`` for ``seconds`` (probes time out after 0.2 s); when it called ``on_lost``
+    (seconds from the start) and why."""
     lost: list[tuple[float, str]] = []
     t0 = time.monotonic()
-    with server_watch(api, lambda reason: lost.append((time.monotonic() - t0, reason)), grace_s=grace_s, poll_s=0.1):
+    with server_watch(api, lambda reason: lost.append((time.monotonic() - t0, reason)), grace_s=grace_s, poll_s=0.1,
+                      busy_grace_s=busy_grace_s, probe_timeout_s=0.2):
         time.sleep(seconds)
     return lost
 
@@ -89,6 +93,18 @@ def test_a_server_gone_for_the_grace_period_is_lost_and_a_blip_is_not() -> None:
         assert _watch(api, 1.5) == []
     finally:
         time.sleep(0.4)
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_server_that_takes_the_connection_but_is_slow_is_busy_not_gone() -> None:
+    server = _serve(delay_s=0.5)  # every probe times out (0.2 s) after the connection is made
+    api = f"http://127.0.0.1:{server.server_port}/api"
+    try:
+        assert _watch(api, 1.5) == []  # past the 0.6 s grace of a server that is gone
+        (when, reason), = _watch(api, 2.0, busy_grace_s=0.8)  # a hung server still ends the run, later
+        assert 0.8 <= when < 1.9 and reason.startswith("took the connection, no answer in 0.2 s"), (when, reason)
+    finally:
         server.shutdown()
         server.server_close()
 

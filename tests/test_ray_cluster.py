@@ -4,7 +4,7 @@ user would: the policy stages run on the resident policy worker on the GPU node,
 nodes, the metrics equal the in-process path's, a rerun recomputes nothing, and a killed policy worker is recovered
 (with run.checkpoint_every = 2, by replaying the update whose state it held).
 MEL on the tiny config, so every policy stage (rollout, extract, replay, update) goes through the actor. Marked e2e;
-CI runs them, but for the ``ray start`` cluster (also marked slow: the CI budget)."""
+CI runs them, but for the ``ray start`` cluster and the killed policy worker (also marked slow: the CI budget)."""
 from __future__ import annotations
 
 import io
@@ -163,6 +163,7 @@ def test_metrics_equal_the_local_path_and_stages_run_where_their_resources_are(l
     assert f"all {STEPS * 6} stages reused" in rerun, rerun
 
 
+@pytest.mark.slow  # the CI budget: the resident state's replay is in CI on the local path (test_resident_state)
 def test_a_killed_policy_worker_is_recreated_and_replays_the_state_it_held(local_run, cluster, tmp_path):
     """run.checkpoint_every = 2: step 1 keeps its trained state in the policy worker (no checkpoint written); the
     worker is killed in step 2, after its verification; Ray recreates it, and the new worker rebuilds step 1's state

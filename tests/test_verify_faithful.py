@@ -146,11 +146,17 @@ def test_a_fully_planned_sample_makes_one_round_trip(monkeypatch) -> None:
 
 # --- agreement over whole data sets -----------------------------------------------------------------------------
 
-def test_every_mbpp_reference_agrees_with_plain_python(mbpp) -> None:
-    rows = list(mbpp.values())
+@pytest.mark.parametrize("every", [
+    pytest.param(4, id="every-4th"),  # CI's budget: a fixed quarter, the rows that failed before the plan with it
+    pytest.param(1, id="all", marks=pytest.mark.slow),
+])
+def test_mbpp_references_agree_with_plain_python(mbpp, every: int) -> None:
+    assert len(mbpp) == 974
+    earlier = {126, 341, 367, 601, 927}
+    rows = [r for i, r in enumerate(mbpp.values()) if i % every == 0 or r["task_id"] in earlier]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         plain = list(pool.map(plain_passes, rows))
-    assert len(rows) == 974 and sum(plain) == 971
+    assert sum(plain) == {1: 971, 4: 246}[every] and len(rows) == {1: 974, 4: 247}[every]
     got = ours(rows)
     disagree = [r["task_id"] for r, p, o in zip(rows, plain, got) if p != o]
     assert not disagree, disagree
