@@ -49,9 +49,9 @@ def scores_table(rows: list[dict]) -> Table:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from cli.main import _quiet_environment
+    from cli.preflight import quiet_environment
 
-    _quiet_environment(args.verbose)
+    quiet_environment(args.verbose)
     if args.list:
         return _list_benchmarks()
     if not args.target and not args.samples_file:
@@ -85,7 +85,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _list_benchmarks() -> int:
-    from mel.config import load_eval_config
+    from mel.eval.config import load_eval_config
     from mel.console import show, table
     from mel.eval.benchmarks import BENCHMARKS
 

@@ -9,33 +9,23 @@
     mel eval MODEL_OR_RUN_DIR --benchmark NAME [--limit N] [--samples K] [--temperature T] [--out DIR]
     mel report RUN_DIR [RUN_DIR ...] --out DIR [--baseline NAME]        compare runs (see `cli.eval`)
 
-This module is the only part of the ``mel`` package that reaches the orchestration layer (``flows/``), and only
-inside a command, so importing ``mel`` never imports Prefect or Ray.
+``cli/`` sits above the orchestration layer (``flows/``) and reaches it only inside a command, so importing ``cli``
+never imports Prefect or Ray; the pure core (``mel/``) imports nothing from either.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import TYPE_CHECKING
+
+from cli.preflight import data_problem, isolation_problem, quiet_environment
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 
-def _quiet_environment(verbose: bool) -> None:
-    """Settings that must be in place before Prefect / transformers are imported."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    if not verbose:  # the terminal shows mel's own lines; a Prefect server still gets every run log line
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
-    _quiet_environment(args.verbose)
+    quiet_environment(args.verbose)
     from mel.config import config_hash, default_run_dir, load_config
 
     if args.ray:
@@ -48,7 +38,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or default_run_dir(cfg)
     if not args.force_flow and _report_if_complete(cfg, run_dir, config_hash(cfg)) and _ends_if_evaluated(cfg, run_dir):
         return 0
-    problem = _isolation_problem(cfg) or _data_problem(cfg)
+    problem = isolation_problem(cfg) or data_problem(cfg)
     if problem:
         print(f"mel run: {problem}", file=sys.stderr)
         return 2
@@ -91,34 +81,6 @@ def _ends_if_evaluated(cfg, run_dir: str) -> bool:
         return False
     progress.before_after(before_after(run_dir), run_dir)
     return True
-
-
-def _isolation_problem(cfg) -> str:
-    """Why the code sandbox this run asks for cannot be had here ("" when it can, or when no code is verified):
-    said before any server starts, instead of as a failed verify task."""
-    from mel.data import TASKSET_INFO
-    from mel.verify.sandbox import IsolationUnavailable, isolation_mode
-
-    if TASKSET_INFO[cfg.data.taskset].kind != "code":
-        return ""
-    try:
-        isolation_mode(cfg.verify.isolation)
-    except IsolationUnavailable as exc:
-        return str(exc)
-    return ""
-
-
-def _data_problem(cfg) -> str:
-    """Why the run's task set cannot be loaded (a missing file, a bad row: named by file, line and field), said
-    before any server starts instead of under a Prefect traceback; "" when it loads."""
-    from mel.data import DatasetError, load_taskset
-
-    try:
-        load_taskset(cfg.data.taskset, cfg.data.path, limit=cfg.data.limit)
-    except DatasetError as exc:
-        lines = str(exc).splitlines()
-        return " ".join(lines) if len(lines) <= 2 else str(exc)  # one bad row: one line
-    return ""
 
 
 def _report_if_complete(cfg, run_dir: str, digest: str, table=None) -> bool:

@@ -27,9 +27,9 @@ def _status(p, sweep) -> tuple[list[dict] | None, bool]:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from cli.main import _data_problem, _isolation_problem, _quiet_environment
+    from cli.preflight import data_problem, isolation_problem, quiet_environment
 
-    _quiet_environment(args.verbose)
+    quiet_environment(args.verbose)
     from mel.sweeps import cell_head, load_sweep, plan_sweep, report_is_current, skipped_line
 
     spec = load_sweep(args.sweep_file)  # a bad sweep file or cell config fails here, before any server starts
@@ -51,7 +51,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
               f"{spec.report_dir}/report.md")
         return 0
     for p, (metrics, _) in zip(planned, status):
-        problem = "" if metrics is not None else _isolation_problem(p.config) or _data_problem(p.config)
+        problem = "" if metrics is not None else isolation_problem(p.config) or data_problem(p.config)
         if problem:
             print(f"mel sweep: cell {p.cell.index} ({p.cell.label}): {problem}", file=sys.stderr)
             return 2

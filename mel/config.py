@@ -1,7 +1,7 @@
-"""Run and evaluation configuration: frozen, typed dataclasses, one source of truth.
+"""Run configuration: frozen, typed dataclasses, one source of truth (``mel eval``'s settings, `mel.eval.config`, are
+read by the same loader).
 
-YAML files (``configs/*.yaml`` for runs, ``configs/eval/*.yaml`` for ``mel eval``: `EvalConfig`) only set fields of
-these dataclasses, read by one loader with the same errors; ``--set section.field=value`` overrides them on
+YAML files (``configs/*.yaml``) only set fields of these dataclasses, read by one loader with the same errors; ``--set section.field=value`` overrides them on
 the command line. Unknown keys and bad values fail with a message naming the key and the allowed values.
 The content hash of the resolved config (``config_hash``) names the run directory by default
 (``runs/<name>-<hash>``); fields that cannot change any artifact (``run.steps``, ``run.runs_root``, worker counts) are
@@ -20,12 +20,24 @@ from typing import Any, Literal
 
 import yaml
 
-from mel.eval.metrics import Sampling
-
 LossAgg = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 EngineName = Literal["transformers", "vllm"]
 DType = Literal["float32", "bfloat16"]
 LoggerName = Literal["tensorboard", "wandb", "mlflow"]
+
+_HASH = "mel.hash"  # a field's metadata key: how `config_hash` treats it ("never", "when set"; absent: always)
+
+
+def unhashed(default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
+    """A field (or a whole section) that changes no artifact (placement, worker counts, logging, how long to run):
+    left out of `config_hash`, so changing it names the same run directory."""
+    return field(default=default, metadata={_HASH: "never"}, **kwargs)
+
+
+def hashed_when_set(default: Any = None) -> Any:
+    """A field added after runs existed: at its default (null) it is left out of `config_hash`, so a config keeps the
+    hash, and so the run directory, it had before the field existed."""
+    return field(default=default, metadata={_HASH: "when set"})
 
 
 @dataclass(frozen=True)
@@ -36,7 +48,7 @@ class ModelConfig:
     tokenizer, for tests), a local model folder, or a hub id (needs internet)."""
     dtype: DType = "float32"
     """Parameter dtype for training and CPU generation."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = unhashed("auto")
     """Where the transformers engine and the trainer run the policy (``mel.models.resolve_device``): ``auto`` is
     ``cuda`` when ``torch.cuda.is_available()``, else ``cpu`` (said once on stderr); ``cuda`` fails where there is no
     CUDA device. Not in the config hash: it places the computation, as ``rollout.batch_size`` does, so one config
@@ -52,9 +64,9 @@ class ModelConfig:
     """Where converted/initialized model folders are kept."""
 
     def __post_init__(self) -> None:
-        _check(self.tiny_hidden_size % 32 == 0 and self.tiny_hidden_size > 0, "model.tiny_hidden_size",
+        check(self.tiny_hidden_size % 32 == 0 and self.tiny_hidden_size > 0, "model.tiny_hidden_size",
                "a positive multiple of 32 (the tiny model's head size)")
-        _check(self.tiny_layers >= 1, "model.tiny_layers", "at least 1")
+        check(self.tiny_layers >= 1, "model.tiny_layers", "at least 1")
 
 
 @dataclass(frozen=True)
@@ -71,8 +83,8 @@ class DataConfig:
     """Seed of the problem order; step k takes the next ``prompts_per_step`` problems, cycling."""
 
     def __post_init__(self) -> None:
-        _check(self.prompts_per_step >= 1, "data.prompts_per_step", "at least 1")
-        _check(self.limit is None or self.limit >= 1, "data.limit", "null or at least 1")
+        check(self.prompts_per_step >= 1, "data.prompts_per_step", "at least 1")
+        check(self.limit is None or self.limit >= 1, "data.limit", "null or at least 1")
 
 
 @dataclass(frozen=True)
@@ -87,9 +99,9 @@ class RolloutConfig:
     """Nucleus sampling; 1.0 samples from the full distribution (required for unbiased policy gradients)."""
     max_new_tokens: int = 128
     """Generation budget per sample (also the Dr.GRPO normalizer)."""
-    batch_size: int = 32
+    batch_size: int = unhashed(32)
     """Sequences generated together (the transformers engine's batch; vLLM's ``max_num_seqs``)."""
-    dtype: DType | None = None
+    dtype: DType | None = hashed_when_set()
     """The engine's weights dtype; null: ``model.dtype``. ``engine: vllm`` may generate in ``bfloat16`` while the
     trainer keeps ``float32`` (the update recomputes every log-prob in ``model.dtype``; ``logprob_drift_*`` measures
     the gap); the transformers engine generates with the trainer's own model, so it takes ``model.dtype`` only."""
@@ -101,10 +113,10 @@ class RolloutConfig:
     """``engine: vllm`` only: run the model without ``torch.compile`` (vLLM's ``enforce_eager``). On CPU the
     compiled engine generated ~20% faster but took 1.5-2 minutes more to start (README, "vLLM"); on GPU eager also
     skips CUDA graphs."""
-    vllm_gpu_memory_utilization: float = 0.5
+    vllm_gpu_memory_utilization: float = unhashed(0.5)
     """``engine: vllm`` on GPU: share of the GPU's memory vLLM takes (weights and KV cache); the trainer shares the
     rest while vLLM sleeps (its KV cache freed) during the update."""
-    vllm_kv_cache_gib: float = 1.0
+    vllm_kv_cache_gib: float = unhashed(1.0)
     """``engine: vllm`` on CPU: the KV cache's size in GiB (vLLM's ``kv_cache_memory_bytes``)."""
 
     def engine_dtype(self, model_dtype: str) -> str:
@@ -120,13 +132,13 @@ class RolloutConfig:
         return {**common, **extra.get(self.engine, {})}
 
     def __post_init__(self) -> None:
-        _check(0 < self.vllm_gpu_memory_utilization < 1, "rollout.vllm_gpu_memory_utilization", "in (0, 1)")
-        _check(self.vllm_kv_cache_gib > 0, "rollout.vllm_kv_cache_gib", "greater than 0")
-        _check(self.group_size >= 2, "rollout.group_size", "at least 2 (GRPO normalizes within a group)")
-        _check(self.temperature > 0, "rollout.temperature", "greater than 0")
-        _check(0 < self.top_p <= 1, "rollout.top_p", "in (0, 1]")
-        _check(self.max_new_tokens >= 1, "rollout.max_new_tokens", "at least 1")
-        _check(self.batch_size >= 1, "rollout.batch_size", "at least 1")
+        check(0 < self.vllm_gpu_memory_utilization < 1, "rollout.vllm_gpu_memory_utilization", "in (0, 1)")
+        check(self.vllm_kv_cache_gib > 0, "rollout.vllm_kv_cache_gib", "greater than 0")
+        check(self.group_size >= 2, "rollout.group_size", "at least 2 (GRPO normalizes within a group)")
+        check(self.temperature > 0, "rollout.temperature", "greater than 0")
+        check(0 < self.top_p <= 1, "rollout.top_p", "in (0, 1]")
+        check(self.max_new_tokens >= 1, "rollout.max_new_tokens", "at least 1")
+        check(self.batch_size >= 1, "rollout.batch_size", "at least 1")
 
 
 @dataclass(frozen=True)
@@ -135,18 +147,18 @@ class VerifyConfig:
     """Wall-clock limit per code sample / math item."""
     memory_mb: int = 512
     """Address-space limit of a code sample's process."""
-    workers: int = 2
+    workers: int = unhashed(2)
     """Samples verified in parallel."""
-    isolation: Literal["auto", "bwrap", "unshare", "docker", "none"] = "auto"
+    isolation: Literal["auto", "bwrap", "unshare", "docker", "none"] = unhashed("auto")
     """Code sandbox (``mel.verify.sandbox``): ``auto`` (bubblewrap, else util-linux unshare; both give the whole
     contract), one of ``bwrap``/``unshare``/``docker`` by name, or ``none``: resource limits only and NO isolation,
     an explicit opt-in shown in every progress line and manifest. Where the isolation asked for cannot be had, the
     run stops before any candidate code runs, saying how to get it (e.g. ``apt install bubblewrap``)."""
 
     def __post_init__(self) -> None:
-        _check(self.timeout_s > 0, "verify.timeout_s", "greater than 0")
-        _check(self.memory_mb >= 64, "verify.memory_mb", "at least 64")
-        _check(self.workers >= 1, "verify.workers", "at least 1")
+        check(self.timeout_s > 0, "verify.timeout_s", "greater than 0")
+        check(self.memory_mb >= 64, "verify.memory_mb", "at least 64")
+        check(self.workers >= 1, "verify.workers", "at least 1")
 
 
 BaseAlgorithm = Literal["grpo", "reinforce_pp", "rft"]
@@ -176,11 +188,11 @@ class AlgorithmConfig:
     """Samples per forward/backward (gradient accumulation inside a mini-batch)."""
 
     def __post_init__(self) -> None:
-        _check(0 < self.clip_eps < 1, "algorithm.clip_eps", "in (0, 1)")
-        _check(self.kl_coef >= 0, "algorithm.kl_coef", "at least 0")
-        _check(self.epochs >= 1, "algorithm.epochs", "at least 1")
-        _check(self.mini_batch_size >= 1, "algorithm.mini_batch_size", "at least 1")
-        _check(1 <= self.micro_batch_size <= self.mini_batch_size, "algorithm.micro_batch_size",
+        check(0 < self.clip_eps < 1, "algorithm.clip_eps", "in (0, 1)")
+        check(self.kl_coef >= 0, "algorithm.kl_coef", "at least 0")
+        check(self.epochs >= 1, "algorithm.epochs", "at least 1")
+        check(self.mini_batch_size >= 1, "algorithm.mini_batch_size", "at least 1")
+        check(1 <= self.micro_batch_size <= self.mini_batch_size, "algorithm.micro_batch_size",
                "between 1 and algorithm.mini_batch_size")
 
 
@@ -223,16 +235,16 @@ class MelConfig:
     """``llm``/``self_critique``: sampling temperature of s*, C and H (replays use ``rollout.temperature``)."""
 
     def __post_init__(self) -> None:
-        _check(self.pairs_per_prompt >= 1, "mel.pairs_per_prompt", "at least 1")
-        _check(self.replay_samples >= 1, "mel.replay_samples", "at least 1")
-        _check(self.nll_coef >= 0, "mel.nll_coef", "at least 0")
-        _check(self.nll_grad_ratio > 0, "mel.nll_grad_ratio", "greater than 0")
-        _check(self.max_experiences >= 1, "mel.max_experiences", "at least 1")
-        _check(all(n >= 1 for n in self.max_new_tokens), "mel.max_new_tokens", "three positive token budgets")
-        _check(self.temperature > 0, "mel.temperature", "greater than 0")
+        check(self.pairs_per_prompt >= 1, "mel.pairs_per_prompt", "at least 1")
+        check(self.replay_samples >= 1, "mel.replay_samples", "at least 1")
+        check(self.nll_coef >= 0, "mel.nll_coef", "at least 0")
+        check(self.nll_grad_ratio > 0, "mel.nll_grad_ratio", "greater than 0")
+        check(self.max_experiences >= 1, "mel.max_experiences", "at least 1")
+        check(all(n >= 1 for n in self.max_new_tokens), "mel.max_new_tokens", "three positive token budgets")
+        check(self.temperature > 0, "mel.temperature", "greater than 0")
         if self.builder == "none":
-            _check(self.replay == "none", "mel.replay", "none when mel.builder is none (there is nothing to replay)")
-        _check(self.builder != "self_critique" or not self.contrastive, "mel.contrastive",
+            check(self.replay == "none", "mel.replay", "none when mel.builder is none (there is nothing to replay)")
+        check(self.builder != "self_critique" or not self.contrastive, "mel.contrastive",
                "false with mel.builder=self_critique (a self-critique sees one failing rollout, no pair)")
 
     @property
@@ -262,9 +274,9 @@ class ReviseConfig:
     "w/o prefix" ablation, ``rmel_tau0``)."""
 
     def __post_init__(self) -> None:
-        _check(all(0 < t <= 1 for t in self.taus), "revise.taus", "three ratios in (0, 1]")
-        _check(self.budget >= 1, "revise.budget", "at least 1")
-        _check(0 <= self.lcp_tau <= 1, "revise.lcp_tau", "in [0, 1]")
+        check(all(0 < t <= 1 for t in self.taus), "revise.taus", "three ratios in (0, 1]")
+        check(self.budget >= 1, "revise.budget", "at least 1")
+        check(0 <= self.lcp_tau <= 1, "revise.lcp_tau", "in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -281,35 +293,35 @@ class OptimizerConfig:
     """Max global gradient norm (0 disables clipping)."""
 
     def __post_init__(self) -> None:
-        _check(self.lr > 0, "optimizer.lr", "greater than 0")
-        _check(all(0 <= b < 1 for b in self.betas), "optimizer.betas", "two numbers in [0, 1)")
-        _check(self.grad_clip >= 0, "optimizer.grad_clip", "at least 0")
+        check(self.lr > 0, "optimizer.lr", "greater than 0")
+        check(all(0 <= b < 1 for b in self.betas), "optimizer.betas", "two numbers in [0, 1)")
+        check(self.grad_clip >= 0, "optimizer.grad_clip", "at least 0")
 
 
 @dataclass(frozen=True)
 class RunConfig:
     name: str = "run"
     """Run name; the default run directory is ``runs/<name>-<config hash>``."""
-    steps: int = 2
+    steps: int = unhashed(2)
     """RL steps (not part of the hash: raising it resumes the same run)."""
     seed: int = 0
     """Seed for sampling and mini-batch shuffling (each step derives its own)."""
-    runs_root: str = "runs"
+    runs_root: str = unhashed("runs")
     """Parent of the default run directory (a path or fsspec URL)."""
     torch_threads: int = 0
     """torch intra-op threads (0: leave torch's default). Fixed thread counts keep CPU runs bit-reproducible."""
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = unhashed(2)
     """Step checkpoints that keep their weights: the newest N (``mel.checkpoints``); older ones are pruned once a
     newer one is complete, keeping their manifest. Only the newest keeps the optimizer state. Not in the hash."""
-    keep_every: int = 0
+    keep_every: int = unhashed(0)
     """Also keep the weights of every k-th step's checkpoint (1-based steps k, 2k, ...) for evaluation curves;
     0: none. Not in the hash."""
-    checkpoint_every: int = 1
+    checkpoint_every: int = unhashed(1)
     """Write a full checkpoint (weights and optimizer state) every k steps (1-based steps k, 2k, ...) and at the
     last step; in between, the trained state stays in the process that trains and the step records its fingerprint
     (``mel.stages.policy``). A resume replays the updates since the last checkpoint from the cached artifacts. Not in
     the hash: the weights each step ends with are the same."""
-    loggers: tuple[LoggerName, ...] = ()
+    loggers: tuple[LoggerName, ...] = unhashed(())
     """Experiment trackers each step's metrics row also goes to (``flows.trackers``), under the names of
     ``metrics.parquet``'s columns, with the config as hyperparameters and, at the end, the run's plots and the
     before/after table: ``tensorboard`` (event files in ``<run dir>/tensorboard``), ``wandb``, ``mlflow`` (settings in
@@ -317,12 +329,12 @@ class RunConfig:
     the hash."""
 
     def __post_init__(self) -> None:
-        _check(self.steps >= 1, "run.steps", "at least 1")
-        _check(self.keep_checkpoints >= 1, "run.keep_checkpoints",
+        check(self.steps >= 1, "run.steps", "at least 1")
+        check(self.keep_checkpoints >= 1, "run.keep_checkpoints",
                "at least 1 (the newest is what a step resumes from)")
-        _check(self.keep_every >= 0, "run.keep_every", "0 (none) or a positive step interval")
-        _check(self.checkpoint_every >= 1, "run.checkpoint_every", "a positive step interval (1: every step)")
-        _check(bool(self.name) and "/" not in self.name, "run.name", "a non-empty name without '/'")
+        check(self.keep_every >= 0, "run.keep_every", "0 (none) or a positive step interval")
+        check(self.checkpoint_every >= 1, "run.checkpoint_every", "a positive step interval (1: every step)")
+        check(bool(self.name) and "/" not in self.name, "run.name", "a non-empty name without '/'")
 
 
 @dataclass(frozen=True)
@@ -341,7 +353,7 @@ class RunEvalConfig:
     """The first N problems of each benchmark only."""
 
     def __post_init__(self) -> None:
-        _check(self.limit is None or self.limit >= 1, "eval.limit", "null or at least 1")
+        check(self.limit is None or self.limit >= 1, "eval.limit", "null or at least 1")
 
 
 @dataclass(frozen=True)
@@ -366,7 +378,7 @@ class TrackersConfig:
     folder share one store (MLflow 3 keeps plain ``./mlruns`` folders in maintenance mode)."""
 
     def __post_init__(self) -> None:
-        _check(bool(self.project), "trackers.project", "a non-empty name")
+        check(bool(self.project), "trackers.project", "a non-empty name")
 
 
 @dataclass(frozen=True)
@@ -391,12 +403,12 @@ class ClusterConfig:
     """Times Ray recreates a policy worker that died (its stage is then retried from the last complete artifacts)."""
 
     def __post_init__(self) -> None:
-        _check(self.policy_gpus >= 0, "cluster.policy_gpus", "0 or more")
-        _check(self.policy_cpus >= 0, "cluster.policy_cpus", "0 or more")
-        _check(self.verify_chunk >= 1, "cluster.verify_chunk", "at least 1")
-        _check(self.verify_cpus >= 1, "cluster.verify_cpus", "at least 1")
-        _check(self.policy_restarts >= 0, "cluster.policy_restarts", "0 or more")
-        _check(self.ray is None or bool(self.ray.strip()), "cluster.ray",
+        check(self.policy_gpus >= 0, "cluster.policy_gpus", "0 or more")
+        check(self.policy_cpus >= 0, "cluster.policy_cpus", "0 or more")
+        check(self.verify_chunk >= 1, "cluster.verify_chunk", "at least 1")
+        check(self.verify_cpus >= 1, "cluster.verify_cpus", "at least 1")
+        check(self.policy_restarts >= 0, "cluster.policy_restarts", "0 or more")
+        check(self.ray is None or bool(self.ray.strip()), "cluster.ray",
                "unset, local, auto, HOST:PORT or ray://HOST:PORT")
 
 
@@ -411,118 +423,32 @@ class Config:
     mel: MelConfig = field(default_factory=MelConfig)
     revise: ReviseConfig = field(default_factory=ReviseConfig)
     run: RunConfig = field(default_factory=RunConfig)
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    eval: RunEvalConfig = field(default_factory=RunEvalConfig)
-    trackers: TrackersConfig = field(default_factory=TrackersConfig)
+    cluster: ClusterConfig = unhashed(default_factory=ClusterConfig)
+    eval: RunEvalConfig = unhashed(default_factory=RunEvalConfig)
+    trackers: TrackersConfig = unhashed(default_factory=TrackersConfig)
 
     def __post_init__(self) -> None:
         if self.rollout.engine == "transformers":
-            _check(self.rollout.dtype in (None, self.model.dtype), "rollout.dtype",
+            check(self.rollout.dtype in (None, self.model.dtype), "rollout.dtype",
                    f"null or model.dtype ({self.model.dtype}) with engine: transformers, which generates with the "
                    "trainer's own model (engine: vllm can generate in another dtype)")
         if self.revise.mode != "none":
-            _check(self.mel.enabled and self.mel.contrastive, "mel.builder",
+            check(self.mel.enabled and self.mel.contrastive, "mel.builder",
                    f"set (with mel.contrastive: true) for revise.mode={self.revise.mode}: revised pairs go through "
                    "the meta-experience builder")
-
-
-@dataclass(frozen=True)
-class GenerationConfig:
-    """How ``mel eval`` generates from a model that is not a run's (a run's checkpoints use the run's own engine,
-    dtype, chat template and system prompt)."""
-
-    engine: EngineName = "transformers"
-    """Generation engine (``mel.engines.ENGINES``)."""
-    dtype: DType = "float32"
-    """Weights dtype."""
-    use_chat_template: bool = True
-    """Wrap each prompt in the tokenizer's chat template as a user turn."""
-    system_prompt: str | None = None
-    """Optional system turn."""
-    batch_size: int = 32
-    """Sequences generated together."""
-    max_new_tokens: int = 512
-    """Generation budget per sample."""
-    seed: int = 0
-    """Sampling seed (each cell derives its own)."""
-
-    def __post_init__(self) -> None:
-        _check(self.batch_size >= 1, "generation.batch_size", "at least 1")
-        _check(self.max_new_tokens >= 1, "generation.max_new_tokens", "at least 1")
-
-
-PAPER_SAMPLINGS = (Sampling(temperature=0.0), Sampling(temperature=0.6, samples=8, ks=(8,)))
-DEFAULT_EVAL_CONFIG = posixpath.join(posixpath.dirname(posixpath.dirname(posixpath.abspath(__file__))), "configs",
-                                     "eval", "default.yaml")
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """``mel eval``'s settings (``configs/eval/default.yaml``; its flags override them)."""
-
-    data_root: str | None = None
-    """Where benchmark files live (each under its default name, see ``mel eval --list``); relative to the YAML file.
-    ``MEL_DATA_ROOT`` overrides it."""
-    paths: dict[str, str] = field(default_factory=dict)
-    """Benchmark name -> its file (a path or fsspec URL), instead of ``data_root/<default file>``."""
-    samplings: tuple[Sampling, ...] = PAPER_SAMPLINGS
-    """How each benchmark is sampled (default: the papers' greedy Pass@1, then Avg@8 and Pass@8 at T = 0.6)."""
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
-    """Generation settings for models that are not a run's."""
-    verify: VerifyConfig = field(default_factory=VerifyConfig)
-    """The verifier's limits and sandbox, as for training."""
-
-
-def load_eval_config(path: str | None = None) -> EvalConfig:
-    """The eval settings in ``path`` (default: the repository's ``configs/eval/default.yaml`` when it exists), read
-    like a run config: unknown keys and bad values fail naming the key and the allowed values."""
-    import os
-
-    if path is None and not os.path.exists(DEFAULT_EVAL_CONFIG):
-        return EvalConfig(data_root=os.environ.get("MEL_DATA_ROOT"))
-    path = str(path or DEFAULT_EVAL_CONFIG)
-    raw, _ = _read_one(path)
-    hints = typing.get_type_hints(EvalConfig)
-    unknown = sorted(set(raw) - set(hints))
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(hints))}")
-    values = {k: _coerce(v, hints[k], k) for k, v in raw.items() if v is not None}
-    data_root = os.environ.get("MEL_DATA_ROOT") or values.get("data_root")
-    if data_root and "://" not in data_root and not os.path.isabs(data_root):
-        data_root = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), data_root))
-    values["data_root"] = data_root
-    if not values.get("samplings"):
-        values.pop("samplings", None)
-    return EvalConfig(**values)
-
-
-# Fields that do not change any artifact; left out of the config hash.
-_UNHASHED = {("run", "steps"), ("run", "runs_root"), ("run", "keep_checkpoints"), ("run", "keep_every"),
-             ("run", "checkpoint_every"),
-             ("verify", "workers"), ("verify", "isolation"), ("rollout", "batch_size"),
-             ("rollout", "vllm_gpu_memory_utilization"), ("rollout", "vllm_kv_cache_gib")} | {
-    ("cluster", name) for name in ("ray", "policy_gpus", "policy_cpus", "verify_chunk", "verify_cpus",
-                                   "policy_restarts")}
-
-# Where the policy runs is placement, not content (ModelConfig.device); left out like rollout.batch_size.
-_UNHASHED.add(("model", "device"))
-_UNHASHED |= {("eval", name) for name in ("benchmarks", "config", "limit")}  # what is evaluated after training
-_UNHASHED |= {("run", "loggers")} | {("trackers", f.name) for f in dataclasses.fields(TrackersConfig)}  # logging
-# Fields added after runs existed, hashed only when set: at their default (null) a config keeps the hash, and so the
-# run directory, it had before the field existed.
-_HASHED_WHEN_SET = {("rollout", "dtype")}
 
 
 class ConfigError(ValueError):
     """A config file or override names an unknown key or a bad value; the message says which and what is allowed."""
 
 
-def _check(ok: bool, key: str, allowed: str) -> None:
+def check(ok: bool, key: str, allowed: str) -> None:
+    """A field's check: a ConfigError naming ``key`` and what it must be, unless ``ok``."""
     if not ok:
         raise ConfigError(f"{key}: must be {allowed}")
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
+def coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` (converting lists to tuples, ints to floats)."""
     origin = typing.get_origin(tp)
     if origin is Literal:
@@ -539,7 +465,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             if option is type(None):
                 continue
             try:
-                return _coerce(value, option, key)
+                return coerce(value, option, key)
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {tp}")
@@ -549,16 +475,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         key_type, value_type = typing.get_args(tp)
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: must be a mapping, got {value!r}")
-        return {_coerce(k, key_type, f"{key} key"): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
+        return {coerce(k, key_type, f"{key} key"): coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
     if origin is tuple and typing.get_args(tp)[1:] == (Ellipsis,):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: must be a list, got {value!r}")
-        return tuple(_coerce(v, typing.get_args(tp)[0], f"{key}[{i}]") for i, v in enumerate(value))
+        return tuple(coerce(v, typing.get_args(tp)[0], f"{key}[{i}]") for i, v in enumerate(value))
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{key}: must be a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     if tp is float:
         if isinstance(value, str):  # PyYAML reads 1e-5 (no dot) as a string
             try:
@@ -591,7 +517,7 @@ def _section(cls: type, raw: Any, prefix: str) -> Any:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{prefix}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
-    values = {k: _coerce(v, hints[k], f"{prefix}.{k}") for k, v in raw.items()}
+    values = {k: coerce(v, hints[k], f"{prefix}.{k}") for k, v in raw.items()}
     try:
         return cls(**values)
     except ConfigError:
@@ -637,14 +563,15 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _resolve_relative(path: str, ref: str) -> str:
+def resolve_relative(path: str, ref: str) -> str:
+    """``ref`` as named in the file at ``path`` (relative to that file's folder; absolute paths and URLs as they are)."""
     if "://" in ref or ref.startswith("/"):
         return ref
     return posixpath.normpath(posixpath.join(posixpath.dirname(path), ref)) if "://" not in path else \
         posixpath.join(posixpath.dirname(path), ref)
 
 
-def _read_one(path: str) -> tuple[dict[str, Any], str | None]:
+def read_yaml(path: str) -> tuple[dict[str, Any], str | None]:
     """A YAML config's sections and the resolved path of its ``base:`` file (None if it has none)."""
     import fsspec
 
@@ -660,10 +587,10 @@ def _read_one(path: str) -> tuple[dict[str, Any], str | None]:
     parent = raw.pop("base", None)
     section = raw.get("eval")
     if isinstance(section, dict) and isinstance(section.get("config"), str):  # relative to the file naming it
-        section["config"] = _resolve_relative(path, section["config"])
+        section["config"] = resolve_relative(path, section["config"])
     if parent is not None and not isinstance(parent, str):
         raise ConfigError(f"{path}: base: must be a path to another config file, got {parent!r}")
-    return raw, _resolve_relative(path, parent) if parent else None
+    return raw, resolve_relative(path, parent) if parent else None
 
 
 def read_config_file(path: str, base: str | None = None) -> dict[str, Any]:
@@ -676,13 +603,13 @@ def read_config_file(path: str, base: str | None = None) -> dict[str, Any]:
     while current is not None:
         if current in [p for p, _ in chain]:
             raise ConfigError(f"{path}: 'base' chain loops: {' -> '.join([p for p, _ in chain] + [current])}")
-        raw, parent = _read_one(current)
+        raw, parent = read_yaml(current)
         chain.append((current, raw))
         current = parent
     if base is not None:
         if len(chain) > 1:
             chain.pop()
-        chain.append((base, _read_one(base)[0]))
+        chain.append((base, read_yaml(base)[0]))
     merged: dict[str, Any] = {}
     for _, raw in reversed(chain):
         merged = _merge(merged, raw)
@@ -706,17 +633,32 @@ def load_config(path: str | None = None, overrides: typing.Sequence[str] = (), b
     return from_dict(raw)
 
 
+def _hash_rules() -> dict[str, dict[str, str | None]]:
+    """section -> field -> its `config_hash` rule ("never", "when set", None: always); a section's own rule (the
+    field of `Config` that holds it) applies to each of its fields."""
+    hints = typing.get_type_hints(Config)
+    return {section.name: {f.name: section.metadata.get(_HASH) or f.metadata.get(_HASH)
+                           for f in dataclasses.fields(hints[section.name])}
+            for section in dataclasses.fields(Config)}
+
+
 def config_hash(cfg: Config, length: int = 10) -> str:
-    """Content hash of everything that can change an artifact."""
+    """Content hash of everything that can change an artifact: every field but those marked `unhashed` (and those
+    marked `hashed_when_set` while null)."""
     data = to_dict(cfg)
-    for section, key in _UNHASHED:
-        data[section].pop(key, None)
-    for section, key in _HASHED_WHEN_SET:
-        if data[section].get(key) is None:
-            data[section].pop(key, None)
+    for section, rules in _hash_rules().items():
+        for name, rule in rules.items():
+            if rule == "never" or (rule == "when set" and data[section].get(name) is None):
+                data[section].pop(name, None)
     data = {section: fields for section, fields in data.items() if fields}  # a wholly unhashed section: no trace
     blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def unhashed_fields() -> frozenset[str]:
+    """``section.field`` of every field `config_hash` always leaves out."""
+    return frozenset(f"{section}.{name}" for section, rules in _hash_rules().items()
+                     for name, rule in rules.items() if rule == "never")
 
 
 def default_run_dir(cfg: Config) -> str:

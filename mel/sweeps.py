@@ -42,7 +42,7 @@ import yaml
 
 from mel import artifacts
 from mel.config import (
-    Config, ConfigError, _check, _coerce, _read_one, _resolve_relative, config_hash, default_run_dir, load_config,
+    Config, ConfigError, check, coerce, config_hash, default_run_dir, load_config, read_yaml, resolve_relative,
 )
 
 METHODS_DIR = posixpath.join(posixpath.dirname(posixpath.dirname(posixpath.abspath(__file__))), "configs", "methods")
@@ -71,9 +71,9 @@ class SweepEval:
     """An eval config file (``configs/eval/*.yaml``), relative to the sweep file (default: ``mel eval``'s)."""
 
     def __post_init__(self) -> None:
-        _check(self.limit is None or self.limit >= 1, "eval.limit", "null or at least 1")
-        _check(self.samples is None or self.samples >= 1, "eval.samples", "null or at least 1")
-        _check(self.temperature is None or self.temperature >= 0, "eval.temperature", "null or at least 0")
+        check(self.limit is None or self.limit >= 1, "eval.limit", "null or at least 1")
+        check(self.samples is None or self.samples >= 1, "eval.samples", "null or at least 1")
+        check(self.temperature is None or self.temperature >= 0, "eval.temperature", "null or at least 0")
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class SweepReport:
     """Bootstrap seed."""
 
     def __post_init__(self) -> None:
-        _check(self.n_resamples >= 1, "report.n_resamples", "at least 1")
+        check(self.n_resamples >= 1, "report.n_resamples", "at least 1")
 
 
 @dataclass(frozen=True)
@@ -136,10 +136,10 @@ class Sweep:
     """The sweep file this was read from (not a key of the file)."""
 
     def __post_init__(self) -> None:
-        _check(bool(re.fullmatch(r"[a-z0-9][a-z0-9-]*", self.name)), "name",
+        check(bool(re.fullmatch(r"[a-z0-9][a-z0-9-]*", self.name)), "name",
                "lowercase letters, digits and dashes (it is the Prefect artifact key sweep-<name>)")
-        _check(self.base is not None or bool(self.methods), "base", "set when methods is empty (nothing to run)")
-        _check(len(set(self.seeds)) == len(self.seeds), "seeds", "distinct")
+        check(self.base is not None or bool(self.methods), "base", "set when methods is empty (nothing to run)")
+        check(len(set(self.seeds)) == len(self.seeds), "seeds", "distinct")
 
     @property
     def report_dir(self) -> str:
@@ -217,7 +217,7 @@ def methods_dir(path: str) -> str:
 
 def _method(text: str, path: str) -> Method:
     if text.endswith((".yaml", ".yml")) or "/" in text:
-        return Method(posixpath.splitext(posixpath.basename(text))[0], _resolve_relative(path, text))
+        return Method(posixpath.splitext(posixpath.basename(text))[0], resolve_relative(path, text))
     folder = methods_dir(path)
     found = posixpath.join(folder, f"{text}.yaml")
     if not os.path.exists(found):
@@ -229,7 +229,7 @@ def _method(text: str, path: str) -> Method:
 
 def load_sweep(path: str) -> Sweep:
     """Read a sweep file (see the module docstring); unknown keys and bad values fail naming the key."""
-    raw, base = _read_one(path)
+    raw, base = read_yaml(path)
     hints = typing.get_type_hints(Sweep)
     keys = sorted(set(hints) - {"path"})
     unknown = sorted(set(raw) - set(keys))
@@ -242,11 +242,11 @@ def load_sweep(path: str) -> Sweep:
         if key == "grid":
             values["grid"] = _grid(value, f"{path}: ")
         elif key == "methods":
-            names = _coerce(value or [], tuple[str, ...], "methods")
+            names = coerce(value or [], tuple[str, ...], "methods")
             values["methods"] = tuple(_method(n, path) for n in names)
         elif value is not None:
             try:
-                values[key] = _coerce(value, hints[key], key)
+                values[key] = coerce(value, hints[key], key)
             except ConfigError as exc:
                 raise ConfigError(f"{path}: {exc}") from None
     if values.get("eval"):
@@ -257,7 +257,7 @@ def load_sweep(path: str) -> Sweep:
             raise ConfigError(f"{path}: eval.benchmarks: unknown benchmark(s) {', '.join(unknown)}; choose from "
                               f"{', '.join(BENCHMARKS.names())}")
     if values.get("eval") and values["eval"].config:
-        values["eval"] = dataclasses.replace(values["eval"], config=_resolve_relative(path, values["eval"].config))
+        values["eval"] = dataclasses.replace(values["eval"], config=resolve_relative(path, values["eval"].config))
     try:
         return Sweep(**values, base=base, path=path)
     except ConfigError as exc:

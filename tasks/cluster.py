@@ -86,8 +86,9 @@ def import_stages() -> dict[str, Any]:
 
 
 def _warm() -> dict[str, Any]:
-    import prefect.task_engine  # noqa: F401  (what runs a stage's Prefect task in a Ray worker)
-    import tasks.stage  # noqa: F401
+    import prefect.artifacts  # noqa: F401  (what a stage's Prefect task, tasks.stage, runs on in a Ray worker)
+    import prefect.task_engine  # noqa: F401
+    import tasks.common  # noqa: F401
 
     return import_stages()
 

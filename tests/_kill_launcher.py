@@ -149,9 +149,10 @@ def main(argv: list[str]) -> int:
     split = argv.index("--")
     mode, rest, mel_args = argv[0], argv[1:split], argv[split + 1:]
     ticks = Ticks(rest[0], int(rest[1])) if mode == "kill" else Ticks()
-    from cli.main import _quiet_environment, main as mel
+    from cli.main import main as mel
+    from cli.preflight import quiet_environment
 
-    _quiet_environment(verbose=False)  # before install() imports Prefect, as `mel run` does
+    quiet_environment(verbose=False)  # before install() imports Prefect, as `mel run` does
     install(ticks)
 
     rc = mel(mel_args)

@@ -5,10 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from mel.config import (
-    Config, ConfigError, EvalConfig, PAPER_SAMPLINGS, config_hash, default_run_dir, from_dict, load_config,
-    load_eval_config,
-)
+from mel.config import Config, ConfigError, config_hash, default_run_dir, from_dict, load_config, unhashed_fields
+from mel.eval.config import PAPER_SAMPLINGS, EvalConfig, load_eval_config
 
 ROOT = Path(__file__).resolve().parents[1] / "configs"
 CONFIGS = sorted(ROOT.glob("*.yaml"))
@@ -104,6 +102,26 @@ def test_hash_ignores_fields_that_change_no_artifact():
     assert config_hash(base) == config_hash(from_dict({"run": {"steps": 9}, "verify": {"workers": 1}}))
     assert config_hash(base) != config_hash(from_dict({"optimizer": {"lr": 1e-5}}))
     assert default_run_dir(base) == f"runs/run-{config_hash(base)}"
+
+
+@pytest.mark.parametrize("path,overrides,expected", [
+    (None, [], "dae154c367"),
+    ("tiny.yaml", [], "3d1dfd72ba"),
+    ("demo.yaml", [], "c6ef226dbd"),
+    ("demo.yaml", ["run.steps=9", "cluster.ray=local", "trackers.project=x", "eval.limit=3", "run.loggers=[wandb]",
+                   "rollout.batch_size=8", "model.device=cpu", "run.checkpoint_every=2"], "c6ef226dbd"),
+])
+def test_the_hash_of_a_config_stays_what_it_was(path, overrides, expected):
+    """Pinned: a changed hash moves every existing run to a new default directory (computed before the unhashed
+    fields were marked on the fields, from the string set that listed them)."""
+    assert config_hash(load_config(str(ROOT / path) if path else None, overrides)) == expected
+
+
+def test_unhashed_fields_are_marked_on_the_fields_and_their_sections():
+    never = unhashed_fields()
+    assert {"run.steps", "run.checkpoint_every", "verify.workers", "model.device", "rollout.batch_size"} <= never
+    assert {"cluster.ray", "trackers.project", "eval.benchmarks"} <= never  # whole sections
+    assert not never & {"run.seed", "optimizer.lr", "rollout.dtype", "model.source"}
 
 
 def test_rollout_dtype_is_vllms_alone_and_hashed_only_when_set():

@@ -5,7 +5,7 @@
 - `mel.eval.stats`: paired bootstrap confidence intervals and p-values on per-problem outcomes.
 - `mel.eval.evalplus`: the HumanEval+ / MBPP+ benchmarks (prompts, base and plus columns) over `mel.verify.evalplus`
   (rows, reference outputs run once and cached on disk), which ``mel verify code`` shares.
-- `mel.eval.plan`: the cells of a request, under the eval settings (`mel.config.EvalConfig`,
+- `mel.eval.plan`: the cells of a request, under the eval settings (`mel.eval.config.EvalConfig`,
   ``configs/eval/default.yaml``).
 - `mel.eval.report`: the comparison report of ``mel report`` over `mel.eval.runs` (what a run directory holds);
   `mel.eval.seeds` pools the runs of a method over their seeds (means, paired differences, the power line);

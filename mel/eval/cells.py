@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from mel import artifacts, schemas
-from mel.config import GenerationConfig, VerifyConfig
+from mel.config import VerifyConfig
+from mel.eval.config import GenerationConfig
 from mel.eval.metrics import FileSamples, Sampling, benchmark_scores, count_passes, problem_metrics
 
 CELLS_DIR = "cells"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from mel import artifacts
 from mel.checkpoints import is_pruned
-from mel.config import EvalConfig, GenerationConfig, load_eval_config
+from mel.eval.config import EvalConfig, GenerationConfig, load_eval_config
 from mel.eval.metrics import FileSamples, Sampling
 from mel.eval.cells import (
     BenchmarkRef,

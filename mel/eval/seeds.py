@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from mel import artifacts
+from mel.config import unhashed_fields
 from mel.eval.runs import RunData, Score, ScoreKey
 from mel.eval.stats import (
     BootstrapResult,
@@ -75,9 +76,7 @@ class SeedGroup:
 
 def _differing_fields(first: dict[str, Any], other: dict[str, Any]) -> list[str]:
     """Config fields (flattened) that differ, leaving out run.name, run.seed and those `config_hash` ignores."""
-    from mel.config import _UNHASHED  # deferred as in mel.eval.runs: mel.config imports mel.eval's registries
-
-    ignored = {"run.name", "run.seed"} | {f"{section}.{key}" for section, key in _UNHASHED}
+    ignored = {"run.name", "run.seed"} | unhashed_fields()
     keys = dict.fromkeys([*first, *other])
     return [k for k in keys if k not in ignored and first.get(k) != other.get(k)]
 

@@ -5,12 +5,30 @@ from __future__ import annotations
 import difflib
 import json
 import textwrap
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from mel.verify.extract import extract_code
 
-if TYPE_CHECKING:
-    from mel.stages.replay import ReplayStats
+
+class ReplayCounts(Protocol):
+    """What the reports read of a step's replay stats (`mel.stages.replay.ReplayStats`, which imports this module)."""
+
+    @property
+    def pairs(self) -> int: ...
+    @property
+    def built(self) -> int: ...
+    @property
+    def accepted(self) -> int: ...
+    @property
+    def replay(self) -> str: ...
+    @property
+    def p_pair(self) -> float: ...
+    @property
+    def p_accept(self) -> float: ...
+    @property
+    def p_usable(self) -> float: ...
+    @property
+    def retention(self) -> float: ...
 
 
 def pair_diff(y_plus: str | None, y_minus: str, context: int = 1, max_lines: int = 30) -> str:
@@ -33,7 +51,7 @@ def _verdict(row: dict) -> str:
     return f"REJECTED by {row['replay']} replay ({row['replay_status']}: {row['replay_detail'][:200]})"
 
 
-def _header(step: int, stats: "ReplayStats") -> str:
+def _header(step: int, stats: ReplayCounts) -> str:
     return (f"step {step + 1}: {stats.accepted} of {stats.pairs} meta-experiences accepted ({stats.built} "
             f"well-formed, replay {stats.replay}); p_pair {stats.p_pair:.2f}, p_accept {stats.p_accept:.2f}, "
             f"p_usable {stats.p_usable:.2f}, retention {stats.retention:.2f}")
@@ -47,7 +65,7 @@ def _pick(rows: list[dict], only: str | None) -> list[dict]:
     return sorted(rows, key=lambda r: not r["accepted"])  # accepted first, then rejected, stable
 
 
-def terminal_report(rows: list[dict], step: int, stats: "ReplayStats", only: str | None = None, limit: int = 20,
+def terminal_report(rows: list[dict], step: int, stats: ReplayCounts, only: str | None = None, limit: int = 20,
                     width: int = 100) -> str:
     picked = _pick(rows, only)
     out = [_header(step, stats), ""]
@@ -78,7 +96,7 @@ def _cell(text: str, n: int = 160) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-def markdown_report(rows: list[dict], step: int, stats: "ReplayStats", limit: int = 50) -> str:
+def markdown_report(rows: list[dict], step: int, stats: ReplayCounts, limit: int = 50) -> str:
     out = [f"# Meta-experiences, {_header(step, stats)}", ""]
     out += ["| prompt | pair | verdict | category | s* | C | H |", "|---|---|---|---|---|---|---|"]
     for r in _pick(rows, None)[:limit]:

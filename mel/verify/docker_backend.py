@@ -19,6 +19,8 @@ import socket
 import tempfile
 from typing import Any
 
+from mel.verify.zygote_paths import SANDBOX_ZYGOTE, ZYGOTE_PATH
+
 IMAGE_ENV = "MEL_SANDBOX_IMAGE"
 DEFAULT_IMAGE = "python:3.11-slim"
 CONNECT_TIMEOUT_S = 120.0  # the worker's first connection: a cold engine may pull the image first
@@ -52,8 +54,6 @@ class DockerWorker:
     def __init__(self, mode: Any) -> None:
         import docker
 
-        from mel.verify.sandbox import ZYGOTE_PATH, _SANDBOX_ZYGOTE
-
         self.mode = mode
         self.client = docker.from_env()
         self.container = self.ctl = None
@@ -67,10 +67,10 @@ class DockerWorker:
                 listener.listen(1)
                 listener.settimeout(CONNECT_TIMEOUT_S)
                 self.container = self.client.containers.run(
-                    mode.command[0], ["python", "-I", _SANDBOX_ZYGOTE, "--connect", "/sock/ctl"], detach=True,
+                    mode.command[0], ["python", "-I", SANDBOX_ZYGOTE, "--connect", "/sock/ctl"], detach=True,
                     auto_remove=True, network_mode="none", read_only=True, tmpfs={"/tmp": "rw,size=256m"},
                     user="65534:65534", pids_limit=256, mem_limit="2g", init=True, environment={"LANG": "C.UTF-8"},
-                    volumes={ZYGOTE_PATH: {"bind": _SANDBOX_ZYGOTE, "mode": "ro"},
+                    volumes={ZYGOTE_PATH: {"bind": SANDBOX_ZYGOTE, "mode": "ro"},
                              self.sock_dir: {"bind": "/sock", "mode": "rw"}},
                 )
                 self.ctl, _ = listener.accept()

@@ -91,19 +91,18 @@ from mel.verify._zygote import JOB, REASONS, REPORT
 from mel.verify.remote import Diverged, Remote, SampleEnded, run_tests
 from mel.verify.extract import extract_code
 from mel.verify.types import Verdict
+from mel.verify.zygote_paths import SANDBOX_ZYGOTE, ZYGOTE_PATH
 
 __all__ = [
     "verify_code", "call_outputs", "isolation_mode", "describe_isolation", "available_isolations",
     "IsolationUnavailable", "ISOLATIONS", "FULL_ISOLATIONS", "shutdown_sandbox_workers", "ZYGOTE_PATH", "worker_python",
 ]
 
-ZYGOTE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_zygote.py")
 NOBODY = 65534
 NPROC = 256
 MAX_PROGRAM_BYTES = 1 << 20
 _SETPRIV = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--no-new-privs",
             "--bounding-set=-all", "--"]
-_SANDBOX_ZYGOTE = "/opt/mel/_zygote.py"
 
 
 def _bwrap_prefix(python: str) -> list[str]:
@@ -115,7 +114,7 @@ def _bwrap_prefix(python: str) -> list[str]:
         binds += ["--ro-bind-try", prefix_dir, prefix_dir]
     owner = _SETPRIV if os.geteuid() == 0 else []
     return [*owner, "bwrap", "--unshare-all", "--die-with-parent", "--new-session", *binds,
-            "--ro-bind", ZYGOTE_PATH, _SANDBOX_ZYGOTE, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+            "--ro-bind", ZYGOTE_PATH, SANDBOX_ZYGOTE, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
             "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8", "--"]
 
 
@@ -157,7 +156,7 @@ def _probe(command: list[str]) -> str:
 def _bwrap_modes() -> list[_Mode]:
     if not shutil.which("bwrap"):
         return []
-    return [_Mode("bwrap", [*_bwrap_prefix(py), py, "-I", _SANDBOX_ZYGOTE], True, NPROC) for py in _candidate_pythons()]
+    return [_Mode("bwrap", [*_bwrap_prefix(py), py, "-I", SANDBOX_ZYGOTE], True, NPROC) for py in _candidate_pythons()]
 
 
 def _unshare_modes() -> list[_Mode]:
