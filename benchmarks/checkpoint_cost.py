@@ -7,8 +7,8 @@ process on the same trained state, and the bytes and seconds per step that follo
     python benchmarks/checkpoint_cost.py --run-dir /some/disk     # where the checkpoints go (default: a temp dir)
 
 Also prints the projection for a larger model from its parameter count (``--project-params 7.6e9``): weights in
-``--weights-dtype-bytes`` (2: bf16) plus AdamW's two fp32 moments (and fp32 master weights with ``--master-fp32``), at the write
-speed measured here.
+``--weights-dtype-bytes`` (2: bf16) plus AdamW's two fp32 moments (and fp32 master weights with ``--master-fp32``), at
+the write speed measured here.
 """
 from __future__ import annotations
 

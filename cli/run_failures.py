@@ -12,8 +12,8 @@ and says that the same command resumes, instead of Prefect's retries and traceba
   ``EXIT_SERVER_LOST``
   (75, sysexits' EX_TEMPFAIL: try again later). A server that takes the connection but is slow to answer is busy,
   not gone (CI saw a test server on 2 loaded cores miss two 5-second probes in a row, and the run was stopped): that
-  counts only after ``BUSY_GRACE_S``, as a hung server would. Nothing finished is lost: every artifact counts only once its
-  manifest is written (`mel.artifacts`), so the end is a SIGKILL's, which the kill tests show resumes exactly. A
+  counts only after ``BUSY_GRACE_S``, as a hung server would. Nothing finished is lost: every artifact counts only once
+  its manifest is written (`mel.artifacts`), so the end is a SIGKILL's, which the kill tests show resumes exactly. A
   server that does not answer when the run starts is named the same way (exit 2) before any work. Lowering Prefect's
   retries instead would also fail runs on the blips the retries exist for (a busy SQLite server answers 503).
   Without ``PREFECT_API_URL`` the run's server is a temporary one in its own process tree: not watched.
@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import cast
 
 from mel import artifacts
 from mel.checkpoints import ReplayMismatch
@@ -116,7 +117,7 @@ def _exit_server_lost(api: str) -> Callable[[str], None]:
 def no_space_line(exc: BaseException, run_dir: str) -> str:
     """The one line for a run that ran out of space (``exc``'s chain says so): the artifact or folder being written
     where known (`mel.artifacts.StorageFull`, or an ``open`` that failed)."""
-    cause = artifacts.out_of_space(exc)
+    cause = cast(OSError, artifacts.out_of_space(exc))  # not None: the caller checked that exc's chain says so
     what = f"writing {cause.filename}: " if cause.filename else ""
     return (f"mel run: out of space in the run directory {run_dir} ({what}{cause.strerror}); the run stopped. "
             "Nothing finished is lost: free space there and run the same command again to resume")

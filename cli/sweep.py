@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import cast
 
 SWEEP_DESCRIPTION = """Run a sweep file: every cell (method x grid point x seed over the base config) trains as a
 mel-train subflow run in its default run directory, optionally evaluates its final checkpoint, and the sweep ends
@@ -46,7 +47,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     done = all(m is not None and e for m, e in status)
     if done and not args.force_flow and report_is_current(spec, planned):
         for p, (metrics, _) in zip(planned, status):
-            print(skipped_line(spec, p, len(planned), metrics), file=sys.stderr)
+            print(skipped_line(spec, p, len(planned), cast(list, metrics)), file=sys.stderr)  # done: all have them
         print(f"mel sweep {spec.name}: all {len(planned)} cells complete, nothing recomputed; report (unchanged): "
               f"{spec.report_dir}/report.md")
         return 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from prefect import flow
 
@@ -135,4 +135,5 @@ def evaluate_ends(cfg: Config, run_dir: str) -> list[BeforeAfter]:
 
 
 if __name__ == "__main__":
-    evaluate(sys.argv[1], sys.argv[2:] or None)
+    # the names are checked against BenchmarkName when the flow is called (Prefect validates its parameters)
+    evaluate(sys.argv[1], cast("list[BenchmarkName] | None", sys.argv[2:] or None))

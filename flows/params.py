@@ -39,5 +39,6 @@ Seed = Annotated[int | None, Field(ge=0)]
 
 def overrides_for(method: str | None, steps: int | None, seed: int | None) -> tuple[str | None, list[str]]:
     """The method file (laid over the config) and the ``section.field=value`` overrides the typed fields stand for."""
-    extra = [*([f"run.steps={steps}"] if steps is not None else []), *([f"run.seed={seed}"] if seed is not None else [])]
+    extra = [*([f"run.steps={steps}"] if steps is not None else []),
+             *([f"run.seed={seed}"] if seed is not None else [])]
     return (f"configs/methods/{method}.yaml" if method else None), extra

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import re
+from typing import cast
+from uuid import UUID
 
 from prefect import get_run_logger
 from prefect.artifacts import (
@@ -45,8 +47,9 @@ class RunPage:
 
     def __enter__(self) -> "RunPage":
         progress.listeners.append(_log)
-        self.progress_id = create_progress_artifact(
-            0.0, key=f"{self.key}-progress", description=f"steps done of {self.steps} ({self.run_dir})")
+        # Prefect's sync_compatible function: a UUID when called from synchronous code, as here
+        self.progress_id = cast(UUID, create_progress_artifact(
+            0.0, key=f"{self.key}-progress", description=f"steps done of {self.steps} ({self.run_dir})"))
         return self
 
     def __exit__(self, *exc) -> None:

@@ -4,8 +4,8 @@ Policy (``run.keep_checkpoints = N``, ``run.keep_every = k``): once step s's che
 written checkpoints keep their weights (steps that kept their state in memory, ``run.checkpoint_every``, wrote none
 and count for nothing here), and so does every k-th step's (1-based steps k, 2k, ...: the points of an
 evaluation curve); the optimizer state (AdamW's two moments, twice the weights' size) stays only in the newest written
-one, the only one a later step resumes (or replays resident steps) from. For SmolLM2-135M in fp32 a step checkpoint is 0.54 GB of weights plus
-1.08 GB of optimizer state, so the default N = 2 holds about 2.2 GB however long the run.
+one, the only one a later step resumes (or replays resident steps) from. For SmolLM2-135M in fp32 a step checkpoint
+is 0.54 GB of weights plus 1.08 GB of optimizer state, so the default N = 2 holds about 2.2 GB however long the run.
 
 A pruned checkpoint keeps its manifest, marked ``pruned`` (or ``optimizer_dropped``), so the run stays complete for
 the resume check and ``mel eval RUN`` can say which steps were pruned. The manifest is marked first and the files

@@ -1,8 +1,9 @@
 """Run configuration: frozen, typed dataclasses, one source of truth (``mel eval``'s settings, `mel.eval.config`, are
 read by the same loader).
 
-YAML files (``configs/*.yaml``) only set fields of these dataclasses, read by one loader with the same errors; ``--set section.field=value`` overrides them on
-the command line. Unknown keys and bad values fail with a message naming the key and the allowed values.
+YAML files (``configs/*.yaml``) only set fields of these dataclasses, read by one loader with the same errors;
+``--set section.field=value`` overrides them on the command line. Unknown keys and bad values fail with a message naming
+the key and the allowed values.
 The content hash of the resolved config (``config_hash``) names the run directory by default
 (``runs/<name>-<hash>``); fields that cannot change any artifact (``run.steps``, ``run.runs_root``, worker counts) are
 left out of the hash, so extending a run to more steps resumes it instead of starting over.
@@ -119,7 +120,7 @@ class RolloutConfig:
     vllm_kv_cache_gib: float = unhashed(1.0)
     """``engine: vllm`` on CPU: the KV cache's size in GiB (vLLM's ``kv_cache_memory_bytes``)."""
 
-    def engine_dtype(self, model_dtype: str) -> str:
+    def engine_dtype(self, model_dtype: DType) -> DType:
         """The dtype the engine loads the policy in: ``dtype``, else the trainer's ``model_dtype``."""
         return self.dtype or model_dtype
 
@@ -470,7 +471,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {tp}")
     if dataclasses.is_dataclass(tp):
-        return _section(tp, value, key)
+        return _section(typing.cast(type, tp), value, key)  # a dataclass type: `tp` is an annotation, never an instance
     if origin is dict:
         key_type, value_type = typing.get_args(tp)
         if not isinstance(value, dict):
@@ -564,7 +565,8 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_relative(path: str, ref: str) -> str:
-    """``ref`` as named in the file at ``path`` (relative to that file's folder; absolute paths and URLs as they are)."""
+    """``ref`` as named in the file at ``path`` (relative to that file's folder; absolute paths and URLs as they
+    are)."""
     if "://" in ref or ref.startswith("/"):
         return ref
     return posixpath.normpath(posixpath.join(posixpath.dirname(path), ref)) if "://" not in path else \

@@ -52,7 +52,7 @@ def _tensors(optimizer: torch.optim.Optimizer | None) -> list[torch.Tensor]:
 
 
 def _sha_one(t: torch.Tensor) -> bytes:
-    return hashlib.sha256(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy()).digest()
+    return hashlib.sha256(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().data).digest()
 
 
 def _sha(tensors: list[torch.Tensor]) -> str:

@@ -41,7 +41,7 @@ def _cell(value, spec: str) -> str:
 
 def metrics_table(metrics: list[dict]) -> Table:
     """The run's metrics rows (``metrics.parquet``) as a rich table, one row per step (numbered from 1)."""
-    columns = METRIC_COLUMNS
+    columns: tuple[tuple[str, str, str], ...] = METRIC_COLUMNS
     if any(m.get("num_pairs") is not None for m in metrics):
         columns += MEL_METRIC_COLUMNS
     out = table("step", *(header for header, _, _ in columns))

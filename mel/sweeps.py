@@ -278,7 +278,8 @@ def sweep_cells(sweep: Sweep) -> list[SweepCell]:
     for i, (method, point, seed) in enumerate(itertools.product(methods, points, seeds), start=1):
         overrides = (*sweep.set, *(f"{k}={_show(v)}" for k, v in point),
                      *([f"run.seed={seed}"] if seed is not None else []), *root)
-        config_path, base = (method.path, sweep.base) if method else (sweep.base, None)
+        # without methods, base is set (Sweep checks it)
+        config_path, base = (method.path, sweep.base) if method else (typing.cast(str, sweep.base), None)
         cells.append(SweepCell(i, method, tuple(point), seed, config_path, base, overrides))
     return cells
 

@@ -43,7 +43,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 
@@ -292,6 +292,7 @@ def _rl_backward(model, samples: _Samples, mini: list[int], algo: AlgorithmConfi
         pg_mat, clip_frac = policy_loss(logprobs, old, samples.advantages[micro], mask, algo.clip_eps)  # [m, lc]
         loss_mat = pg_mat  # [m, lc]
         if use_kl:
+            assert samples.ref_logprobs is not None  # computed whenever kl_coef > 0 (_prepare_samples)
             kl_mat = kl_k3(logprobs, samples.ref_logprobs[micro, -lc:])  # [m, lc]
             loss_mat = loss_mat + algo.kl_coef * kl_mat  # [m, lc]
             totals["kl"] += float((kl_mat.detach() * mask).sum())
@@ -354,7 +355,8 @@ def _add_nll_gradient(model, params: list[torch.Tensor], experiences: Padded, ro
         p.grad = g_nll.mul_(coef).add_(g_rl)
     totals["grad_norm_rl"] += rl_norm
     totals["grad_norm_nll"] += nll_norm
-    if rl_norm > 0:  # the measured ratio ||lambda * g_NLL|| / ||g_RL|| (what calibration sets, what a fixed lambda gets)
+    # the measured ratio ||lambda * g_NLL|| / ||g_RL|| (what calibration sets, what a fixed lambda gets)
+    if rl_norm > 0:
         totals["nll_rl_grad_ratio"] += coef * nll_norm / rl_norm
         totals["ratio_steps"] += 1
     totals["nll_loss"] += nll_loss
@@ -379,7 +381,7 @@ def policy_update(
     nll_coef: float = 0.0,
     nll_coef_mode: str = "fixed",
     nll_grad_ratio: float = 0.1,
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """Run the step's optimizer steps on ``model`` in place; returns the step's loss and diagnostics.
 
     ``experiences`` adds ``lambda * L_NLL`` to the steps they are dealt to: lambda is ``nll_coef``
@@ -414,12 +416,16 @@ def policy_update(
         order = torch.randperm(n, generator=generator).tolist()
         minis = _chunks(order, algo.mini_batch_size) or [[]]  # no kept sample: one step with no RL signal
         for j, mini in enumerate(minis):
-            optimizer.zero_grad(set_to_none=False)  # zeros, not None: AdamW still steps (momentum) on a batch with no signal
-            step_loss = _rl_backward(model, samples, mini, algo, base, temperature, max_len, totals) if mini else 0.0
+            # zeros, not None: AdamW still steps (momentum) on a batch with no signal
+            optimizer.zero_grad(set_to_none=False)
+            # samples is None only when no sample is kept: then the one mini-batch is empty
+            step_loss = (_rl_backward(model, cast(_Samples, samples), mini, algo, base, temperature, max_len, totals)
+                         if mini else 0.0)
             rows = list(range(j, num_exp, len(minis)))  # experiences dealt round-robin over the mini-batches
             if rows:
-                step_loss += _add_nll_gradient(model, params, exp_padded, rows, algo.micro_batch_size, coef_fn,
-                                               nll_coef, nll_grad_ratio, totals)
+                # rows only when num_exp > 0, i.e. when exp_padded is set
+                step_loss += _add_nll_gradient(model, params, cast(Padded, exp_padded), rows, algo.micro_batch_size,
+                                               coef_fn, nll_coef, nll_grad_ratio, totals)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, opt.grad_clip if opt.grad_clip > 0 else math.inf)
             optimizer.step()
             if not rows:
@@ -435,7 +441,7 @@ def policy_update(
     return stats
 
 
-def _summarize(totals: dict[str, float], use_kl: bool, elapsed: float) -> dict[str, float]:
+def _summarize(totals: dict[str, float], use_kl: bool, elapsed: float) -> dict[str, float | None]:
     """Per-step means of the accumulated totals (NLL ones over the steps that had experiences)."""
     steps, nll_steps = totals["steps"], max(totals["nll_steps"], 1.0)
     entropy_tokens = max(totals["entropy_tokens"], 1.0)

@@ -46,7 +46,8 @@ def stage_task(stage: Stage) -> Task:
             create_markdown_artifact(report.markdown, key=report.key, description=report.description)
         return result
 
-    return task(run, name=stage.name, task_run_name=_run_name, cache_policy=STAGE_CACHE, persist_result=True)
+    # task(**options)(run) is Prefect's task(run, **options), in the form its overloads type
+    return task(name=stage.name, task_run_name=_run_name, cache_policy=STAGE_CACHE, persist_result=True)(run)
 
 
 def _run_name() -> str:

@@ -1,4 +1,5 @@
-"""Shared kit of the adversarial sandbox suites (``test_sandbox_adversarial*.py``), whose contract is: ONE hostile property per test, each must end NOT passed, host unharmed.
+"""Shared kit of the adversarial sandbox suites (``test_sandbox_adversarial*.py``), whose contract is: ONE hostile
+property per test, each must end NOT passed, host unharmed.
 
 Every hostile sample is built so that the hostile behaviour is the ONLY way it could pass (its honest part is wrong,
 or it returns the right answer only if the attack worked), so "not passed" means "the attack did not work". Honest
@@ -22,9 +23,7 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap

@@ -54,7 +54,8 @@ WARNING: Location 'file:///opt/pypi/simple/prefect/' is ignored: it is neither a
 Collecting prefect==3.7.7 (from mel-rlvr==0.1.0)
   Downloading prefect-3.7.7-py3-none-any.whl (15.0 MB)
 WARNING: Location 'file:///opt/pypi-more/simple/packaging/' is ignored: it is neither a file nor a directory.
-INFO: pip is looking at multiple versions of mel-rlvr to determine which version is compatible with other requirements. This could take a while.
+INFO: pip is looking at multiple versions of mel-rlvr to determine which version is compatible with other \
+requirements. This could take a while.
 ERROR: Cannot install mel-rlvr and mel-rlvr==0.1.0 because these package versions have conflicting dependencies.
 
 The conflict is caused by:
@@ -70,7 +71,8 @@ ERROR: ResolutionImpossible: for help visit https://pip.pypa.io/en/latest/topics
 
 NOT_FOUND_OUTPUT = """\
 WARNING: Location 'file:///opt/pypi/simple/vllm/' is ignored: it is neither a file nor a directory.
-ERROR: Could not find a version that satisfies the requirement vllm==0.99.0 (from mel-rlvr[gpu]) (from versions: 0.31.0, 0.32.0)
+ERROR: Could not find a version that satisfies the requirement vllm==0.99.0 (from mel-rlvr[gpu]) \
+(from versions: 0.31.0, 0.32.0)
 ERROR: No matching distribution found for vllm==0.99.0
 """
 

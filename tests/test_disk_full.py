@@ -43,7 +43,8 @@ def test_out_of_space_is_read_from_the_chain() -> None:
         try:
             raise OSError(errno.ENOSPC, "No space left on device")
         except OSError:
-            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+            # no `from` (B904): the implicit chain (__context__) is what torch raises and what this test reads
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")  # noqa: B904
     except RuntimeError as exc:
         assert artifacts.out_of_space(exc).errno == errno.ENOSPC
 
@@ -97,7 +98,8 @@ def in_tmpfs(tmp_path_factory):
         if tool == "unshare":
             return ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
                     f"mount -t tmpfs -o size={size_mb}M tmpfs {shlex.quote(str(where))} && {script}"]
-        return ["bwrap", "--dev-bind", "/", "/", "--size", str(size_mb << 20), "--tmpfs", str(where), "sh", "-c", script]
+        return ["bwrap", "--dev-bind", "/", "/", "--size", str(size_mb << 20), "--tmpfs", str(where),
+                "sh", "-c", script]
 
     why = []
     for tool in ("unshare", "bwrap"):

@@ -98,7 +98,8 @@ def test_damaged_artifacts_are_recomputed_never_read(prefect_harness, tmp_path, 
     capfd.readouterr()
     out = _train_in_process(run_dir, ["run.steps=2"])
     err = capfd.readouterr().err
-    assert "rollouts.parquet is damaged (its sha256 differs" in err and "checkpoint is damaged (model.safetensors" in err
+    assert "rollouts.parquet is damaged (its sha256 differs" in err
+    assert "checkpoint is damaged (model.safetensors" in err
     assert "[step 1/2] update   done" in out and "[step 2/2] rollout  done" in out, out
     assert pq.read_table(run_dir / "metrics.parquet").select(LEARNING_COLUMNS).to_pylist() == metrics
 

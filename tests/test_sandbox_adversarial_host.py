@@ -1,7 +1,11 @@
-"""Adversarial sandbox suite, part 2 -- reading secrets, files, network, processes. One hostile property per test; each must end NOT passed
-with the host unharmed. The helpers and the contract are in ``sandbox_attack_kit.py``; part 1 is
+"""Adversarial sandbox suite, part 2 -- reading secrets, files, network, processes. One hostile property per test;
+each must end NOT passed with the host unharmed. The helpers and the contract are in ``sandbox_attack_kit.py``; part 1
+is
 ``test_sandbox_adversarial.py``."""
 from __future__ import annotations
+
+import shutil
+import socket
 
 import pytest
 

@@ -62,7 +62,8 @@ def test_base_alone_and_paths_relative_to_the_sweep_file(tmp_path):
     ("name: x\nbase: B\ngrid: {optimizer.learning_rate: [1]}\n", "grid: 'optimizer.learning_rate': unknown key "
                                                                  "'learning_rate' of optimizer; known keys: betas"),
     ("name: x\nbase: B\ngrid: {optimizer.lr: 0.1}\n", "grid.optimizer.lr: must be a non-empty list of values"),
-    ("name: x\nbase: B\nmethods: [grpo, mel_kode]\n", "methods: unknown method 'mel_kode'; choose one of grpo, grpo_code, mel,"),
+    ("name: x\nbase: B\nmethods: [grpo, mel_kode]\n",
+     "methods: unknown method 'mel_kode'; choose one of grpo, grpo_code, mel,"),
     ("name: x\nbase: B\nseeds: [0, one]\n", "seeds[1]: must be an integer, got 'one'"),
     ("name: x\nbase: B\nseeds: [0, 0]\n", "seeds: must be distinct"),
     ("name: x\nbase: B\neval: {benchmarks: [humaneval, humaneval_pluss]}\n",

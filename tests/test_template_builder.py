@@ -397,7 +397,8 @@ def test_huge_inputs_are_built():
 
 # --- the policy's own tokenizer -----------------------------------------------------------------------------------
 
-_LONG_PLUS = "def f(xs):\n    if not xs:\n        return 0\n    total = sum(x * x for x in xs if x % 2 == 0)\n    return total\n"
+_LONG_PLUS = ("def f(xs):\n    if not xs:\n        return 0\n    total = sum(x * x for x in xs if x % 2 == 0)\n"
+              "    return total\n")
 _LONG_MINUS = "def f(xs):\n    total = sum(x * x for x in xs if x % 2 == 1 and x > 1000000)\n    return total\n"
 _LONG_DETAIL = "test 3: f([2, 4, 6, 8, 10, 12, 14]) returned 0, expected 364"
 

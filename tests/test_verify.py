@@ -182,7 +182,8 @@ def test_an_unknown_kind_is_an_error_naming_the_known_ones_before_anything_runs(
     calls = []
     spied = Registry("verifier")
     for kind in VERIFIERS:
-        spied.register(kind)(lambda *a, _fn=VERIFIERS.get(kind), **k: calls.append(a) or _fn(*a, **k))
+        verifier = VERIFIERS.get(kind)
+        spied.register(kind)(lambda *a, _fn=verifier, **k: calls.append(a) or _fn(*a, **k))
     monkeypatch.setattr(mel.verify, "VERIFIERS", spied)
     problems = [Problem("r", "regex", "say hi", answer="hi"), Problem("p", "prose", "write a poem", answer="x")]
     with pytest.raises(KeyError, match="unknown verifier 'prose'; known: code, math, regex"):

@@ -168,7 +168,9 @@ class RunTrackers:
     def start(self) -> None:
         """Start each tracker's thread (opening its run there): once the run directory is known to be this
         config's (``flows.train.init_run_dir``), so that a refused run directory gets no tracker files."""
-        state = TrackerState(self.run.run_dir) if self.names else None
+        if not self.names:
+            return
+        state = TrackerState(self.run.run_dir)
         for name in self.names:
             worker = TrackerWorker(name, TRACKERS.get(name)(self.run, state.get(name)), state)
             worker.start()

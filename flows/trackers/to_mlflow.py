@@ -68,10 +68,11 @@ class MlflowTracker(Tracker):
         found = self.client.get_experiment_by_name(experiment)
         experiment_id = found.experiment_id if found else self.client.create_experiment(
             experiment, artifact_location=artifact_location(uri))
-        self.run_id = self._resumed(uri)
-        if self.run_id is None:
+        run_id = self._resumed(uri)
+        if run_id is None:
             tags = {"mel.run_dir": self.run.run_dir, "mel.config_hash": self.run.config_hash}
-            self.run_id = self.client.create_run(experiment_id, run_name=self.run.name, tags=tags).info.run_id
+            run_id = self.client.create_run(experiment_id, run_name=self.run.name, tags=tags).info.run_id
+        self.run_id: str = run_id
         self._log_params()
         return {"run_id": self.run_id, "tracking_uri": uri, "experiment_id": experiment_id}
 

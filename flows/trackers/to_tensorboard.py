@@ -34,7 +34,8 @@ class TensorBoardTracker(Tracker):
             self.writer.add_text("config", f"```yaml\n{to_yaml(self.run.cfg)}```")
             metric_names = {name: 0.0 for name in METRICS.names if name != "step"}
             for summary in hparams(self.run.hparams(), metric_names):
-                self.writer.file_writer.add_summary(summary)
+                # torch's stubs: file_writer is None (it is set once __init__ opens the writer)
+                self.writer.file_writer.add_summary(summary)  # type: ignore[attr-defined]
             self.writer.flush()
         return {"dir": folder, "started": True}
 
@@ -51,8 +52,8 @@ class TensorBoardTracker(Tracker):
                 data = f.read()
             width, height = _png_size(data)
             image = Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=data)
-            self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=f"plots/{name}", image=image)]),
-                                                step)
+            summary = Summary(value=[Summary.Value(tag=f"plots/{name}", image=image)])
+            self.writer.file_writer.add_summary(summary, step)  # type: ignore[attr-defined]  # as in open
         self.writer.flush()
 
     def log_table(self, step: int, name: str, columns: list[str], rows: list[list[Scalar]]) -> None:

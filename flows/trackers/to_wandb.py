@@ -21,7 +21,7 @@ class WandbTracker(Tracker):
 
         t = self.run.cfg.trackers
         run_id = self.record.get("id") or secrets.token_hex(6)
-        where = {"dir": self.run.local_dir()} if artifacts.is_local(self.run.run_dir) else {}
+        where: dict[str, Any] = {"dir": self.run.local_dir()} if artifacts.is_local(self.run.run_dir) else {}
         self.wb = wandb.init(project=t.project, entity=t.entity, group=t.group, name=self.run.name, id=run_id,
                              resume="allow", mode=t.wandb_mode, reinit="create_new",
                              settings=wandb.Settings(console="off", silent=True), **where)
@@ -44,7 +44,8 @@ class WandbTracker(Tracker):
     def log_table(self, step: int, name: str, columns: list[str], rows: list[list[Scalar]]) -> None:
         import wandb
 
-        self.wb.log({name: wandb.Table(columns=columns, data=rows)}, step=self._at(step))
+        # wandb annotates columns as list[str | int] (an invariant list): a list[str] is what it takes
+        self.wb.log({name: wandb.Table(columns=columns, data=rows)}, step=self._at(step))  # type: ignore[arg-type]
 
     def close(self, failed: bool) -> None:
         self.wb.finish(exit_code=1 if failed else 0)

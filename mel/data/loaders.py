@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Container, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import fsspec
 
@@ -68,6 +68,13 @@ class _Errors:
         raise DatasetError("\n".join([*head, *shown, *tail]))
 
 
+class _RowErrors(Protocol):
+    """Where ``_string`` and ``_string_list`` record a row's problems: `_Errors`, or a wrapper of one
+    (`mel.verify.evalplus`)."""
+
+    def add(self, line: int, field: str | None, problem: str) -> None: ...
+
+
 def read_lines(path: str) -> list[str]:
     """The text lines of a (possibly compressed, possibly remote) file; `DatasetError` when it cannot be read."""
     try:
@@ -100,7 +107,7 @@ def read_jsonl(path: str, errors: _Errors) -> Iterator[tuple[int, dict[str, Any]
         raise DatasetError(f"{path}: file has no rows")
 
 
-def _string(row: dict, field: str, line: int, errors: _Errors, *, required: bool = True,
+def _string(row: dict, field: str, line: int, errors: _RowErrors, *, required: bool = True,
             nonempty: bool = True) -> str | None:
     """The string in ``row[field]``, or None after recording an error (or when an optional field is absent)."""
     if field not in row or row[field] is None:
@@ -114,7 +121,7 @@ def _string(row: dict, field: str, line: int, errors: _Errors, *, required: bool
     return value
 
 
-def _string_list(row: dict, field: str, line: int, errors: _Errors, *, required: bool = True,
+def _string_list(row: dict, field: str, line: int, errors: _RowErrors, *, required: bool = True,
                  nonempty: bool = True) -> list[str] | None:
     if field not in row or row[field] is None:
         if required:
@@ -157,7 +164,8 @@ def load_humaneval(path: str | None = None) -> list[Problem]:
         if test is not None and "def check" not in test:
             errors.add(line, "test", "must define check(candidate)")
             continue
-        if None in (task_id, prompt, entry_point, test) or not _check_unique(task_id, line, "task_id", seen, errors):
+        if (task_id is None or prompt is None or entry_point is None or test is None
+                or not _check_unique(task_id, line, "task_id", seen, errors)):
             continue
         problems.append(Problem(
             problem_id=task_id, kind="code",
@@ -194,7 +202,7 @@ def load_mbpp(path: str, task_ids: Container[int] | None = None) -> list[Problem
         setup = _string(row, "test_setup_code", line, errors, required=False, nonempty=False) or ""
         tests = _string_list(row, "test_list", line, errors)
         challenge = _string_list(row, "challenge_test_list", line, errors, required=False, nonempty=False)
-        if None in (task_id, text, tests, challenge):
+        if task_id is None or text is None or tests is None or challenge is None:
             continue
         if not _check_unique(str(task_id), line, "task_id", seen, errors):
             continue
@@ -233,6 +241,7 @@ def load_gsm8k(path: str) -> list[Problem]:
     seen: dict[str, int] = {}
     stem = _file_stem(path)
     for index, (line, row) in enumerate(read_jsonl(path, errors)):
+        problem_id: str | None
         if "question" in row:  # original format
             question = _string(row, "question", line, errors)
             solution = _string(row, "answer", line, errors)
@@ -251,7 +260,8 @@ def load_gsm8k(path: str) -> list[Problem]:
                     errors.add(line, "answer", "must be a number")
                     answer = None
             id_field = "id"
-        if None in (question, answer, problem_id) or not _check_unique(problem_id, line, id_field, seen, errors):
+        if (question is None or answer is None or problem_id is None
+                or not _check_unique(problem_id, line, id_field, seen, errors)):
             continue
         problems.append(Problem(problem_id=problem_id, kind="math", prompt=math_prompt(question), answer=answer,
                                 reference_solution=solution or "", metadata={"source": "gsm8k"}))
@@ -274,7 +284,8 @@ def load_math(path: str) -> list[Problem]:
             errors.add(line, "answer", "must be a non-empty string (or an integer)")
         id_field = next((f for f in ("unique_id", "problem_id", "id") if row.get(f) not in (None, "")), None)
         problem_id = str(row[id_field]) if id_field else f"math/{index}"
-        if None in (problem, answer) or not _check_unique(problem_id, line, id_field or "problem", seen, errors):
+        if (problem is None or answer is None
+                or not _check_unique(problem_id, line, id_field or "problem", seen, errors)):
             continue
         metadata: dict[str, Any] = {"source": "math"}
         for key in ("subject", "level"):

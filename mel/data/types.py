@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 ProblemKind = Literal["code", "math", "regex"]
 TestStyle = Literal["io", "assert", "check"]
@@ -79,5 +79,6 @@ class Problem:
         raw = json.loads(text)
         tests = raw.pop("tests")
         if tests is not None:
-            tests = CodeTests(**{k: tuple(v) if isinstance(v, list) else v for k, v in tests.items()})
+            fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in tests.items()}
+            tests = CodeTests(**fields)
         return Problem(tests=tests, **raw)

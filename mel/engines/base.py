@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterable, Literal, Protocol, Sequence
+from typing import Any, Callable, Iterable, Literal, Protocol, Sequence
 
 from mel.registry import Registry
 
@@ -86,7 +86,7 @@ class TokenEngine:
     """Shared part of the engines: ``generate`` on text prompts is ``generate_from_ids`` on their chat-formatted
     ids. Subclasses set ``tokenizer``, ``use_chat_template``, ``system_prompt`` and implement ``generate_from_ids``."""
 
-    tokenizer: object
+    tokenizer: Any  # a Hugging Face tokenizer (called, .decode)
     use_chat_template: bool = True
     system_prompt: str | None = None
     capabilities = Capabilities()

@@ -12,7 +12,7 @@ token or budget.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import AbstractSet, Sequence
 
 import torch
 from transformers import LogitsProcessor
@@ -20,7 +20,7 @@ from transformers import LogitsProcessor
 
 class FieldSchedule(LogitsProcessor):
     def __init__(self, budgets: Sequence[int], next_labels: Sequence[Sequence[int]],
-                 end_ids: Sequence[set[int]], stop_ids: set[int], blank_ids: set[int] = frozenset()) -> None:
+                 end_ids: Sequence[set[int]], stop_ids: set[int], blank_ids: AbstractSet[int] = frozenset()) -> None:
         if len(next_labels) != len(budgets) - 1 or len(end_ids) != len(budgets):
             raise ValueError("need one budget and one end set per field, and a label for every field after the first")
         self.budgets = list(budgets)

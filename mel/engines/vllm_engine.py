@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence, cast
 
 from mel.engines.base import ENGINES, Capabilities, PromptResult, Sample, TokenEngine
 
@@ -60,7 +60,9 @@ def repack_tied_lm_head(model) -> int:
     reads the shared parameter directly: nothing to do.)"""
     from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead
 
-    heads = [m for m in model.modules() if isinstance(m, ParallelLMHead) and m.weight.numel() > 0]
+    # vLLM registers the head's weight at run time (its class does not declare it): torch types it Tensor | Module
+    heads = [m for m in model.modules()
+             if isinstance(m, ParallelLMHead) and m.weight.numel() > 0]  # type: ignore[operator]
     for head in heads:
         head.quant_method.process_weights_after_loading(head)
     return len(heads)
@@ -173,7 +175,9 @@ class VLLMEngine(TokenEngine):
                 Sample(
                     text=self.decode(c.token_ids),
                     token_ids=list(c.token_ids),
-                    logprobs=[float(lp[t].logprob) for lp, t in zip(c.logprobs, c.token_ids)],
+                    # requested (logprobs=0): one {token: Logprob} per sampled token, never None here
+                    logprobs=[float(lp[t].logprob)
+                              for lp, t in zip(cast(Sequence[Mapping[int, Any]], c.logprobs), c.token_ids)],
                     finish_reason="stop" if c.finish_reason == "stop" else "length",
                 )
                 for c in sorted(out.outputs, key=lambda c: c.index)

@@ -40,7 +40,9 @@ def before_after(run_dir: str, *, n_resamples: int = 10000, seed: int = 0, alpha
     for key in sorted(set(run.scores[BASE_STEP]) & set(run.scores[final]), key=lambda k: k.order):
         base = values(run, key, run.scores[BASE_STEP][key])
         last = values(run, key, run.scores[final][key])
-        ids = sorted(set(base or {}) & set(last or {}))
+        if base is None or last is None:
+            continue
+        ids = sorted(set(base) & set(last))
         if not ids:
             continue
         a, b = [last[i] for i in ids], [base[i] for i in ids]

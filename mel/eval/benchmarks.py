@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import fsspec
 
@@ -339,7 +339,8 @@ def _taskset(name: str) -> Callable[..., list[EvalItem]]:
 
 # The built-in task sets: easy_code and toy_regex (what the tiny config trains on) draw a run's validation curve in
 # distribution; easy_code_heldout is the demo's held-out split (`mel.data.easy_code.easy_code_split`).
-_register(BenchmarkSpec("easy_code", "code", None, "the built-in easy Python tasks, both parts (easy_code_train + easy_code_heldout)",
+_register(BenchmarkSpec("easy_code", "code", None,
+                        "the built-in easy Python tasks, both parts (easy_code_train + easy_code_heldout)",
                         MAIN, _taskset("easy_code")))
 _register(BenchmarkSpec("easy_code_train", "code", None, "the train part of easy_code (what the demo trains on)",
                         MAIN, _taskset("easy_code_train")))
@@ -391,5 +392,6 @@ def load_benchmark(name: str, path: str | None = None, *, data_root: str | None 
     items = spec.load(source, options)[:limit]
     if not items:
         raise DatasetError(f"{source or name}: benchmark {name!r} found no items in it ({spec.description})")
-    return Benchmark(name=name, kind=kind if spec.kind == ANY_KIND else spec.kind, columns=items[0].columns,
+    # ANY_KIND: the spec's loader (`_load_jsonl`) refused a kind that is not one of JSONL_KINDS, None included
+    return Benchmark(name=name, kind=cast(str, kind) if spec.kind == ANY_KIND else spec.kind, columns=items[0].columns,
                      items=tuple(items), source=source or "")

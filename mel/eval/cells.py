@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from mel import artifacts, schemas
 from mel.config import VerifyConfig
@@ -157,7 +157,8 @@ def _generated_rows(cell: EvalCell, bench) -> list[dict[str, Any]]:
     from mel.engines import make_engine
     from mel.engines.base import ENGINE_CACHE
 
-    g, s = cell.generation, cell.sampling
+    g = cell.generation
+    s = cast(Sampling, cell.sampling)  # FileSamples only with a samples file, which is read, not generated
     # one engine per checkpoint: the cells come checkpoint by checkpoint (`mel.eval.plan.plan_cells`), and a vLLM
     # engine takes ~20 s to start on CPU; the sampling is per call, not the engine's
     key = ("eval", cell.checkpoint.uri, cell.checkpoint.fingerprint, g.engine, g.dtype, g.use_chat_template,
@@ -241,7 +242,8 @@ def run_eval_verify(cell: EvalCell, eval_dir: str, generations_uri: str) -> str:
         if bench.kind == "code" else []
     verdicts = _verify_all(cell, bench, by_id, generations, programs)
     results = []
-    for (g, column), verdict in zip(((g, c) for g in generations for c in by_id[g["problem_id"]].columns), verdicts):
+    for (g, column), verdict in zip(((gen, c) for gen in generations for c in by_id[gen["problem_id"]].columns),
+                                    verdicts):
         results.append({"benchmark": bench.name, "problem_id": g["problem_id"], "sample_index": g["sample_index"],
                         "column": column, "passed": verdict.passed, "status": verdict.status,
                         "detail": verdict.detail[:500], "seconds": verdict.seconds})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Mapping, Sequence
+from typing import cast
 from dataclasses import dataclass
 
 from mel import artifacts
@@ -151,8 +152,9 @@ def samples_file_sampling(req: EvalRequest, ref: BenchmarkRef, cfg: EvalConfig) 
         raise ValueError("--samples-file holds one benchmark's samples: pass exactly one --benchmark with it")
     v = cfg.verify
     bench = load_cell_benchmark(ref, v.timeout_s, v.memory_mb, v.workers, v.isolation)
-    samples = read_samples(req.samples_file, [item.problem_id for item in bench.items], bench.name)
-    return file_sampling(req.samples_file, samples, req.ks)
+    samples_file = cast(str, req.samples_file)  # planned only for a request with one (plan_cells)
+    samples = read_samples(samples_file, [item.problem_id for item in bench.items], bench.name)
+    return file_sampling(samples_file, samples, req.ks)
 
 
 def plan_cells(req: EvalRequest) -> tuple[str, list[EvalCell]]:

@@ -204,7 +204,7 @@ def plot_panels(path: str, panels: Sequence[Panel], styles: dict[str, tuple[str,
     if mark_peaks:
         handles.append(Line2D([], [], marker="*", markersize=12, color="0.5", markeredgecolor="black",
                               linestyle="none", label="peak (value @ step)"))
-    entry_in = 0.75 + 0.085 * max(len(h.get_label()) for h in handles)  # legend entry width, inches (fontsize 10)
+    entry_in = 0.75 + 0.085 * max(len(str(h.get_label())) for h in handles)  # legend entry width, inches (fontsize 10)
     ncols = max(1, min(len(handles), int(fig.get_figwidth() // entry_in)))
     fig.legend(handles=handles, loc="outside lower center", ncols=ncols, frameon=False)
     fig.suptitle(title, fontsize=12)

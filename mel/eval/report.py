@@ -202,7 +202,7 @@ def runs_section(runs: Sequence[RunData]) -> list[Block]:
 
 
 def main_section(runs: Sequence[RunData], keys: Sequence[ScoreKey]) -> list[Block]:
-    head = [Heading("1. Main table")]
+    head: list[Block] = [Heading("1. Main table")]
     if not keys:
         return head + [Paragraph("No run has an evaluation yet (`eval/summary.parquet`).")]
     shown = {r.name: {k: round(100 * s.value, 1) for k, s in r.finals().items()} for r in runs}
@@ -223,7 +223,7 @@ def main_section(runs: Sequence[RunData], keys: Sequence[ScoreKey]) -> list[Bloc
 
 def comparison_section(runs: Sequence[RunData], baseline: RunData, comparisons: Sequence[Comparison], *,
                        n_resamples: int, seed: int, alpha: float) -> list[Block]:
-    head = [Heading(f"2. Comparison vs baseline `{baseline.name}`")]
+    head: list[Block] = [Heading(f"2. Comparison vs baseline `{baseline.name}`")]
     if len(runs) == 1:
         return head + [Paragraph("Only one run: nothing to compare.")]
     if not comparisons:
@@ -261,7 +261,7 @@ def seeds_section(groups: Sequence[SeedGroup], baseline: str, means: Sequence[Po
                   seed: int, alpha: float) -> list[Block]:
     """Section 2b: the mean over seeds per method, the paired difference to the baseline method pooled over seeds,
     the power line of each, and the methods whose rollouts were the baseline's (see `mel.eval.seeds`)."""
-    head = [Heading(f"2b. Seeds pooled per method, vs baseline method `{baseline}`")]
+    head: list[Block] = [Heading(f"2b. Seeds pooled per method, vs baseline method `{baseline}`")]
     if not groups:
         return head + [Paragraph("No run has a seed to pool by (`run.seed` in its `config.yaml`; see the notes).")]
     level = f"{100 * (1 - alpha):g}%"
@@ -275,6 +275,7 @@ def seeds_section(groups: Sequence[SeedGroup], baseline: str, means: Sequence[Po
                 f"interval: bootstrap over problems ({n_resamples} resamples, seed {seed}), each replicate "
                 "averaging every seed's values on the drawn problems. Seeds are not resampled: the interval is "
                 "the uncertainty from the choice of problems, each problem's seed-to-seed spread averaged in.")
+        rows: tuple[tuple[Cell, ...], ...]  # 7 cells here, 11 in the comparisons' table below
         rows = tuple((Cell(m.method), Cell(m.key.where), Cell(m.key.what), Cell(", ".join(map(str, m.seeds))),
                       Cell(str(m.interval.n)), Cell(tables.pct(m.interval.mean)),
                       Cell(f"[{tables.pct(m.interval.ci_low)}, {tables.pct(m.interval.ci_high)}]")) for m in means)
@@ -313,7 +314,7 @@ def diagnostics_section(runs: Sequence[RunData]) -> list[Block]:
     """Per run, over its training steps: lambda, the measured ||lambda g_NLL|| / ||g_RL|| (mean, and its range), and
     for R-MEL / MEL+Extra the groups revised, the passing revisions the prefix constraint rejected and the token
     match (tokens generated / R-MEL's allowance)."""
-    head = [Heading("Training diagnostics")]
+    head: list[Block] = [Heading("Training diagnostics")]
     rows = []
     for r in runs:
         ratio = [v for _, v in r.training_curve("nll_rl_grad_ratio")]
@@ -347,7 +348,7 @@ def ablation_section(runs: Sequence[RunData], base: RunData | None, rows: Sequen
         return [Heading("3. Ablations"),
                 Paragraph("No ablation base: no run's name, followed by `_`, starts another run's name. Pass the "
                           "base run's name as `ablation_base` (the ablation-base option of `mel report`).")]
-    head = [Heading(f"3. Ablations of `{base.name}`")]
+    head: list[Block] = [Heading(f"3. Ablations of `{base.name}`")]
     if len(rows) <= 1:
         return head + [Paragraph(f"No run is named `{base.method}_…`: no ablation to show.")]
     keys = [k for k in keys if any(k in r.values for r in rows)]

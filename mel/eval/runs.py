@@ -90,7 +90,7 @@ class RunData:
         return max(self.scores) if self.scores else None
 
     def finals(self) -> dict[ScoreKey, Score]:
-        return self.scores[self.final_step] if self.scores else {}
+        return self.scores[max(self.scores)] if self.scores else {}
 
     def curve(self, key: ScoreKey) -> list[tuple[int, float]]:
         """(step, value) of ``key`` over the run's steps (step -1, not part of a run, left out)."""

@@ -72,7 +72,8 @@ def parse_meta_experience(text: str, specifics: Sequence[str] = ()) -> MetaExper
         leaked = specifics_in(values[2], specifics)
         if not reason and leaked:
             reason = f"heuristic names the problem's specific {leaked!r}"
-        return MetaExperience(*values, reject_reason=reason)
+        step, critique, heuristic = values
+        return MetaExperience(step, critique, heuristic, reject_reason=reason)
     except Exception as exc:  # a parser bug must not stop the step; the row says what happened
         return MetaExperience("", "", "", reject_reason=f"unparseable: {type(exc).__name__}: {exc}"[:300])
 

@@ -4,7 +4,8 @@ seed from, where to truncate it, and when a continuation counts as a revision y+
 For an all-negative group (|Y+| = 0): pick a seed y- from Y- (``SEED_RULES``); for each truncation ratio tau of the
 schedule (0.7, 0.5, 0.3) keep the prefix p_tau = y-[:floor(tau * |y-|)], let the policy continue it (one continuation
 = one attempt), verify y+_rev = p_tau + continuation, and accept it iff it passes and meets the prefix constraint
-LCP(y+_rev, y-) / |y-| >= lcp_tau (0.3 on every attempt, section 4). The first accepted revision ends the search; the pair (y+_rev, y-) then goes to ordinary MEL extraction.
+LCP(y+_rev, y-) / |y-| >= lcp_tau (0.3 on every attempt, section 4). The first accepted revision ends the search; the
+pair (y+_rev, y-) then goes to ordinary MEL extraction.
 
 Generation and verification are callbacks (``continue_fn``, ``verify_fn``), so this module imports no model, engine
 or sandbox; the revise stage wires them to the policy and the verifier.

@@ -181,13 +181,13 @@ def group_table(rows: list[dict]) -> list[dict]:
         mine = [g for g in table if g["mode"] == mode]  # already in (step, prompt_index) order
         earlier: dict[str, int] = defaultdict(int)  # problem_id -> all-negative groups in steps before this one
         this_step: dict[str, int] = defaultdict(int)
-        step = None
+        current: int | None = None  # the step of this_step
         for g in mine:
-            if g["step"] != step:
+            if g["step"] != current:
                 for pid, c in this_step.items():
                     earlier[pid] += c
                 this_step.clear()
-                step = g["step"]
+                current = g["step"]
             g["difficulty"] = earlier[g["problem_id"]] + 1
             this_step[g["problem_id"]] += 1
         with_lp = {i: g["seed_mean_logprob"] for i, g in enumerate(mine) if _finite(g["seed_mean_logprob"])}

@@ -1,5 +1,6 @@
 """Reading a step's meta-experiences: a Markdown report (published as a Prefect artifact) and a terminal view
-(``mel show RUN_DIR --step N``). Rows are those of ``step_NNNN/meta_experiences.parquet``, with the replay stage's stats."""
+(``mel show RUN_DIR --step N``). Rows are those of ``step_NNNN/meta_experiences.parquet``, with the replay stage's
+stats."""
 from __future__ import annotations
 
 import difflib

@@ -38,8 +38,9 @@ Category decision order (the first rule that fires wins):
 Length: the rendered M (``MetaExperience.render()``) is kept at 50-80 tokens of the policy's own tokenizer when the
 caller passes its counter (``count_tokens``; the extract stage does): the rendering below is made with an estimate,
 then its quoted parts' budget is shrunk or grown until the tokenizer counts 50-80 (``_fit_to_tokenizer``). Without a
-counter the length rests on the estimate, made for SmolLM2's tokenizer: The fixed text of every template (the three labels included) is at most 50 tokens; the quoted parts
-(s*, the detail, y+'s line) are put on one line and cut with "..." to share 29 tokens of a conservative estimate
+counter the length rests on the estimate, made for SmolLM2's tokenizer: The fixed text of every template (the three
+labels included) is at most 50 tokens; the quoted parts (s*, the detail, y+'s line) are put on one line and cut with
+"..." to share 29 tokens of a conservative estimate
 (``_token_cost``, which overestimates byte-level BPE counts of code by about 40%); a short tail is added to H when
 they leave room for it, so a short s* still gives >= 50 tokens. ``tests/test_template_builder.py`` checks the
 numbers against the real tokenizer.
@@ -65,7 +66,7 @@ import difflib
 import math
 import re
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional
+from typing import Callable, Literal, Optional, Sequence
 
 from mel.experience.types import MetaExperience
 from mel.verify.extract import extract_code
@@ -238,7 +239,7 @@ def first_plan_step(code: str) -> str:
 class _Diff:
     plus: list[_Line]
     minus: list[_Line]
-    opcodes: list[tuple[str, int, int, int, int]]
+    opcodes: Sequence[tuple[str, int, int, int, int]]
 
     def first_divergence(self) -> tuple[Optional[_Line], Optional[_Line]]:
         """(y- line, y+ counterpart): the first y- line off y+'s path; y-'s last line when y- is a prefix of y+."""
@@ -372,7 +373,7 @@ def _has_top_level_comma(expr: str) -> bool:
 
 def _expr_kind(expr: str) -> str:
     """The kind of value an expression plainly gives ("" when it does not show)."""
-    if _has_top_level_comma(expr) and not expr[:1] in "'\"":
+    if _has_top_level_comma(expr) and expr[:1] not in "'\"":
         return "tuple"
     for kind, pattern in _KIND_PATTERNS:
         if pattern.match(expr):
@@ -672,8 +673,9 @@ def _fit_to_tokenizer(render: Callable[[int], tuple[str, str, str]],
         parts = new
     else:
         n = count_tokens(MetaExperience(*parts).render())
-        if n <= high and (best[0] > high or n > best[0]):
+        if n <= high and (best is None or best[0] > high or n > best[0]):
             best = (n, parts)
+    assert best is not None  # the loop's first pass always sets it
     return best[1]
 
 

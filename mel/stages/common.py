@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import random
 
-from mel import artifacts
 from mel.config import Config
 from mel.data import Problem, load_taskset
 from mel.stages.step import step_dir

@@ -295,7 +295,8 @@ def read_update_rows(inputs: UpdateInputs) -> tuple[list[dict], list[dict]]:
     if [(r["prompt_index"], r["sample_index"]) for r in rollout_rows] != [
         (v["prompt_index"], v["sample_index"]) for v in verdict_rows
     ]:
-        raise ValueError(f"{inputs.verdicts} does not line up with {inputs.rollouts} (prompt_index/sample_index differ)")
+        raise ValueError(f"{inputs.verdicts} does not line up with {inputs.rollouts} "
+                         "(prompt_index/sample_index differ)")
     return rollout_rows, verdict_rows
 
 

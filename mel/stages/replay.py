@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
+from typing import cast
 
 from mel import artifacts, schemas
 from mel.config import Config
@@ -92,5 +93,5 @@ def report(result: StageResult) -> Report:
     """The step's meta-experiences, accepted and rejected, with the replay verdict (a Prefect markdown artifact)."""
     rows = artifacts.read_table(result.uri, schemas.META_EXPERIENCES).to_pylist()
     return Report(key=f"meta-experiences-step-{result.step:04d}",
-                  markdown=markdown_report(rows, result.step, result.stats),
+                  markdown=markdown_report(rows, result.step, cast(ReplayStats, result.stats)),  # this stage's stats
                   description=f"Meta-experiences of step {result.step}: accepted and rejected, with the replay verdict")

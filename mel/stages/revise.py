@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, cast
 
 from mel import artifacts, schemas
 from mel.config import Config
@@ -59,7 +59,7 @@ class ReviseStats(StageStats):
 def report(result: StageResult) -> Report:
     """The step's revision attempts (R-MEL / MEL+Extra): each all-negative group's attempts, as Markdown."""
     rows = artifacts.read_table(result.outputs["revisions"], schemas.REVISIONS).to_pylist()
-    s = result.stats
+    s = cast(ReviseStats, result.stats)  # this stage's result
     lines = [f"# Revisions, step {result.step + 1} ({s.mode})", "",
              f"{s.rescued_groups} of {s.revise_groups} all-negative groups rescued; {s.revision_attempts} attempts, "
              f"{s.revision_tokens} of an allowance of {s.token_allowance} tokens (token match {s.token_match:.2f}); "
@@ -120,7 +120,8 @@ def run_revise(cfg: Config, ctx: StageContext, checkpoint: str, rollouts: str, v
         mode=cfg.revise.mode, revise_groups=len(seeds), rescued_groups=len(new_pairs),
         revision_attempts=len(attempts), revision_tokens=spent,
         filter_rejections=sum(a["passed"] and not a["accepted"] for a in attempts), token_allowance=allowance,
-        token_match=spent / allowance if allowance else 0.0, all_negative_rate=len(targets) / max(len(groups), 1), pairs=len(rows), seconds=time.perf_counter() - t0,
+        token_match=spent / allowance if allowance else 0.0, all_negative_rate=len(targets) / max(len(groups), 1),
+        pairs=len(rows), seconds=time.perf_counter() - t0,
     )
     artifacts.write_rows(ctx.outputs["revisions"], attempts, schemas.REVISIONS)
     artifacts.write_rows(ctx.outputs["pairs"], rows, schemas.PAIRS, **stats.manifest())  # the record, last

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from mel import artifacts, schemas
 from mel.config import Config
@@ -37,7 +38,7 @@ def run_rollout(cfg: Config, ctx: StageContext, checkpoint: str) -> RolloutStats
         top_p=cfg.rollout.top_p,
     )
     gen_s = time.perf_counter() - t_gen
-    rows = []
+    rows: list[dict[str, Any]] = []
     for prompt_index, (problem, result) in enumerate(zip(problems, results)):
         problem_json = problem.to_json()
         for sample_index, sample in enumerate(result.samples):

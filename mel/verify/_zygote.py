@@ -228,7 +228,7 @@ def _child(call_r, reply_w, out_w, scratch):
             request = read_frame(call_r)
         except EOFError:
             os._exit(0)
-        send(_answer(lambda: ns[request["name"]], request.get("args", ())))
+        send(_answer(lambda request=request: ns[request["name"]], request.get("args", ())))
 
 
 def _answer(function, tagged_args=None):
@@ -263,10 +263,10 @@ def _planned(job, ns):
     thunks = None if literal else _compile_calls(calls, ns, local)
     for k, (name, source) in enumerate(calls):
         if literal:  # io: the source is the argument list
-            yield _answer(lambda: ns[entry](*ast.literal_eval(source)))
+            yield _answer(lambda source=source: ns[entry](*ast.literal_eval(source)))
         elif name in local or name in ns or hasattr(builtins, name):
             yield _answer(thunks[k] if thunks else
-                          lambda: eval(compile(source, "<test>", "eval", dont_inherit=True), ns, local))
+                          lambda source=source: eval(compile(source, "<test>", "eval", dont_inherit=True), ns, local))
         else:  # nothing ran: the host may skip this result without a rerun (its own lookup of the name failed too)
             yield {"error": "NameError", "message": "name %r is not defined" % name, "unbound": True}
 
@@ -342,7 +342,7 @@ def _empty_private_tmp():
                 pass
 
 
-_scratch_base = []
+_scratch_base = []  # type: list[str]
 
 
 def _scratch_dir():
@@ -361,7 +361,7 @@ def _scratch_dir():
     return "%s/mel-sample-%d-%d" % (_scratch_base[0], os.getpid(), time.monotonic_ns())
 
 
-_environment_clean = []
+_environment_clean = []  # type: list[bool]
 
 
 def _child_environment(scratch):
@@ -460,7 +460,8 @@ def _end(child):
         child.status = os.waitpid(child.pid, 0)[1]
 
 
-_subreaper = []  # [True] once every orphaned descendant of this worker is re-parented to it (PR_SET_CHILD_SUBREAPER)
+# [True] once every orphaned descendant of this worker is re-parented to it (PR_SET_CHILD_SUBREAPER)
+_subreaper = []  # type: list[bool]
 
 
 def _descendants_left():

@@ -82,6 +82,8 @@ class DockerWorker:
             raise
 
     def alive(self) -> bool:
+        if self.container is None:  # not started
+            return False
         try:
             self.container.reload()
             return self.container.status == "running"

@@ -39,7 +39,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 
@@ -259,7 +259,8 @@ def parse_math_rows(path: str) -> Parsed:
             r.bad("gold", "must be a non-empty string or a number")
         prediction = r.string("prediction", nonempty=False)
         if r.ok:
-            parsed.rows.append(MathRow(line, gold, prediction, _carried(raw, MATH_FIELDS)))
+            # r.ok: gold is a non-empty string (a number made one above)
+            parsed.rows.append(MathRow(line, cast(str, gold), prediction, _carried(raw, MATH_FIELDS)))
     return parsed
 
 

@@ -36,7 +36,7 @@ import functools
 import sys
 from dataclasses import dataclass
 from types import CodeType
-from typing import Any
+from typing import Any, cast
 
 from mel.data.types import CodeTests
 
@@ -296,7 +296,8 @@ def _prefix(bodies: list[list[ast.stmt] | None], sources: list[str], scope: _Sco
             for node, segment in zip(found, segments):
                 name = node.func.id  # type: ignore[attr-defined]
                 index[id(node)] = len(calls)
-                calls.append(PlannedCall(scope.entry_point if name == scope.param else name, segment))
+                calls.append(PlannedCall(scope.entry_point if name == scope.param else name,
+                                         cast(str, segment)))  # None in segments returned above
             done += 1
     return calls, index, done
 

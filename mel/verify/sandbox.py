@@ -40,8 +40,9 @@ takes the first of ``bwrap``, ``unshare`` that works here and, where neither doe
                 opt-in, warned about on stderr and shown in every progress line and manifest); never a fallback.
 In ``bwrap``, ``unshare`` and ``docker`` mode, after each sample every process left in the sample's PID namespace is
 killed (the worker is a subreaper, so it knows whether any is left; a worker that finds itself outside a PID
-namespace of its own refuses to run samples). Limits in every mode, on the child: CPU seconds, address space (``memory_mb``), file size, open files,
-processes (``docker``: the container's pids limit instead; none in ``none`` mode), output bytes; a wall-clock
+namespace of its own refuses to run samples). Limits in every mode, on the child: CPU seconds, address space
+(``memory_mb``), file size, open files, processes (``docker``: the container's pids limit instead; none in ``none``
+mode), output bytes; a wall-clock
 deadline per sample after which the child's process group is killed (and, if the worker itself stops answering, the
 whole worker). Cleaned environment; a fresh scratch directory per sample as cwd.
 
@@ -126,7 +127,7 @@ def _unshare_prefix() -> list[str]:
 
 
 def _candidate_pythons() -> list[str]:
-    found = []
+    found: list[str] = []
     for p in (getattr(sys, "_base_executable", None), sys.executable, "/usr/bin/python3"):
         if p and os.path.exists(p) and os.path.realpath(p) not in [os.path.realpath(f) for f in found]:
             found.append(p)
