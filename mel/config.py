@@ -179,6 +179,9 @@ class AlgorithmConfig:
     """PPO clip range of the importance ratio."""
     kl_coef: float = 0.0
     """Weight of the k3 KL penalty to the frozen initial policy (0 disables the reference model)."""
+    kl_clamp: float | None = hashed_when_set()
+    """Clamp each token's k3 estimate to [-kl_clamp, kl_clamp] (verl's ``low_var_kl`` uses 10; where it binds the
+    token's KL gradient is 0); null: not clamped (the log-ratio inside is always clamped to +-20)."""
     loss_agg: LossAgg = "token-mean"
     """How per-token losses are averaged (``mel.algos.LOSS_AGGREGATIONS``)."""
     epochs: int = 1
@@ -191,6 +194,7 @@ class AlgorithmConfig:
     def __post_init__(self) -> None:
         check(0 < self.clip_eps < 1, "algorithm.clip_eps", "in (0, 1)")
         check(self.kl_coef >= 0, "algorithm.kl_coef", "at least 0")
+        check(self.kl_clamp is None or self.kl_clamp > 0, "algorithm.kl_clamp", "null or greater than 0")
         check(self.epochs >= 1, "algorithm.epochs", "at least 1")
         check(self.mini_batch_size >= 1, "algorithm.mini_batch_size", "at least 1")
         check(1 <= self.micro_batch_size <= self.mini_batch_size, "algorithm.micro_batch_size",

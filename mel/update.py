@@ -293,7 +293,7 @@ def _rl_backward(model, samples: _Samples, mini: list[int], algo: AlgorithmConfi
         loss_mat = pg_mat  # [m, lc]
         if use_kl:
             assert samples.ref_logprobs is not None  # computed whenever kl_coef > 0 (_prepare_samples)
-            kl_mat = kl_k3(logprobs, samples.ref_logprobs[micro, -lc:])  # [m, lc]
+            kl_mat = kl_k3(logprobs, samples.ref_logprobs[micro, -lc:], algo.kl_clamp)  # [m, lc]
             loss_mat = loss_mat + algo.kl_coef * kl_mat  # [m, lc]
             totals["kl"] += float((kl_mat.detach() * mask).sum())
         weights = loss_token_weights(algo.loss_agg, mask, len(mini), num_tokens, max_len)  # [m, lc]

@@ -136,6 +136,18 @@ def test_kl_k3_by_hand():
     assert kl[0].tolist() == pytest.approx([math.exp(-1) + 1 - 1, 0.0], abs=1e-7)
 
 
+def test_kl_k3_clamp_bounds_the_estimate_and_its_gradient():
+    """ref - logp = 4: k3 = e^4 - 5 = 49.6; clamped at 10 (verl's low_var_kl bound) it is 10 with no gradient; a
+    token under the bound is unchanged, gradient included."""
+    logprobs = torch.tensor([[-1.0, -1.0]], requires_grad=True)
+    ref = torch.tensor([[3.0, -1.5]])
+    kl = kl_k3(logprobs, ref, clamp=10.0)
+    assert kl[0].tolist() == pytest.approx([10.0, math.exp(-0.5) + 0.5 - 1], abs=1e-6)
+    assert kl_k3(logprobs, ref)[0, 0].item() == pytest.approx(math.exp(4) - 5, abs=1e-4)
+    kl.sum().backward()
+    assert logprobs.grad[0].tolist() == pytest.approx([0.0, 1 - math.exp(-0.5)], abs=1e-6)  # d/dlogp: 1 - e^(r)
+
+
 @pytest.mark.parametrize("mode,expected", [
     ("token-mean", 15 / 5),
     ("seq-mean-token-mean", (6 / 3 + 9 / 2) / 2),

@@ -313,3 +313,19 @@ def test_reinforce_pp_gradient_uses_batch_normalized_advantages(tiny_model, tiny
     _assert_same_grads(grads, expected)
     grpo = _grads(model, batch, AlgorithmConfig(name="grpo", mini_batch_size=8, micro_batch_size=3), tok)
     assert any(not torch.allclose(grpo[n], expected[n], atol=1e-6, rtol=1e-4) for n in grpo)
+
+
+def test_kl_clamp_bounds_the_kl_the_update_uses(tiny_model, tiny_model_path):
+    """``algorithm.kl_clamp`` reaches the update: against a reference model that differs, the KL the update reports
+    (and trains on) is at most the clamp per token; unclamped it is larger, and the gradients differ."""
+    model, tok = tiny_model
+    prompts, completions, _ = _samples(model, tok, tiny_model_path)
+    batch = UpdateBatch(prompts, completions, rewards=[1, 0, 0, 1, 0, 0, 0, 1], group_ids=[0] * 4 + [1] * 4)
+    ref = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    free = _run(model, batch, AlgorithmConfig(kl_coef=0.5, mini_batch_size=8), tok, ref_model=ref)
+    bound = _run(model, batch, AlgorithmConfig(kl_coef=0.5, kl_clamp=0.01, mini_batch_size=8), tok, ref_model=ref)
+    assert free[1]["kl"] > 0.01 and 0 < bound[1]["kl"] <= 0.01 + 1e-9  # the mean over completion tokens
+    assert any(not torch.allclose(free[0][n], bound[0][n]) for n in free[0])

@@ -67,10 +67,13 @@ def nll_policy_loss(
     return loss, torch.zeros((), dtype=logprobs.dtype)
 
 
-def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
-    """k3 estimate of KL(pi || pi_ref) per token, ``[N, L]``; clamped log-ratio for numerical safety."""
+def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, clamp: float | None = None) -> torch.Tensor:
+    """k3 estimate of KL(pi || pi_ref) per token, ``[N, L]``; clamped log-ratio for numerical safety. ``clamp``: the
+    estimate itself clamped to [-clamp, clamp] (verl's ``low_var_kl`` clamps it at 10; where it binds, the token's KL
+    gradient is 0); None: not clamped."""
     log_ratio = torch.clamp(ref_logprobs - logprobs, -20.0, 20.0)  # [N, L]
-    return torch.exp(log_ratio) - log_ratio - 1.0  # [N, L]
+    kl = torch.exp(log_ratio) - log_ratio - 1.0  # [N, L]
+    return kl if clamp is None else torch.clamp(kl, -clamp, clamp)  # [N, L]
 
 
 @LOSS_AGGREGATIONS.register("token-mean")
