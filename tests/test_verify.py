@@ -217,16 +217,21 @@ def test_zz_no_stray_processes(children_before_this_module) -> None:
     name = "mstray%d" % (os.getpid() % 100000)  # the child names itself (comm) so only it can match
     one("import ctypes, os, time\nif os.fork() == 0:\n    ctypes.CDLL(None).prctl(15, b'%s', 0, 0, 0)\n"
         "    time.sleep(60)\ndef add(a, b):\n    return a + b" % name)
-    time.sleep(0.2)  # let the kernel finish tearing the killed process down
-    strays = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                if f.read().strip() == name:
-                    strays.append(pid)
-        except OSError:
-            pass
-    assert not strays, strays  # killed when its sample ended, while the worker lives on
+    def strays() -> list[str]:
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    if f.read().strip() == name:
+                        found.append(pid)
+            except OSError:
+                pass
+        return found
+
+    deadline = time.monotonic() + 5  # the kernel tears a killed process down in a moment; unkilled, it sleeps 60 s
+    while strays() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not strays(), strays()  # killed when its sample ended, while the worker lives on
     shutdown_math_workers()
     shutdown_sandbox_workers()  # the pre-started sandbox workers end with it
     zombies_or_kids = child_pids(os.getpid()) - children_before_this_module
