@@ -101,9 +101,17 @@ def wandb_history(path: str) -> list[tuple[int, dict]]:
     return rows
 
 
-def wandb_run(path: str):
-    """The file's run record (id, project, group, display name)."""
-    return next(r.run for r in wandb_records(path) if r.WhichOneof("record_type") == "run")
+def wandb_run(path: str, wait_s: float = 15.0):
+    """The file's run record (id, project, group, display name). Read again for up to ``wait_s`` while it is not
+    there: once, in a full test run on 2 busy cores, a resumed run's file had no run record yet when read right after
+    ``wandb.finish()`` returned (W&B's service, a process of its own, writes the file)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = [r.run for r in wandb_records(path) if r.WhichOneof("record_type") == "run"]
+        if found or time.monotonic() > deadline:
+            assert found, f"{path}: no run record after {wait_s:.0f} s"
+            return found[0]
+        time.sleep(0.2)
 
 
 def wandb_config(path: str) -> dict:
