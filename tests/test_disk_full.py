@@ -4,9 +4,10 @@ naming the run directory and the cause (exit 1), no traceback; after space is fr
 
 The device is a real small tmpfs, mounted in a mount namespace of the test's own (``unshare --user --map-root-user
 --mount``, else bubblewrap's ``--size``/``--tmpfs``; skipped, saying why, where neither can mount one). The space
-runs out for real: a ballast file fills the tmpfs, and is deleted to free it. Marked e2e: CI runs a small one-step
-run that fills up inside its checkpoint; the issue's scenario (the tiny config, 2 steps, full while writing step 2's
-checkpoint) is also marked slow.
+runs out for real: a ballast file fills the tmpfs, and is deleted to free it. CI runs the real writers (torch.save,
+safetensors, Parquet) on a full tmpfs and the one-line message's tests; the ``mel run`` cases are marked e2e and
+slow (the CI budget): a small one-step run that fills up inside its checkpoint, and the issue's scenario (the tiny
+config, 2 steps, full while writing step 2's checkpoint).
 """
 from __future__ import annotations
 
@@ -181,6 +182,7 @@ def prefect_env(prefect_harness, tmp_path) -> dict[str, str]:
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # the CI budget (make test <= 20 min on 2 cores); CI runs the writers on a full tmpfs
 def test_a_run_directory_full_inside_the_checkpoint_ends_with_one_line_then_resumes(in_tmpfs, prefect_env):
     """One step of the small run on 64 MiB, 34 of them ballast: the checkpoint's weights fit, its optimizer state
     (torch.save) does not."""
