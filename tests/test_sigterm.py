@@ -8,11 +8,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
-
 import pytest
 
 from conftest import REPO
+from small_run import session_pids
 
 PROBE = """
 import atexit, os, signal, time
@@ -37,18 +36,6 @@ def test_a_handler_set_by_the_caller_is_kept() -> None:
     assert subprocess.run([sys.executable, "-c", probe], cwd=REPO, timeout=60).returncode == 7
 
 
-def _session(sid: int) -> list[int]:
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if int(f.read().rsplit(")", 1)[1].split()[3]) == sid:
-                    pids.append(int(pid))
-        except OSError:
-            pass
-    return pids
-
-
 @pytest.mark.e2e
 @pytest.mark.slow  # the CI budget: a temporary Prefect server's start; the mechanism above runs in CI
 def test_mel_run_stopped_by_sigterm_leaves_no_temporary_server(tmp_path) -> None:
@@ -67,7 +54,4 @@ def test_mel_run_stopped_by_sigterm_leaves_no_temporary_server(tmp_path) -> None
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    deadline = time.time() + 30
-    while _session(proc.pid) and time.time() < deadline:
-        time.sleep(0.5)
-    assert _session(proc.pid) == []
+    assert session_pids(proc.pid, wait_s=30) == []
