@@ -2,10 +2,12 @@
 order, and what the host runs in their place. Pure: no sandbox."""
 from __future__ import annotations
 
+import ast
+
 import pytest
 
 from mel.data.types import CodeTests
-from mel.verify.plan import PLANNED, entry_point_of, plan_tests
+from mel.verify.plan import PLANNED, _Segments, entry_point_of, plan_tests
 
 
 def asserts(*units: str, setup: str = "") -> CodeTests:
@@ -153,3 +155,20 @@ def test_sequential_plan_has_no_calls_and_the_original_code() -> None:
 def test_unparsable_unit_is_kept_as_text_and_ends_the_prefix() -> None:
     p = plan_tests(asserts("assert f(1) == 1", "assert f(2) ==", "assert f(3) == 3"))
     assert [c.source for c in p.calls] == ["f(1)"] and p.units[1] == "assert f(2) =="
+
+
+@pytest.mark.parametrize("source", [
+    "assert f([1,\n   2]) == 3\nassert f('é€', 'x') == 2\n",  # a call over two lines; multibyte text before a call
+    "assert f(1) == 1\r\nassert f('\u00e9', 2) == 2\r\n",  # CR LF line ends
+    "assert f(1) == 1\rassert f(2) == 2\r",  # lone CR
+    "x = '\u4e2d\u6587'; assert f(x[0], \"\"\"a\nb\"\"\") == 1\n",  # a string over lines, inside a call
+])
+def test_call_sources_are_the_parsers_segments(source: str) -> None:
+    """The planned calls' texts are what `ast.get_source_segment` gives for their nodes (the plan finds the line
+    offsets once instead of splitting the source per call): UTF-8 columns, every kind of line end."""
+    tree = ast.parse(source)
+    expected = [ast.get_source_segment(source, n) for n in ast.walk(tree)
+                if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "f"]
+    segment_of = _Segments(source)
+    got = [segment_of(n) for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "f"]
+    assert got == expected and all(expected)

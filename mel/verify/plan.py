@@ -33,6 +33,7 @@ from __future__ import annotations
 import ast
 import builtins
 import functools
+import re
 import sys
 from dataclasses import dataclass
 from types import CodeType
@@ -86,13 +87,35 @@ def literal(text: str) -> Any:
             sys.set_int_max_str_digits(previous)
 
 
-def _bound_names(node: ast.AST) -> set[str]:
-    """Every name bound anywhere inside ``node`` (assignments, loop and ``with`` targets, imports, definitions,
-    parameters, ``except ... as``, patterns, walrus)."""
+def _children(node: ast.AST) -> list[ast.AST]:
+    """`ast.iter_child_nodes` as a list, faster."""
+    out: list[ast.AST] = []
+    for name in node._fields:
+        value = getattr(node, name, None)
+        if isinstance(value, ast.AST):
+            out.append(value)
+        elif isinstance(value, list):
+            out += [v for v in value if isinstance(v, ast.AST)]
+    return out
+
+
+def _walk(node: ast.AST) -> list[ast.AST]:
+    """Every node inside ``node`` (itself first), as `ast.walk` finds them, in a list: about twice as fast."""
+    out, i = [node], 0
+    while i < len(out):
+        out += _children(out[i])
+        i += 1
+    return out
+
+
+def _bound_names(nodes: list[ast.AST]) -> set[str]:
+    """Every name bound by ``nodes`` (all the nodes of a tree, `_walk`: assignments, loop and ``with`` targets,
+    imports, definitions, parameters, ``except ... as``, patterns, walrus)."""
     out: set[str] = set()
-    for n in ast.walk(node):
-        if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load):
-            out.add(n.id)
+    for n in nodes:
+        if isinstance(n, ast.Name):
+            if not isinstance(n.ctx, ast.Load):
+                out.add(n.id)
         elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             out.add(n.name)
         elif isinstance(n, ast.arg):
@@ -109,7 +132,7 @@ def _bound_names(node: ast.AST) -> set[str]:
 
 
 def _loaded_names(node: ast.AST) -> set[str]:
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    return {n.id for n in _walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
 
 
 def entry_point_of(tests: CodeTests) -> str:
@@ -118,13 +141,11 @@ def entry_point_of(tests: CodeTests) -> str:
     else none: a program's ``def sorted`` must not replace the builtin in ``assert sorted(f(x)) == ...``."""
     if tests.entry_point or tests.style != "assert":
         return tests.entry_point
-    called: list[str] = []
-    for unit in tests.asserts:
-        try:
-            tree = ast.parse(unit)
-        except SyntaxError:
-            continue
-        called += [n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+    return _assert_entry_point([_walk(tree) for unit in tests.asserts if (tree := _parse(unit)) is not None])
+
+
+def _assert_entry_point(walks: list[list[ast.AST]]) -> str:
+    called = [n.func.id for nodes in walks for n in nodes if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
     if called and all(name in _BUILTIN_NAMES for name in called):
         return called[0]
     return ""
@@ -163,7 +184,7 @@ class _Scope:
             return isinstance(node.ctx, ast.Load) and self.is_static_name(node.id)
         if isinstance(node, _OWN_SCOPES):
             return False
-        return all(self.static(child) for child in ast.iter_child_nodes(node) if not isinstance(child, _OPERATORS))
+        return all(self.static(child) for child in _children(node) if not isinstance(child, _OPERATORS))
 
     def planned_call(self, node: ast.AST) -> bool:
         return (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and self.is_program(node.func.id)
@@ -179,7 +200,7 @@ def _evaluation_order(node: ast.AST) -> list[ast.AST]:
         return out
     if isinstance(node, ast.Call):
         return [node.func, *node.args, *(k.value for k in node.keywords)]
-    return [c for c in ast.iter_child_nodes(node) if not isinstance(c, _OPERATORS)]
+    return [c for c in _children(node) if not isinstance(c, _OPERATORS)]
 
 
 def _calls(node: ast.AST, scope: _Scope, out: list[ast.Call]) -> bool:
@@ -196,7 +217,7 @@ def _calls(node: ast.AST, scope: _Scope, out: list[ast.Call]) -> bool:
 
 
 def _mentions_program(node: ast.AST, scope: _Scope) -> bool:
-    return any(isinstance(n, ast.Name) and scope.is_program(n.id) for n in ast.walk(node))
+    return any(isinstance(n, ast.Name) and scope.is_program(n.id) for n in _walk(node))
 
 
 def _statement_calls(stmt: ast.stmt, scope: _Scope) -> list[ast.Call] | None:
@@ -243,16 +264,37 @@ def _host_values(stmts: list[ast.stmt], planned: set[int]) -> set[str]:
     return found
 
 
-class _Rewrite(ast.NodeTransformer):
-    def __init__(self, index: dict[int, int]) -> None:
-        self.index = index
+def _rewrite(calls: dict[int, tuple[ast.Call, int]]) -> None:
+    """Each planned call ``f(args)`` made ``__mel_planned__(k, f)`` in place (the tree's other nodes untouched; the
+    new nodes take the call's location)."""
+    for node, k in calls.values():
+        name, index = ast.Name(id=PLANNED, ctx=ast.Load()), ast.Constant(k)
+        ast.copy_location(name, node)
+        ast.copy_location(index, node)
+        node.func, node.args, node.keywords = name, [index, node.func], []
 
-    def visit_Call(self, node: ast.Call) -> ast.AST:
-        k = self.index.get(id(node))
-        if k is None:
-            return self.generic_visit(node)
-        new = ast.Call(func=ast.Name(id=PLANNED, ctx=ast.Load()), args=[ast.Constant(k), node.func], keywords=[])
-        return ast.copy_location(new, node)
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+class _Segments:
+    """`ast.get_source_segment` for many nodes of one source: the line offsets found once (that function splits the
+    whole source again for every node). Offsets are in UTF-8 bytes, as the parser's columns are; lines end as
+    `ast` splits them (CR LF, CR or LF)."""
+
+    def __init__(self, source: str) -> None:
+        self.data = source.encode()
+        self.starts = [0] + [m.end() for m in _LINE_END.finditer(self.data.decode("latin-1"))]
+
+    def __call__(self, node: ast.AST) -> str | None:
+        try:
+            lineno, end_lineno = node.lineno, node.end_lineno  # type: ignore[attr-defined]
+            col, end_col = node.col_offset, node.end_col_offset  # type: ignore[attr-defined]
+        except AttributeError:
+            return None
+        if end_lineno is None or end_col is None or end_lineno > len(self.starts):
+            return None
+        return self.data[self.starts[lineno - 1] + col:self.starts[end_lineno - 1] + end_col].decode()
 
 
 def _split_setup(setup: str, entry_point: str) -> tuple[CodeType | None, set[str], set[str]]:
@@ -265,7 +307,7 @@ def _split_setup(setup: str, entry_point: str) -> tuple[CodeType | None, set[str
     child_bound: set[str] = set()
     host_stmts: list[ast.stmt] = []
     for stmt in tree.body:
-        own = _bound_names(stmt)
+        own = _bound_names(_walk(stmt))
         free = _loaded_names(stmt) - own - host_bound
         if all(n in _BUILTIN_NAMES and n != entry_point for n in free):
             host_stmts.append(stmt)
@@ -278,32 +320,32 @@ def _split_setup(setup: str, entry_point: str) -> tuple[CodeType | None, set[str
     return code, host_bound, child_bound
 
 
-def _prefix(bodies: list[list[ast.stmt] | None], sources: list[str], scope: _Scope) -> tuple[list[PlannedCall],
-                                                                                     dict[int, int], int]:
-    """Planned calls over the units' statements, in order, up to the first statement that cannot be planned; and the
-    number of statements planned."""
+def _prefix(bodies: list[list[ast.stmt] | None], sources: list[_Segments], scope: _Scope) -> tuple[
+        list[PlannedCall], dict[int, tuple[ast.Call, int]], int]:
+    """Planned calls over the units' statements, in order, up to the first statement that cannot be planned (their
+    nodes by id, with their index); and the number of statements planned."""
     calls: list[PlannedCall] = []
-    index: dict[int, int] = {}
+    index: dict[int, tuple[ast.Call, int]] = {}
     done = 0
-    for stmts, source in zip(bodies, sources):
+    for stmts, segment_of in zip(bodies, sources):
         if stmts is None:
             break
         for stmt in stmts:
             found = _statement_calls(stmt, scope)
-            segments = [ast.get_source_segment(source, node) for node in found or ()]
+            segments = [segment_of(node) for node in found or ()]
             if found is None or None in segments:
                 return calls, index, done
             for node, segment in zip(found, segments):
                 name = node.func.id  # type: ignore[attr-defined]
-                index[id(node)] = len(calls)
+                index[id(node)] = (node, len(calls))
                 calls.append(PlannedCall(scope.entry_point if name == scope.param else name,
                                          cast(str, segment)))  # None in segments returned above
             done += 1
     return calls, index, done
 
 
-def _plan_units(bodies: list[list[ast.stmt] | None], sources: list[str], scope: _Scope,
-                others: list[ast.stmt]) -> tuple[list[PlannedCall], dict[int, int]]:
+def _plan_units(bodies: list[list[ast.stmt] | None], sources: list[_Segments], scope: _Scope,
+                others: list[ast.stmt]) -> tuple[list[PlannedCall], dict[int, tuple[ast.Call, int]]]:
     """The prefix, once no static argument names a value the host also reads (anywhere: the statements after the
     prefix call through proxies, which send the host's copies; ``others`` is host code outside the units)."""
     stmts = [s for body in bodies if body is not None for s in body]
@@ -327,7 +369,11 @@ def _parse(source: str) -> ast.Module | None:
 def plan_tests(tests: CodeTests, sequential: bool = False) -> Plan:
     """The plan for one test spec (``sequential``: no planned calls, every call through a proxy). Units that do not
     compile are kept as source text (they fail when run) and end the prefix."""
-    entry = entry_point_of(tests)
+    sources = [] if tests.style == "io" else list(tests.asserts) if tests.style == "assert" else [tests.check_code]
+    trees = [_parse(source) for source in sources]  # each test text parsed, and walked, once
+    parsed = [t for t in trees if t is not None]
+    walks = [_walk(t) for t in parsed]
+    entry = _assert_entry_point(walks) if tests.style == "assert" and not tests.entry_point else tests.entry_point
     setup_code, setup_host, setup_child = _split_setup(tests.setup_code, entry)
     if tests.style == "io":
         calls: list[PlannedCall] = []
@@ -340,13 +386,10 @@ def plan_tests(tests: CodeTests, sequential: bool = False) -> Plan:
                 break
             calls.append(PlannedCall(entry, text))
         return Plan(tuple(calls), entry, literal=True, setup=setup_code)
-    sources = list(tests.asserts) if tests.style == "assert" else [tests.check_code]
-    trees = [_parse(source) for source in sources]
-    parsed = [t for t in trees if t is not None]
     param = ""
     bodies = [t.body if t is not None else None for t in trees]
     others: list[ast.stmt] = []
-    test_bound = set().union(*(_bound_names(t) for t in parsed))
+    test_bound = set().union(*(_bound_names(nodes) for nodes in walks))
     if tests.style == "check":
         check = next((s for s in parsed[0].body if isinstance(s, ast.FunctionDef) and s.name == "check"
                       and s.args.args), None) if parsed else None
@@ -355,15 +398,13 @@ def plan_tests(tests: CodeTests, sequential: bool = False) -> Plan:
         others = [s for s in parsed[0].body if s is not check] if parsed else []
         test_bound -= {param}
     scope = _Scope(test_bound, setup_host, setup_child, entry, param)
-    calls, index = ([], {}) if sequential or not bodies else _plan_units(bodies, sources, scope, others)
+    segments = [_Segments(source) for source in sources]
+    calls, index = ([], {}) if sequential or not bodies else _plan_units(bodies, segments, scope, others)
+    _rewrite(index)
     units: list[CodeType | str] = []
     for tree, source in zip(trees, sources):
         try:
-            if tree is not None and index:
-                tree = ast.fix_missing_locations(_Rewrite(index).visit(tree))
-                units.append(compile(tree, "<test>", "exec", dont_inherit=True))
-            else:
-                units.append(compile(source, "<test>", "exec", dont_inherit=True))
+            units.append(compile(source if tree is None else tree, "<test>", "exec", dont_inherit=True))
         except (SyntaxError, ValueError):
             units.append(source)
     return Plan(tuple(calls), entry, param=param, units=tuple(units), setup=setup_code)
