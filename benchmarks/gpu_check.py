@@ -204,11 +204,11 @@ def update(path: str, results, args, device_name: str, device: torch.device, out
         seconds.append(took)
     rest = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
     out["update"] = {"steps": len(seconds), "samples": len(batch.rewards), "first_s": seconds[0], "median_s": rest,
-                     "peak_gib": _peak_gib(device), "loss": stats["loss"], "grad_norm": stats["grad_norm"],
-                     "nll_loss": stats["nll_loss"], "kl": stats["kl"]}
+                     "peak_gib": _peak_gib(device), "loss": stats.loss, "grad_norm": stats.grad_norm,
+                     "nll_loss": stats.nll_loss, "kl": stats.kl}
     print(f"update: {len(seconds)} optimizer steps on {len(batch.rewards)} samples (kl_coef 0.05, {len(EXPERIENCES)} "
           f"experiences): first {seconds[0]:.2f} s, then {rest:.3f} s/step ({_peak(device)}); last loss "
-          f"{stats['loss']:+.4f}, grad norm {stats['grad_norm']:.3f}, nll {stats['nll_loss']:.3f}", flush=True)
+          f"{stats.loss:+.4f}, grad norm {stats.grad_norm:.3f}, nll {stats.nll_loss:.3f}", flush=True)
     del ref_model
     return model, tok, optimizer
 
@@ -360,13 +360,13 @@ def vllm_check(path: str, args, device_name: str, device: torch.device, out: dic
         engine.load_weights(model.named_parameters())
         _sync(device)
         hand_s = time.perf_counter() - t0
-        drift_max, drift_mean = stats["logprob_drift_max"], stats["logprob_drift_mean"]
+        drift_max, drift_mean = stats.logprob_drift_max, stats.logprob_drift_mean
         steps.append({"rollout_tokens": tokens, "rollout_s": roll_s, "rollout_tokens_per_s": tokens / roll_s,
-                      "model_load_s": load_s, "update_s": update_s, "handover_s": hand_s, "loss": stats["loss"],
+                      "model_load_s": load_s, "update_s": update_s, "handover_s": hand_s, "loss": stats.loss,
                       "logprob_drift_max": drift_max, "logprob_drift_mean": drift_mean})
         drift = ("n/a" if drift_max is None else f"max {drift_max:.2e} mean {drift_mean:.2e}")
         print(f"vLLM step {step + 1}: rollout {tokens} tokens in {roll_s:.2f} s: {tokens / roll_s:.0f} tok/s; update "
-              f"{update_s:.2f} s ({peak}; loss {stats['loss']:+.4f})"
+              f"{update_s:.2f} s ({peak}; loss {stats.loss:+.4f})"
               + (f" after loading the trainer in {load_s:.1f} s" if load_s else "")
               + f"; hand-over {hand_s:.3f} s; log-prob drift {drift}", flush=True)
     if engine.weight_loads != args.vllm_steps:

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             stats = train_on(run_cfg, args.step, state, inputs)
             seconds[micro].append(time.perf_counter() - t0)
-            rates[micro].append(stats["train_tokens_per_s"])
+            rates[micro].append(stats.train_tokens_per_s)
     reference = statistics.median(seconds[own]) if own in seconds else None
     print(f"{'micro':>5}  {'seconds (each repeat)':<24} {'median':>7}  {'tokens/s':>8}  vs micro {own}")
     for micro in args.micro:

@@ -34,7 +34,7 @@ from mel import artifacts, schemas
 from mel.checkpoints import prune
 from mel.config import Config, config_hash, default_run_dir, load_config, to_yaml
 from mel.progress import progress
-from mel.stages.step import Stage, StageResult, StepStats, StepTable, stage_inputs
+from mel.stages.step import Stage, StageResult, StepStats, StepTable, read_metrics, stage_inputs
 from mel.stages.table import step_table
 from flows.caching import results_storage, run_cached
 from flows.evaluate import evaluate_ends
@@ -102,13 +102,14 @@ def train_step(
     return available
 
 
-def write_run_metrics(run_dir: str, metrics_uris: Sequence[str]) -> str:
-    """``run_dir/metrics.parquet``: the per-step metrics rows of every finished step; its manifest's ``step_stats``
-    lists each step's stage stats (also those with no METRICS column)."""
-    tables = [artifacts.read_table(u, schemas.METRICS) for u in metrics_uris]
+def write_run_metrics(run_dir: str, metrics_uris: Sequence[str], schema: pa.Schema) -> str:
+    """``run_dir/metrics.parquet``: the per-step metrics rows of every finished step, as the step table's columns
+    (``schema``: null where a stage did not run); its manifest's ``step_stats`` lists each step's stage stats (also
+    those with no metrics column)."""
+    tables = [read_metrics(u, schema) for u in metrics_uris]
     step_stats = [artifacts.read_manifest(u)["step_stats"] for u in metrics_uris]
     out = artifacts.join(run_dir, "metrics.parquet")
-    artifacts.write_table(out, pa.concat_tables(tables), schemas.METRICS, steps=len(tables), step_stats=step_stats)
+    artifacts.write_table(out, pa.concat_tables(tables), schema, steps=len(tables), step_stats=step_stats)
     return out
 
 
@@ -224,14 +225,14 @@ def train(
             produced = step_flow(config_uri, cfg_hash, run_dir, step, checkpoint, table)
             checkpoint = produced["checkpoint"]
             metrics_uris.append(produced["metrics"])
-            metrics_uri = write_run_metrics(run_dir, metrics_uris)
+            metrics_uri = write_run_metrics(run_dir, metrics_uris, step_table(table).metrics)
             prune(run_dir, step, cfg.run.keep_checkpoints, cfg.run.keep_every)  # now that its checkpoint is done
-            rows = artifacts.read_table(metrics_uri, schemas.METRICS).to_pylist()
+            rows = artifacts.read_table(metrics_uri).to_pylist()
             page.step_done(step, rows)
             trackers.step_done(step, rows)
         if step_table(table).producer("revisions", cfg) is not None:
             write_revision_report(run_dir, cfg.run.steps, step_table(table), cfg)
-        metrics = artifacts.read_table(artifacts.join(run_dir, "metrics.parquet"), schemas.METRICS).to_pylist()
+        metrics = artifacts.read_table(artifacts.join(run_dir, "metrics.parquet")).to_pylist()
         progress.run_done(run_dir, metrics, checkpoint)
         page.run_done(metrics, checkpoint)
         trackers.run_done(metrics, checkpoint)

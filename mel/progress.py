@@ -22,7 +22,7 @@ METRIC_COLUMNS = (
     ("gen tok/s", "gen_tokens_per_s", ".1f"),
     ("train tok/s", "train_tokens_per_s", ".1f"),
 )
-"""The summary table's columns after ``step``: (header, ``METRICS`` column, format spec)."""
+"""The summary table's columns after ``step``: (header, metrics column, format spec)."""
 
 MEL_METRIC_COLUMNS = (
     ("p_pair", "p_pair", ".2f"),

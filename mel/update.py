@@ -43,7 +43,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, cast
+from typing import Any, Sequence, cast
 
 import torch
 
@@ -166,6 +166,31 @@ def save_checkpoint(model, tokenizer, optimizer: torch.optim.Optimizer | None, o
 
 
 Padded = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # pad_batch's [n, S], [n, S], [n, S], [n, Lc]
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """What one policy update did (`policy_update`): means over its optimizer steps, the NLL ones over the steps that
+    had experiences (0.0 if none)."""
+
+    loss: float  # L_RL + lambda * L_NLL
+    pg_loss: float
+    kl: float
+    clip_frac: float
+    entropy: float
+    grad_norm: float  # combined, before clipping
+    grad_norm_rl: float
+    grad_norm_nll: float
+    nll_loss: float  # L_NLL
+    nll_coef: float  # lambda
+    nll_rl_grad_ratio: float | None  # ||lambda * g_NLL|| / ||g_RL|| (None: no step had both gradients)
+    train_tokens_per_s: float
+    logprob_drift_max: float | None  # |pi_old's log-prob as the trainer computes it - the rollout engine's|
+    logprob_drift_mean: float | None  # (None: no sampling log-probs, or no token scored)
+    lr: float
+    num_kept_samples: int
+    num_experiences: int
+    experience_tokens: int
 STAT_KEYS = ("loss", "pg_loss", "kl", "clip_frac", "entropy", "entropy_tokens", "tokens", "trained_tokens",
              "grad_norm", "grad_norm_rl", "grad_norm_nll", "nll_loss", "nll_coef", "steps", "nll_steps",
              "nll_rl_grad_ratio", "ratio_steps", "drift_sum", "drift_tokens", "drift_max")
@@ -381,7 +406,7 @@ def policy_update(
     nll_coef: float = 0.0,
     nll_coef_mode: str = "fixed",
     nll_grad_ratio: float = 0.1,
-) -> dict[str, float | None]:
+) -> UpdateResult:
     """Run the step's optimizer steps on ``model`` in place; returns the step's loss and diagnostics.
 
     ``experiences`` adds ``lambda * L_NLL`` to the steps they are dealt to: lambda is ``nll_coef``
@@ -435,13 +460,11 @@ def policy_update(
             totals["steps"] += 1
     elapsed = time.perf_counter() - t0
     model.eval()
-    stats = _summarize(totals, algo.kl_coef > 0, elapsed)
-    stats.update(lr=optimizer.param_groups[0]["lr"], num_kept_samples=n, num_experiences=num_exp,
-                 experience_tokens=exp_tokens)
-    return stats
+    return UpdateResult(**_summarize(totals, algo.kl_coef > 0, elapsed), lr=optimizer.param_groups[0]["lr"],
+                        num_kept_samples=n, num_experiences=num_exp, experience_tokens=exp_tokens)
 
 
-def _summarize(totals: dict[str, float], use_kl: bool, elapsed: float) -> dict[str, float | None]:
+def _summarize(totals: dict[str, float], use_kl: bool, elapsed: float) -> dict[str, Any]:
     """Per-step means of the accumulated totals (NLL ones over the steps that had experiences)."""
     steps, nll_steps = totals["steps"], max(totals["nll_steps"], 1.0)
     entropy_tokens = max(totals["entropy_tokens"], 1.0)

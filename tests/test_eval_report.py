@@ -19,7 +19,8 @@ from mel.eval.report import ScoreKey, build_report, config_changes
 from mel.eval.tables import MISSING
 from mel.eval.runs import flatten_config
 from mel.eval.stats import paired_bootstrap
-from mel.schemas import EVAL_PROBLEMS, EVAL_SUMMARY, METRICS
+from mel.schemas import EVAL_PROBLEMS, EVAL_SUMMARY
+from mel.stages.table import METRICS
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -21,10 +21,11 @@ from mel.stages.step import (
     StepStats,
     StepTable,
     completed_run_metrics,
+    read_metrics,
     stage_inputs,
 )
-from mel.stages.table import STEP, STEP_TABLES
-from mel.stages.update import UpdateStats, metrics_row
+from mel.stages.table import METRICS, STEP, STEP_TABLES
+from mel.stages.update import UpdateStats
 
 from conftest import REPO
 
@@ -64,8 +65,13 @@ class CountStats(StageStats):
     longest_completion: int  # tokens
     seconds: float
 
+    metric_columns = (pa.field("longest_completion", pa.int64()),)  # its column in the step's metrics row
+
     def summary(self) -> str:
         return f"{self.prompts} prompts, longest completion {self.longest_completion} tokens"
+
+    def metrics(self, step: StepStats) -> dict:
+        return {"longest_completion": self.longest_completion}
 
 
 COUNTS = pa.schema([("prompt_index", pa.int32()), ("samples", pa.int32()), ("tokens", pa.int64())])
@@ -131,25 +137,63 @@ def test_metrics_row_is_built_from_the_stage_stats():
     every = StepStats()
     for stage in STEP:
         every = every.add(stage.name, _filled(stage.stats))
-    row = metrics_row(4, every)
-    assert list(row) == schemas.METRICS.names
+    row = every.metrics_row(4)
+    assert list(row) == METRICS.names == every.metrics_schema().names
     assert [c for c, v in row.items() if v is None] == []  # every column has a stage that fills it
     assert row["step"] == 4 and row["p_pair"] == row["mixed_group_rate"] == 0.5
     assert row["extract_s"] == 1.0 and row["mel_gen_tokens"] == 6 and row["mean_completion_tokens"] == 1.0
-    pa.Table.from_pylist([row], schema=schemas.METRICS)  # the types fit
+    pa.Table.from_pylist([row], schema=METRICS)  # the types fit
 
     grpo = StepStats()
     for name in ("rollout", "verify", "update"):
         grpo = grpo.add(name, _filled(STEP[name].stats))
-    row = metrics_row(0, grpo)
+    row = grpo.metrics_row(0)
     mel_columns = {"num_pairs", "num_built", "num_accepted", "p_accept", "p_usable", "retention",
                    "mel_gen_tokens", "extract_s", "replay_s", "revise_groups", "rescued_groups",
                    "revision_attempts", "revision_tokens", "filter_rejections", "token_allowance", "token_match",
                    "revise_s"}
-    assert {c for c, v in row.items() if v is None} == mel_columns
-    with pytest.raises(LookupError, match=r"no VerifyStats among this step.s stages \(rollout\)"):
-        metrics_row(0, StepStats().add("rollout", _filled(STEP["rollout"].stats)))
+    assert set(METRICS.names) - set(row) == mel_columns  # a step's row has the columns of the stages that ran
+    assert set(grpo.metrics_schema().names) == set(row)
+    with pytest.raises(LookupError, match=r"no PairStats among this step.s stages \(extract\)"):
+        StepStats().add("extract", _filled(STEP["extract"].stats)).metrics_row(0)  # extract_s counts the pairing
     assert isinstance(grpo.require(UpdateStats), UpdateStats)
+
+
+def test_a_stage_declares_its_metrics_columns_and_the_table_merges_them(tmp_path):
+    """The count stage's column takes its place in the table's metrics schema (after verify's, as in the step); a
+    column two stages declare, or values other than the declared columns, are errors; metrics rows written before
+    stages declared their columns (another column order) read the same, and a column no stage declares is named."""
+    assert WITH_COUNT.metrics.names == [*STEP.metrics.names[:7], "longest_completion", *STEP.metrics.names[7:]]
+    assert WITH_COUNT.metrics.field("longest_completion").type == pa.int64()
+
+    @dataclass(frozen=True)
+    class Clash(StageStats):
+        seconds: float
+        metric_columns = (pa.field("verify_s", pa.float64()),)
+
+    with pytest.raises(ValueError, match="metrics column 'verify_s' of Clash is also VerifyStats's"):
+        StepTable(*STEP.stages[:2], Stage("clash", run_count, Clash, inputs=("rollouts",),
+                                          outputs={"x": "x.parquet"}), *STEP.stages[2:])
+
+    @dataclass(frozen=True)
+    class Wrong(CountStats):
+        def metrics(self, step: StepStats) -> dict:
+            return {"longest": self.longest_completion}
+
+    with pytest.raises(TypeError, match=r"Wrong.metrics\(\) gave \['longest'\], not its metric_columns"):
+        StepStats().add("count", Wrong(prompts=1, longest_completion=2, seconds=0.0)).metrics_row(0)
+
+    uri = str(tmp_path / "metrics.parquet")
+    old_order = pa.schema(list(reversed(list(STEP.metrics))))
+    row = {n: None for n in old_order.names} | {"step": 2, "reward_mean": 0.25}
+    artifacts.write_rows(uri, [row], old_order)
+    table = read_metrics(uri, STEP.metrics)
+    assert table.schema == STEP.metrics and table.to_pylist()[0]["reward_mean"] == 0.25
+    artifacts.write_rows(uri, [{"step": 0, "longest_completion": 9}], pa.schema([STEP.metrics.field("step"),
+                                                                                 ("longest_completion", pa.int64())]))
+    assert read_metrics(uri, WITH_COUNT.metrics).to_pylist()[0]["longest_completion"] == 9
+    with pytest.raises(ValueError, match=r"metrics columns \['longest_completion'\] belong to no stage"):
+        read_metrics(uri, STEP.metrics)
 
 
 def test_no_step_stage_list_outside_the_table():
@@ -190,16 +234,20 @@ def test_a_step_built_from_a_table_with_an_extra_stage(prefect_harness, tmp_path
     assert "count    done" in out and f"8 prompts, longest completion {longest} tokens" in out  # its progress line
     recorded = artifacts.read_manifest(str(run_dir / "step_0000" / "update.parquet"))["step_stats"]
     assert list(recorded) == ["rollout", "verify", "count", "update"]
-    assert recorded["count"]["longest_completion"] == longest  # kept with the metrics row (METRICS has no column)
+    assert recorded["count"]["longest_completion"] == longest  # its whole stats record, with the metrics row
     run_stats = artifacts.read_manifest(str(run_dir / "metrics.parquet"))["step_stats"]
     assert run_stats[0]["count"] == recorded["count"]
+    metrics = pq.read_table(run_dir / "metrics.parquet")
+    assert metrics.schema.names == WITH_COUNT.metrics.names  # its column, where the table puts it
+    assert metrics.column("longest_completion").to_pylist() == [longest]
 
     cfg = load_config(TINY, overrides)
     digest = config_hash(cfg)
     assert completed_run_metrics(WITH_COUNT, str(run_dir), digest, 1) is not None
     artifacts.remove(counts)
     assert completed_run_metrics(WITH_COUNT, str(run_dir), digest, 1) is None  # the resume check requires it
-    assert completed_run_metrics(STEP, str(run_dir), digest, 1) is not None  # the paper's table does not
+    with pytest.raises(ValueError, match="longest_completion"):  # the paper's table needs no counts.parquet, but
+        completed_run_metrics(STEP, str(run_dir), digest, 1)  # the run's metrics have a column none of its stages has
 
     out = run()
     assert artifacts.is_complete(counts) and "count    done" in out and "reused 3 of 4 stages" in out

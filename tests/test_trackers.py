@@ -16,6 +16,7 @@ import pytest
 from mel import artifacts, schemas
 from mel.config import config_hash, load_config, to_yaml
 from mel.progress import progress
+from mel.stages.table import METRICS
 
 from conftest import REPO
 from trackers_readers import (
@@ -57,7 +58,7 @@ def metric_rows(steps: int) -> list[dict]:
     rows = []
     for step in range(steps):
         row: dict = {"step": step}
-        for i, field in enumerate(schemas.METRICS):
+        for i, field in enumerate(METRICS):
             if field.name != "step":
                 row[field.name] = (step * 100 + i) if field.type in (schemas.pa.int32(), schemas.pa.int64()) \
                     else round(0.1234567 * (step + 1) + i, 7)
@@ -81,7 +82,7 @@ def make_run(path: Path, sets: list[str], steps: int):
     cfg = load_config(TINY, sets)
     path.mkdir(parents=True)
     (path / "config.yaml").write_text(to_yaml(cfg))
-    artifacts.write_rows(str(path / "metrics.parquet"), metric_rows(steps), schemas.METRICS, steps=steps)
+    artifacts.write_rows(str(path / "metrics.parquet"), metric_rows(steps), METRICS, steps=steps)
     return cfg
 
 
@@ -164,7 +165,7 @@ def test_wandb_offline_run_holds_each_row_once_and_resumes_the_same_id(tmp_path)
     logged: dict[str, list[tuple[int, float]]] = {}
     for step, items in history:
         for key, value in items.items():
-            if key in schemas.METRICS.names:
+            if key in METRICS.names:
                 logged.setdefault(key, []).append((step, value))
     assert logged == expected(rows)  # exact: W&B keeps the JSON of each value
     media = {k.split("/_type")[0] for _, items in history for k in items if k.endswith("/_type")}  # W&B's files

@@ -105,7 +105,7 @@ def test_update_raises_logprob_of_positive_samples(tiny_model, tiny_model_path):
     delta = seq_logprob() - before
     assert delta[0] > 0 and delta[7] > 0  # the passing samples became more likely
     assert delta[1:4].mean() < 0  # the failing ones of the first group less likely
-    assert stats["grad_norm"] > 0 and 0 <= stats["clip_frac"] <= 1
+    assert stats.grad_norm > 0 and 0 <= stats.clip_frac <= 1
 
 
 # --- base algorithms and the meta-experience NLL term ---------------------------------------------------------------
@@ -173,20 +173,20 @@ def test_no_experiences_means_no_nll_term_and_lambda_zero_changes_nothing(tiny_m
     algo = AlgorithmConfig(epochs=2, mini_batch_size=4, micro_batch_size=3)
     exps = _experiences(tok)
     plain_grads, plain, plain_model = _run(model, batch, algo, tok)
-    assert plain["nll_loss"] == 0.0 and plain["nll_coef"] == 0.0 and plain["grad_norm_nll"] == 0.0
-    assert plain["num_experiences"] == 0 and plain["experience_tokens"] == 0 and plain["num_kept_samples"] == 8
-    assert plain["grad_norm_rl"] == plain["grad_norm"] > 0
+    assert plain.nll_loss == 0.0 and plain.nll_coef == 0.0 and plain.grad_norm_nll == 0.0
+    assert plain.num_experiences == 0 and plain.experience_tokens == 0 and plain.num_kept_samples == 8
+    assert plain.grad_norm_rl == plain.grad_norm > 0
     empty_grads, empty, _ = _run(model, batch, algo, tok, experiences=ExperienceBatch([], []), nll_coef=1.0)
-    assert empty["nll_loss"] == 0.0 and empty["num_experiences"] == 0
+    assert empty.nll_loss == 0.0 and empty.num_experiences == 0
     # lambda = 0: the NLL term is computed (and reported) but the update is bit-identical to plain RL
     zero_grads, zero, zero_model = _run(model, batch, algo, tok, experiences=exps, nll_coef=0.0)
-    assert zero["nll_loss"] > 0 and zero["grad_norm_nll"] > 0 and zero["nll_coef"] == 0.0
-    assert zero["num_experiences"] == 3 and zero["experience_tokens"] == sum(len(t) for t in exps.target_ids)
+    assert zero.nll_loss > 0 and zero.grad_norm_nll > 0 and zero.nll_coef == 0.0
+    assert zero.num_experiences == 3 and zero.experience_tokens == sum(len(t) for t in exps.target_ids)
     for name, p in plain_model.named_parameters():
         assert torch.equal(p, dict(zero_model.named_parameters())[name]), name
     for grads in (empty_grads, zero_grads):
         assert all(torch.equal(grads[n], plain_grads[n]) for n in plain_grads)
-    assert zero["loss"] == plain["loss"] and zero["grad_norm"] == plain["grad_norm"]
+    assert zero.loss == plain.loss and zero.grad_norm == plain.grad_norm
 
 
 @pytest.mark.parametrize("algo_name,rewards", [("grpo", [1.0] * 8), ("rft", [0.0] * 8), ("reinforce_pp", [0.5] * 8)])
@@ -202,10 +202,10 @@ def test_nll_gradient_is_the_token_mean_nll_gradient(tiny_model, tiny_model_path
     grads, stats, _ = _run(model, batch, algo, tok, temperature=0.7, experiences=exps, nll_coef=1.0)
     expected, expected_loss = _token_mean_nll_grads(model, exps)
     _assert_same_grads(grads, expected)
-    assert stats["nll_loss"] == pytest.approx(expected_loss, rel=1e-5)
-    assert stats["grad_norm_nll"] == pytest.approx(_norm(expected), rel=1e-4)
-    assert stats["grad_norm_rl"] == 0.0 and stats["nll_coef"] == 1.0
-    assert stats["num_kept_samples"] == (0 if algo_name == "rft" else 8)
+    assert stats.nll_loss == pytest.approx(expected_loss, rel=1e-5)
+    assert stats.grad_norm_nll == pytest.approx(_norm(expected), rel=1e-4)
+    assert stats.grad_norm_rl == 0.0 and stats.nll_coef == 1.0
+    assert stats.num_kept_samples == (0 if algo_name == "rft" else 8)
     # lambda scales the NLL gradient
     half, _, _ = _run(model, batch, algo, tok, temperature=0.7, experiences=exps, nll_coef=0.5)
     _assert_same_grads(half, {n: 0.5 * g for n, g in expected.items()})
@@ -221,7 +221,7 @@ def test_micro_batching_of_experiences_leaves_the_gradient_unchanged(tiny_model,
     split, split_stats, _ = _run(model, batch, AlgorithmConfig(mini_batch_size=8, micro_batch_size=1), tok,
                                  experiences=exps, nll_coef=0.5)
     _assert_same_grads(split, whole)
-    assert split_stats["nll_loss"] == pytest.approx(whole_stats["nll_loss"], rel=1e-6)
+    assert split_stats.nll_loss == pytest.approx(whole_stats.nll_loss, rel=1e-6)
     rl_only = _grads(model, batch, AlgorithmConfig(mini_batch_size=8, micro_batch_size=8), tok)
     assert any(not torch.allclose(whole[n], rl_only[n], atol=1e-6, rtol=1e-4) for n in whole)  # the NLL term counts
 
@@ -234,20 +234,20 @@ def test_calibrated_coef_sets_the_gradient_norm_ratio(tiny_model, tiny_model_pat
     exps, ratio = _experiences(tok), 0.3
     grads, stats, _ = _run(model, batch, algo, tok, experiences=exps, nll_coef=0.004, nll_coef_mode="calibrated",
                            nll_grad_ratio=ratio)
-    assert stats["nll_coef"] * stats["grad_norm_nll"] == pytest.approx(ratio * stats["grad_norm_rl"], rel=1e-4)
-    assert stats["nll_coef"] != 0.004
+    assert stats.nll_coef * stats.grad_norm_nll == pytest.approx(ratio * stats.grad_norm_rl, rel=1e-4)
+    assert stats.nll_coef != 0.004
     # the step's gradient really is g_RL + lambda * g_NLL with ||lambda * g_NLL|| = ratio * ||g_RL||
     rl_grads = _grads(model, batch, algo, tok)
     nll_grads, _ = _token_mean_nll_grads(model, exps)
-    assert _norm(rl_grads) == pytest.approx(stats["grad_norm_rl"], rel=1e-5)
+    assert _norm(rl_grads) == pytest.approx(stats.grad_norm_rl, rel=1e-5)
     assert _norm({n: grads[n] - rl_grads[n] for n in grads}) == pytest.approx(ratio * _norm(rl_grads), rel=1e-4)
-    _assert_same_grads(grads, {n: rl_grads[n] + stats["nll_coef"] * nll_grads[n] for n in grads})
+    _assert_same_grads(grads, {n: rl_grads[n] + stats.nll_coef * nll_grads[n] for n in grads})
     # no RL gradient (all advantages 0): lambda falls back to nll_coef
     flat = UpdateBatch(prompts, completions, [1.0] * 8, [0] * 4 + [1] * 4)
     _, fallback, _ = _run(model, flat, algo, tok, experiences=exps, nll_coef=0.004, nll_coef_mode="calibrated")
-    assert fallback["nll_coef"] == 0.004
-    assert stats["nll_rl_grad_ratio"] == pytest.approx(ratio, rel=1e-4)  # what calibration set, measured
-    assert fallback["nll_rl_grad_ratio"] is None  # no RL gradient: no ratio to report
+    assert fallback.nll_coef == 0.004
+    assert stats.nll_rl_grad_ratio == pytest.approx(ratio, rel=1e-4)  # what calibration set, measured
+    assert fallback.nll_rl_grad_ratio is None  # no RL gradient: no ratio to report
 
 
 def test_the_nll_to_rl_gradient_norm_ratio_is_measured_for_a_fixed_lambda(tiny_model, tiny_model_path):
@@ -260,9 +260,9 @@ def test_the_nll_to_rl_gradient_norm_ratio_is_measured_for_a_fixed_lambda(tiny_m
     _, stats, _ = _run(model, batch, algo, tok, experiences=exps, nll_coef=0.004)
     rl_grads = _grads(model, batch, algo, tok)
     nll_grads, _ = _token_mean_nll_grads(model, exps)
-    assert stats["nll_rl_grad_ratio"] == pytest.approx(0.004 * _norm(nll_grads) / _norm(rl_grads), rel=1e-4)
+    assert stats.nll_rl_grad_ratio == pytest.approx(0.004 * _norm(nll_grads) / _norm(rl_grads), rel=1e-4)
     _, plain, _ = _run(model, batch, algo, tok)
-    assert plain["nll_rl_grad_ratio"] is None  # no meta-experience, no NLL gradient
+    assert plain.nll_rl_grad_ratio is None  # no meta-experience, no NLL gradient
 
 
 def test_experiences_are_dealt_round_robin_over_mini_batches(tiny_model, tiny_model_path):
@@ -276,8 +276,8 @@ def test_experiences_are_dealt_round_robin_over_mini_batches(tiny_model, tiny_mo
                        experiences=exps, nll_coef=1.0)
     g02, l02 = _token_mean_nll_grads(model, exps, [0, 2])
     g1, l1 = _token_mean_nll_grads(model, exps, [1])
-    assert stats["nll_loss"] == pytest.approx((l02 + l1) / 2, rel=1e-5)
-    assert stats["grad_norm_nll"] == pytest.approx((_norm(g02) + _norm(g1)) / 2, rel=1e-4)
+    assert stats.nll_loss == pytest.approx((l02 + l1) / 2, rel=1e-5)
+    assert stats.grad_norm_nll == pytest.approx((_norm(g02) + _norm(g1)) / 2, rel=1e-4)
     _, pooled = _token_mean_nll_grads(model, exps)
     assert abs((l02 + l1) / 2 - pooled) > 1e-3  # the check tells the two apart
 
@@ -293,8 +293,8 @@ def test_rft_gradient_is_the_token_mean_nll_of_the_passing_samples(tiny_model, t
     expected, expected_loss = _direct_grads(model, [prompts[i] for i in kept], [completions[i] for i in kept],
                                             [1.0 / kept_tokens] * len(kept))
     _assert_same_grads(grads, expected)
-    assert stats["num_kept_samples"] == 3 and stats["clip_frac"] == 0.0
-    assert stats["pg_loss"] == pytest.approx(expected_loss, rel=1e-5)
+    assert stats.num_kept_samples == 3 and stats.clip_frac == 0.0
+    assert stats.pg_loss == pytest.approx(expected_loss, rel=1e-5)
 
 
 def test_reinforce_pp_gradient_uses_batch_normalized_advantages(tiny_model, tiny_model_path):
@@ -327,5 +327,5 @@ def test_kl_clamp_bounds_the_kl_the_update_uses(tiny_model, tiny_model_path):
             p.add_(0.5 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
     free = _run(model, batch, AlgorithmConfig(kl_coef=0.5, mini_batch_size=8), tok, ref_model=ref)
     bound = _run(model, batch, AlgorithmConfig(kl_coef=0.5, kl_clamp=0.01, mini_batch_size=8), tok, ref_model=ref)
-    assert free[1]["kl"] > 0.01 and 0 < bound[1]["kl"] <= 0.01 + 1e-9  # the mean over completion tokens
+    assert free[1].kl > 0.01 and 0 < bound[1].kl <= 0.01 + 1e-9  # the mean over completion tokens
     assert any(not torch.allclose(free[0][n], bound[0][n]) for n in free[0])

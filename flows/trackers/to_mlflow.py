@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from flows.trackers.common import TRACKERS, Scalar, Tracker, TrackerError, markdown_table
-from mel.schemas import METRICS
+from mel.stages.table import METRICS
 
 PROBE_TIMEOUT_S = 5.0
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param's value

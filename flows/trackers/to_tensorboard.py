@@ -11,7 +11,7 @@ from typing import Any
 
 from flows.trackers.common import TRACKERS, Scalar, Tracker, markdown_table
 from mel.config import to_yaml
-from mel.schemas import METRICS
+from mel.stages.table import METRICS
 
 
 def _png_size(data: bytes) -> tuple[int, int]:

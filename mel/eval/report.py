@@ -4,7 +4,7 @@ several runs, as Markdown, HTML, PNG and CSV.
 ``build_report(run_dirs, out_dir)`` reads, per run directory (a path or fsspec URL, through `mel.artifacts`):
 
 - ``config.yaml``: the resolved config; the method is ``run.name`` (``name (folder)`` when two runs share a name).
-- ``metrics.parquet`` (``mel.schemas.METRICS``): the training curves (reward_mean, p_pair, p_accept, retention) and
+- ``metrics.parquet`` (``mel.stages.table.METRICS``): the training curves (reward_mean, p_pair, p_accept, retention) and
   the method-fidelity diagnostics (``diagnostics_section``: the measured NLL/RL gradient-norm ratio, R-MEL's
   prefix-constraint rejections, the token match of revision and MEL+Extra).
 - ``eval/summary.parquet`` (``mel.schemas.EVAL_SUMMARY``) and each cell's ``eval/<cell>/problems.parquet``

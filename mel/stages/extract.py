@@ -8,12 +8,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 from mel import artifacts, schemas
 from mel.config import Config
 from mel.experience import BUILDERS, BuildContext, PairInput
 from mel.stages.common import derive_seed, parse_problems, set_threads
+from mel.stages.pair import PairStats
 from mel.stages.policy import policy_engine, weights_folder
-from mel.stages.step import StageContext, StageStats
+from mel.stages.step import StageContext, StageStats, StepStats
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,11 @@ class ExtractStats(StageStats):
     builder: str
     gen_tokens: int  # tokens generated to build M
     seconds: float
+
+    metric_columns = (pa.field("extract_s", pa.float64()),)  # pairing + building M
+
+    def metrics(self, step: StepStats) -> dict:
+        return {"extract_s": self.seconds + step.require(PairStats).seconds}
 
     def summary(self) -> str:
         gen = f", {self.gen_tokens} tokens generated" if self.gen_tokens else ""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mel import artifacts, schemas
 from mel.checkpoints import ReplayMismatch
@@ -25,6 +25,9 @@ from mel.engines.base import ENGINE_CACHE, LazyEngine, format_chat
 from mel.fingerprint import Fingerprint, fingerprint
 from mel.stages.common import derive_seed
 from mel.stages.step import NOTES
+
+if TYPE_CHECKING:  # torch: imported where a stage trains, not by every importer of this module
+    from mel.update import UpdateResult
 
 __all__ = ["policy_engine", "engine_key", "TrainerState", "TRAINER", "trainer_state", "train_on",
            "is_resident", "writes_checkpoint", "weights_folder", "ReplayMismatch", "UpdateInputs"]
@@ -301,7 +304,7 @@ def read_update_rows(inputs: UpdateInputs) -> tuple[list[dict], list[dict]]:
 
 
 def train_on(cfg: Config, step: int, state: TrainerState, inputs: UpdateInputs,
-             rows: tuple[list[dict], list[dict]] | None = None) -> dict:
+             rows: tuple[list[dict], list[dict]] | None = None) -> UpdateResult:
     """Step ``step``'s policy update on ``state`` (in place) from its cached artifacts; `mel.update.policy_update`'s
     stats. Seeded by (run seed, step): the same inputs on the same state give the same result."""
     import torch

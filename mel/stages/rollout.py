@@ -5,11 +5,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+
 from mel import artifacts, schemas
 from mel.config import Config
 from mel.stages.common import derive_seed, problems_for_step, set_threads
 from mel.stages.policy import policy_engine
-from mel.stages.step import StageContext, StageStats
+from mel.stages.step import StageContext, StageStats, StepStats
 
 
 @dataclass(frozen=True)
@@ -19,8 +21,21 @@ class RolloutStats(StageStats):
     gen_tokens_per_s: float  # generation throughput (generation time only)
     seconds: float
 
+    metric_columns = (
+        pa.field("num_samples", pa.int32()),
+        pa.field("completion_tokens", pa.int64()),  # tokens generated this step
+        pa.field("mean_completion_tokens", pa.float64()),
+        pa.field("gen_tokens_per_s", pa.float64()),  # generation throughput
+        pa.field("rollout_s", pa.float64()),
+    )
+
     def summary(self) -> str:
         return f"{self.samples} samples, {self.completion_tokens} tokens, {self.gen_tokens_per_s:.0f} tok/s"
+
+    def metrics(self, step: StepStats) -> dict:
+        return {"num_samples": self.samples, "completion_tokens": self.completion_tokens,
+                "mean_completion_tokens": self.completion_tokens / self.samples if self.samples else float("nan"),
+                "gen_tokens_per_s": self.gen_tokens_per_s, "rollout_s": self.seconds}
 
 
 def run_rollout(cfg: Config, ctx: StageContext, checkpoint: str) -> RolloutStats:

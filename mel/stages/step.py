@@ -22,7 +22,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Protocol, TypeVar
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Protocol, TypeVar
+
+import pyarrow as pa
 
 from mel import artifacts
 from mel.config import Config
@@ -32,12 +34,22 @@ S = TypeVar("S", bound="StageStats")
 
 class StageStats:
     """Base of a stage's stats record: subclasses are frozen dataclasses whose fields are the record's schema (JSON
-    scalars, lists or dicts), with a ``seconds`` field and a one-line ``summary()`` for the progress output."""
+    scalars, lists or dicts), with a ``seconds`` field and a one-line ``summary()`` for the progress output.
+
+    A stage's columns in the step's metrics row (``update.parquet``, the run's ``metrics.parquet``) are its own:
+    ``metric_columns`` declares them (Arrow fields) and ``metrics()`` gives their values; the row is the merge of the
+    step's records (`StepStats.metrics_row`), the columns of a stage that did not run are null."""
 
     seconds: float
+    metric_columns: ClassVar[tuple[pa.Field, ...]] = ()
 
     def summary(self) -> str:
         return ""
+
+    def metrics(self, step: "StepStats") -> dict[str, Any]:
+        """The values of ``metric_columns``; ``step`` is the step's records (a column may count another stage's work
+        too: the extract column's seconds include the pairing's)."""
+        return {}
 
     def manifest(self) -> dict[str, Any]:
         """The manifest entry that records these stats: ``{"stats": {field: value, ...}}``."""
@@ -83,6 +95,51 @@ class StepStats:
     def to_record(self) -> dict[str, dict[str, Any]]:
         """``{stage: {field: value}}``, JSON-ready (kept in ``update.parquet``'s manifest as ``step_stats``)."""
         return {name: dataclasses.asdict(s) for name, s in self.records}  # type: ignore[call-overload]
+
+    def metrics_row(self, step: int) -> dict[str, Any]:
+        """The step's metrics row: ``step``, then each record's ``metrics()``, in run order (the columns of
+        `metrics_schema`)."""
+        row: dict[str, Any] = {STEP_COLUMN.name: step}
+        for _, stats in self.records:
+            values = stats.metrics(self)
+            declared = [f.name for f in stats.metric_columns]
+            if sorted(values) != sorted(declared):
+                raise TypeError(f"{type(stats).__name__}.metrics() gave {sorted(values)}, not its metric_columns "
+                                f"{sorted(declared)}")
+            row.update((name, values[name]) for name in declared)
+        return row
+
+    def metrics_schema(self) -> pa.Schema:
+        """The columns of `metrics_row`: those of the stages that ran."""
+        return metrics_schema(type(s) for _, s in self.records)
+
+
+STEP_COLUMN = pa.field("step", pa.int32())
+
+
+def metrics_schema(kinds: Iterable[type[StageStats]]) -> pa.Schema:
+    """``step``, then the ``metric_columns`` of each stats record kind in order (an error if two declare a name)."""
+    fields, owner = [STEP_COLUMN], {STEP_COLUMN.name: "the step"}
+    for kind in kinds:
+        for f in kind.metric_columns:
+            if f.name in owner:
+                raise ValueError(f"metrics column {f.name!r} of {kind.__name__} is also {owner[f.name]}'s")
+            owner[f.name] = kind.__name__
+            fields.append(f)
+    return pa.schema(fields)
+
+
+def read_metrics(uri: str, schema: pa.Schema) -> pa.Table:
+    """Metrics rows (a step's ``update.parquet``, a run's ``metrics.parquet``) as ``schema``'s columns: a column of a
+    stage that did not run is null; columns are matched by name, so a file written in another column order (before
+    stages declared their columns) reads the same. An error names a column no stage of the table declares."""
+    table = artifacts.read_table(uri)
+    extra = sorted(set(table.column_names) - set(schema.names))
+    if extra:
+        raise ValueError(f"{uri}: metrics columns {extra} belong to no stage of this step table")
+    columns = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
+               for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 class Fanout(Protocol):
@@ -208,6 +265,7 @@ class StepTable:
             raise ValueError(f"stage names repeat: {names}")
         self.stages, self.inputs, self.results = tuple(stages), inputs, results
         self._check_wiring(stages)
+        self.metrics = metrics_schema(s.stats for s in stages)  # metrics.parquet's columns
 
     def _check_wiring(self, stages) -> list[Stage]:
         """Each stage's inputs come from the step's inputs or an earlier stage; the step ends with its results."""
@@ -298,7 +356,6 @@ def stage_inputs(stage: Stage, available: Mapping[str, str]) -> dict[str, str | 
 def completed_run_metrics(table: StepTable, run_dir: str, config_hash: str, steps: int) -> list[dict] | None:
     """The run's per-step metrics if every output of every enabled stage of all ``steps`` steps is complete under
     ``run_dir`` for this config; None if anything is missing (then the flow has work to do)."""
-    from mel import schemas
     from mel.config import load_config
 
     config_uri = artifacts.join(run_dir, "config.yaml")
@@ -310,4 +367,4 @@ def completed_run_metrics(table: StepTable, run_dir: str, config_hash: str, step
     metrics_uri = artifacts.join(run_dir, "metrics.parquet")
     if not artifacts.is_complete(metrics_uri) or artifacts.read_manifest(metrics_uri).get("steps") != steps:
         return None
-    return artifacts.read_table(metrics_uri, schemas.METRICS).to_pylist()
+    return read_metrics(metrics_uri, table.metrics).to_pylist()

@@ -5,8 +5,9 @@ The bracketed stages run when meta-experience learning is on (``mel.builder`` is
 Self-Critique and their ablations; revise runs for R-MEL and MEL+Extra (``revise.mode``). Each entry names its
 function (one module per stage, in ``mel.stages``), the artifact roles it reads and the files it writes under
 ``step_NNNN/`` (role -> name; the first is its record, whose manifest holds its stats), when it runs, what it needs
-and its stats record. The flow, the resume check, the CLI's listing, the progress lines and the metrics row come
-from here (see `mel.stages.step`); adding a stage is one entry below and one module.
+and its stats record (which declares the stage's metrics columns). The flow, the resume check, the CLI's listing, the
+progress lines and the metrics row come from here (see `mel.stages.step`); adding a stage is one entry below and one
+module.
 
 ``STEP_TABLES`` names the tables a run can use (``"mel"``, this one; tests register others).
 """
@@ -48,6 +49,8 @@ STEP = StepTable(
           optional=("meta_experiences",), outputs={"metrics": "update.parquet", "checkpoint": "checkpoint"},
           resources=POLICY),
 )
+
+METRICS = STEP.metrics  # metrics.parquet's columns for this table: step, then each stage's declared columns in order
 
 STEP_TABLES: Registry[StepTable] = Registry("step table")
 STEP_TABLES.register("mel")(STEP)

@@ -1,13 +1,14 @@
 """Update stage: one policy update (GRPO / REINFORCE++ / RFT, plus lambda * the NLL of the step's selected
 meta-experiences when MEL is on) on the step's scored rollouts, then a checkpoint and the step's metrics.
 
-Outputs: ``metrics`` (``step_NNNN/update.parquet``: the step's ``schemas.METRICS`` row, built by ``metrics_row`` from
-the stats of every stage of the step; its manifest keeps them all as ``step_stats``, including those of stages that
-have no METRICS column) and ``checkpoint`` (``step_NNNN/checkpoint/``: Hugging Face model folder + optimizer state;
-its manifest records the ``device`` that trained it, ``model.device`` resolved: ``cpu`` or ``cuda:0``). With
-``run.checkpoint_every = k`` only every k-th step and the last write the folder; the others write a *resident*
-checkpoint, a manifest with the trained state's fingerprint (`mel.stages.policy`). Either way the trained state stays
-in this process for the next step, with an engine on it.
+Outputs: ``metrics`` (``step_NNNN/update.parquet``: the step's metrics row, the merge of the metrics columns that the
+stats of each stage of the step declare (`mel.stages.step.StepStats.metrics_row`; only the columns of the stages that
+ran); its manifest keeps every stage's stats as ``step_stats``, including those of stages with no column) and
+``checkpoint`` (``step_NNNN/checkpoint/``: Hugging Face model folder + optimizer state; its manifest records the
+``device`` that trained it, ``model.device`` resolved: ``cpu`` or ``cuda:0``). With ``run.checkpoint_every = k`` only
+every k-th step and the last write the folder; the others write a *resident* checkpoint, a manifest with the trained
+state's fingerprint (`mel.stages.policy`). Either way the trained state stays in this process for the next step, with
+an engine on it.
 The metrics artifact is written after the checkpoint, so its manifest marks the whole stage complete.
 """
 from __future__ import annotations
@@ -16,18 +17,14 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
-from mel import artifacts, schemas
+from mel import artifacts
 from mel.config import Config
 from mel.engines.base import ENGINE_CACHE, RolloutEngine
 from mel.experience import group_outcomes
 from mel.fingerprint import fingerprint
 from mel.stages.common import set_threads
-from mel.stages.extract import ExtractStats
-from mel.stages.pair import PairStats
-from mel.stages.replay import ReplayStats
-from mel.stages.revise import ReviseStats
-from mel.stages.rollout import RolloutStats
 from mel.stages.policy import (
     TRAINER,
     ResidentRecord,
@@ -45,7 +42,6 @@ from mel.stages.policy import (
     writes_checkpoint,
 )
 from mel.stages.step import StageContext, StageStats, StepStats
-from mel.stages.verify import VerifyStats
 from mel.update import model_device, save_checkpoint
 
 
@@ -76,6 +72,46 @@ class UpdateStats(StageStats):
     num_experiences: int
     experience_tokens: int
     seconds: float  # loading, the update and the checkpoint
+
+    _FROM_FIELDS = ("reward_mean", "reward_std", "pass_rate", "prompt_pass_rate", "mixed_group_rate",
+                    "all_negative_rate", "loss", "pg_loss", "kl", "clip_frac", "grad_norm", "entropy", "lr",
+                    "train_tokens_per_s", "logprob_drift_max", "logprob_drift_mean", "weight_sync_s",
+                    "num_experiences", "experience_tokens", "nll_loss", "nll_coef", "grad_norm_rl", "grad_norm_nll",
+                    "nll_rl_grad_ratio")
+    metric_columns = (
+        pa.field("reward_mean", pa.float64()),  # mean reward over the step's samples
+        pa.field("reward_std", pa.float64()),
+        pa.field("pass_rate", pa.float64()),  # share of samples that passed
+        pa.field("prompt_pass_rate", pa.float64()),  # share of prompts with at least one passing sample
+        pa.field("mixed_group_rate", pa.float64()),  # share of groups with both passing and failing samples
+        pa.field("all_negative_rate", pa.float64()),  # share of groups where every sample failed
+        pa.field("loss", pa.float64()),  # total loss (policy + kl_coef * kl), mean over optimizer steps
+        pa.field("pg_loss", pa.float64()),  # clipped policy-gradient term
+        pa.field("kl", pa.float64()),  # k3 KL to the reference policy (0 when kl_coef = 0)
+        pa.field("clip_frac", pa.float64()),  # share of completion tokens where the ratio was clipped
+        pa.field("grad_norm", pa.float64()),  # global grad norm before clipping, mean over optimizer steps
+        pa.field("entropy", pa.float64()),  # mean token entropy of the policy on the sampled completions
+        pa.field("lr", pa.float64()),
+        pa.field("train_tokens_per_s", pa.float64()),  # prompt+completion tokens through forward/backward per second
+        pa.field("update_s", pa.float64()),
+        # |log-prob of a sampled token as the rollout engine reported it - as the update recomputes it (pi_old)|, over
+        # the tokens the update scored (verl/OpenRLHF users watch it once vLLM samples; ~2e-6 on CPU float32)
+        pa.field("logprob_drift_max", pa.float64()),
+        pa.field("logprob_drift_mean", pa.float64()),
+        pa.field("weight_sync_s", pa.float64()),  # trained weights handed to the rollout engine (null: rebuilt)
+        pa.field("p_pair", pa.float64()),  # share of prompts with both Y+ and Y- (MEL-Code 4.2): every run has it
+        pa.field("num_experiences", pa.int32()),  # M in this step's NLL term (at most mel.max_experiences)
+        pa.field("experience_tokens", pa.int64()),  # tokens of those M
+        pa.field("nll_loss", pa.float64()),  # L_NLL: token-averaged NLL of M given C_retro (0 when no M)
+        pa.field("nll_coef", pa.float64()),  # lambda used (mean over optimizer steps with M; 0 when none)
+        pa.field("grad_norm_rl", pa.float64()),  # gradient norm of the RL term
+        pa.field("grad_norm_nll", pa.float64()),  # gradient norm of the NLL term (before lambda; 0 when no M)
+        pa.field("nll_rl_grad_ratio", pa.float64()),  # ||lambda * g_NLL|| / ||g_RL||, mean over steps with M
+    )
+
+    def metrics(self, step: StepStats) -> dict:
+        return {**{name: getattr(self, name) for name in self._FROM_FIELDS}, "update_s": self.seconds,
+                "p_pair": self.mixed_group_rate}
 
     def summary(self) -> str:
         text = (f"reward {self.reward_mean:.3f}, loss {self.loss:+.4f}, kl {self.kl:.4f}, "
@@ -162,62 +198,16 @@ def run_update(cfg: Config, ctx: StageContext, checkpoint: str, rollouts: str, v
     stats = UpdateStats(
         reward_mean=float(rewards.mean()), reward_std=float(rewards.std()),
         pass_rate=float(np.mean([v["passed"] for v in verdict_rows])), **groups,
-        **{k: float(trained[k]) for k in ("loss", "pg_loss", "kl", "clip_frac", "grad_norm", "entropy", "lr",
-                                          "train_tokens_per_s", "nll_loss", "nll_coef", "grad_norm_rl",
-                                          "grad_norm_nll")},
-        nll_rl_grad_ratio=trained["nll_rl_grad_ratio"], logprob_drift_max=trained["logprob_drift_max"],
-        logprob_drift_mean=trained["logprob_drift_mean"], weight_sync_s=weight_sync_s,
-        num_experiences=int(trained["num_experiences"]), experience_tokens=int(trained["experience_tokens"]),
-        seconds=seconds,
+        loss=trained.loss, pg_loss=trained.pg_loss, kl=trained.kl, clip_frac=trained.clip_frac,
+        grad_norm=trained.grad_norm, entropy=trained.entropy, lr=trained.lr,
+        train_tokens_per_s=trained.train_tokens_per_s,
+        nll_loss=trained.nll_loss, nll_coef=trained.nll_coef, grad_norm_rl=trained.grad_norm_rl,
+        grad_norm_nll=trained.grad_norm_nll, nll_rl_grad_ratio=trained.nll_rl_grad_ratio,
+        logprob_drift_max=trained.logprob_drift_max, logprob_drift_mean=trained.logprob_drift_mean,
+        weight_sync_s=weight_sync_s, num_experiences=trained.num_experiences,
+        experience_tokens=trained.experience_tokens, seconds=seconds,
     )
     step_stats = ctx.upstream.add("update", stats)
-    artifacts.write_rows(ctx.outputs["metrics"], [metrics_row(ctx.step, step_stats)], schemas.METRICS,
+    artifacts.write_rows(ctx.outputs["metrics"], [step_stats.metrics_row(ctx.step)], step_stats.metrics_schema(),
                          **stats.manifest(), step_stats=step_stats.to_record(), checkpoint=ckpt_out)
     return stats
-
-
-def metrics_row(step: int, stats: StepStats) -> dict:
-    """The step's ``schemas.METRICS`` row from the stats of its stages. The columns of a stage that did not run are
-    null (MEL's without meta-experience learning, R-MEL's without revision); p_pair, the mixed-group rate, every run
-    has. A column no stage fills stays null, so a test checks that a run of every stage fills them all."""
-    roll, ver, upd = stats.require(RolloutStats), stats.require(VerifyStats), stats.require(UpdateStats)
-    row: dict = dict.fromkeys(schemas.METRICS.names)
-    row.update({
-        "step": step,
-        "reward_mean": upd.reward_mean, "reward_std": upd.reward_std, "pass_rate": upd.pass_rate,
-        "prompt_pass_rate": upd.prompt_pass_rate, "mixed_group_rate": upd.mixed_group_rate,
-        "all_negative_rate": upd.all_negative_rate,
-        "loss": upd.loss, "pg_loss": upd.pg_loss, "kl": upd.kl, "clip_frac": upd.clip_frac,
-        "grad_norm": upd.grad_norm, "entropy": upd.entropy, "lr": upd.lr,
-        "num_samples": roll.samples, "completion_tokens": roll.completion_tokens,
-        "mean_completion_tokens": roll.completion_tokens / roll.samples if roll.samples else float("nan"),
-        "gen_tokens_per_s": roll.gen_tokens_per_s, "train_tokens_per_s": upd.train_tokens_per_s,
-        "rollout_s": roll.seconds, "verify_s": ver.seconds, "update_s": upd.seconds,
-        "p_pair": upd.mixed_group_rate,
-        "num_experiences": upd.num_experiences, "experience_tokens": upd.experience_tokens,
-        "nll_loss": upd.nll_loss, "nll_coef": upd.nll_coef,
-        "grad_norm_rl": upd.grad_norm_rl, "grad_norm_nll": upd.grad_norm_nll,
-        "nll_rl_grad_ratio": upd.nll_rl_grad_ratio,
-        "logprob_drift_max": upd.logprob_drift_max, "logprob_drift_mean": upd.logprob_drift_mean,
-        "weight_sync_s": upd.weight_sync_s,
-    })
-    replay = stats.get(ReplayStats)
-    if replay is not None:  # meta-experience learning ran: so did pair and extract
-        pair, extract = stats.require(PairStats), stats.require(ExtractStats)
-        row.update({
-            "num_pairs": replay.pairs, "num_built": replay.built, "num_accepted": replay.accepted,
-            "p_accept": replay.p_accept, "p_usable": replay.p_usable, "retention": replay.retention,
-            "mel_gen_tokens": extract.gen_tokens + replay.replay_tokens,
-            "extract_s": extract.seconds + pair.seconds, "replay_s": replay.seconds,
-        })
-    revise = stats.get(ReviseStats)
-    if revise is not None:
-        row.update({
-            "revise_groups": revise.revise_groups, "rescued_groups": revise.rescued_groups,
-            "revision_attempts": revise.revision_attempts, "revision_tokens": revise.revision_tokens,
-            "filter_rejections": revise.filter_rejections, "token_allowance": revise.token_allowance,
-            "token_match": revise.token_match, "revise_s": revise.seconds,
-        })
-    if list(row) != schemas.METRICS.names:
-        raise AssertionError(f"not METRICS columns: {sorted(set(row) - set(schemas.METRICS.names))}")
-    return row

@@ -6,11 +6,13 @@ import functools
 import time
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 from mel import artifacts, schemas
 from mel.config import Config
 from mel.data import Problem
 from mel.stages.common import parse_problems, verify_batch
-from mel.stages.step import StageContext, StageStats
+from mel.stages.step import StageContext, StageStats, StepStats
 from mel.verify import isolation_mode
 from mel.verify.sandbox import describe_isolation
 
@@ -22,6 +24,11 @@ class VerifyStats(StageStats):
     statuses: dict[str, int]  # verdict status -> count
     isolation: str  # the code sandbox's isolation mode ("-" when no code was run)
     seconds: float
+
+    metric_columns = (pa.field("verify_s", pa.float64()),)
+
+    def metrics(self, step: StepStats) -> dict:
+        return {"verify_s": self.seconds}
 
     def summary(self) -> str:
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items()))
