@@ -1,5 +1,5 @@
-"""Cached task calls shared by the flows: where Prefect keeps a run's task results, and running a task whose cache hit
-is trusted only while its output artifacts still exist."""
+"""Cached task calls shared by the flows: where Prefect keeps a run's task results, and running a task (its cache is
+keyed by its artifacts' manifests, `tasks.common.ManifestCache`: a hit is done work whose files are there)."""
 from __future__ import annotations
 
 import hashlib
@@ -30,13 +30,7 @@ def _final_state(task_fn, params: dict, remote: dict | None):
     return future.state
 
 
-def run_cached(task_fn, storage: Path, outputs, remote: dict | None = None, **params):
-    """Run a task with results persisted in ``storage``; returns ``(result, cached)``. A Prefect cache hit whose
-    output artifacts (``outputs(result)``, URIs) have since been deleted is recomputed (and is then not cached)."""
-    task_fn = task_fn.with_options(result_storage=storage)
-    state = _final_state(task_fn, params, remote)
-    result = state.result()
-    cached = state.name == "Cached"
-    if cached and not all(artifacts.is_complete(u) for u in outputs(result)):
-        result, cached = _final_state(task_fn.with_options(refresh_cache=True), params, remote).result(), False
-    return result, cached
+def run_cached(task_fn, storage: Path, remote: dict | None = None, **params):
+    """Run a task with results persisted in ``storage``; returns ``(result, cached)`` (Prefect's ``Cached`` run)."""
+    state = _final_state(task_fn.with_options(result_storage=storage), params, remote)
+    return state.result(), state.name == "Cached"

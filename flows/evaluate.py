@@ -27,15 +27,15 @@ from mel.engines.base import ENGINE_CACHE
 from mel.eval.before_after import BeforeAfter, before_after
 from mel.eval.plan import EvalRequest, ends_request, plan_cells
 from mel.progress import progress
-from mel.eval.cells import EvalCell, write_summary
+from mel.eval.cells import EvalCell, problems_uri, write_summary
 from flows.params import BenchmarkName
 from flows.caching import results_storage, run_cached
 from tasks.evaluate import eval_generate, eval_verify
 
 
 def _call(task_fn, storage: Path, **params) -> str:
-    """Run an eval task (its result is its artifact's URI); a stale cache hit is recomputed (`run_cached`)."""
-    uri, _ = run_cached(task_fn, storage, lambda u: (u,), **params)
+    """Run an eval task (its result is its artifact's URI; a done one is Prefect's ``Cached`` run, `run_cached`)."""
+    uri, _ = run_cached(task_fn, storage, **params)
     return uri
 
 
@@ -43,8 +43,7 @@ def run_cells(cells: list[EvalCell], eval_dir: str) -> list[dict]:
     """Generate and verify every cell (complete ones are reused), then rebuild the summary; returns its rows."""
     storage = results_storage(eval_dir)
     for i, cell in enumerate(cells, start=1):
-        problems_uri = artifacts.join(cell.folder(eval_dir), "problems.parquet")
-        if artifacts.is_complete(problems_uri):
+        if artifacts.is_complete(problems_uri(cell, eval_dir)):
             print(f"[{i}/{len(cells)}] {cell.describe()}: reused", file=sys.stderr, flush=True)
             continue
         print(f"[{i}/{len(cells)}] {cell.describe()}", file=sys.stderr, flush=True)

@@ -70,14 +70,13 @@ def init_run_dir(cfg: Config, run_dir: str) -> str:
 
 
 def call_stage(stage: Stage, storage: Path, on_ray: bool = False, **params) -> StageResult:
-    """Run a stage's task; a Prefect cache hit or already complete outputs are reported as reused. A cache hit whose
-    outputs (any of them, e.g. the update's checkpoint) have since been deleted is recomputed. On Ray, a stage that
-    needs no policy is a Ray task asking for its table resources; a policy stage's task hands its work to the run's
-    policy worker (`tasks.stage`)."""
+    """Run a stage's task; a Prefect cache hit or already complete outputs are reported as reused (both are
+    `mel.stages.step.Stage.complete`'s answer: a hit whose outputs have since been deleted, or whose inputs changed,
+    cannot happen). On Ray, a stage that needs no policy is a Ray task asking for its table resources; a policy
+    stage's task hands its work to the run's policy worker (`tasks.stage`)."""
     progress.stage_start(stage.name, params["step"])
     remote = stage.resources.remote_options() if on_ray and not stage.resources.gpu else None
-    result, cached = run_cached(stage_task(stage), storage, lambda r: r.outputs.values(), remote,
-                                stage_name=stage.name, **params)
+    result, cached = run_cached(stage_task(stage), storage, remote, stage_name=stage.name, **params)
     if cached:
         result = dataclasses.replace(result, reused=True)
     progress.stage_done(result)

@@ -197,8 +197,49 @@ def remove(uri: str) -> None:
             fs.rm(path, recursive=True)
 
 
+TIMING = {"mel.timing": "wall-clock seconds: left out of the content fingerprint"}
+"""Field metadata of a column that measures time (a verdict's ``seconds``): two writes of the same content differ
+there, so `content_fingerprint` leaves it out."""
+
+
+def content_fingerprint(table: pa.Table, schema: pa.Schema) -> str:
+    """sha256 of ``table``'s columns but those ``schema`` marks `TIMING`: what a reader of the artifact learns from
+    it, so that an artifact written again with the same content (a damaged file recomputed) has the same one."""
+    keep = [f.name for f in schema if not (f.metadata and b"mel.timing" in f.metadata)]
+    data = table.select(keep).combine_chunks()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, pa.schema([pa.field(f.name, f.type) for f in data.schema])) as writer:
+        writer.write_table(pa.Table.from_arrays(data.columns, names=keep))
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
+def relative_to(uri: str, base: str) -> str:
+    """``uri`` relative to the folder ``base`` when inside it (a run directory moved or copied still resolves)."""
+    prefix = base.rstrip("/") + "/"
+    return uri[len(prefix):] if uri.startswith(prefix) else uri
+
+
+def resolve(ref: str, base: str) -> str:
+    """The inverse of `relative_to`."""
+    return ref if "://" in ref or ref.startswith("/") else join(base, ref)
+
+
+def content_id(uri: str) -> str:
+    """What identifies a complete artifact's content, from its manifest: a table's `content_fingerprint` (before that
+    was recorded: its file's sha256), a folder's write (`write_folder`: a checkpoint written again counts as new), a
+    resident checkpoint's state fingerprint, else when the manifest was written."""
+    if not is_complete(uri):  # the base model: a folder without a manifest, named by the config
+        return f"uri:{uri}"
+    info = read_manifest(uri)
+    for key in ("content", "sha256", "fingerprint"):
+        if info.get(key):
+            return info[key] if isinstance(info[key], str) else json.dumps(info[key], sort_keys=True)
+    return f"written_at:{info.get('written_at')}"
+
+
 def write_table(uri: str, table: pa.Table, schema: pa.Schema, **manifest_info: Any) -> str:
-    """Write ``table`` (cast to ``schema``, which must match its columns exactly) then its manifest."""
+    """Write ``table`` (cast to ``schema``, which must match its columns exactly) then its manifest, which records
+    its `content_fingerprint` (``content``)."""
     if table.schema.names != schema.names:
         raise ValueError(f"{uri}: columns {table.schema.names} do not match the schema's {schema.names}")
     table = table.cast(schema)
@@ -214,7 +255,7 @@ def write_table(uri: str, table: pa.Table, schema: pa.Schema, **manifest_info: A
             f.write(data)
         fs.mv(tmp, path)
     write_manifest(uri, rows=table.num_rows, columns=schema.names, bytes=len(data),
-                   sha256=hashlib.sha256(data).hexdigest(), **manifest_info)
+                   sha256=hashlib.sha256(data).hexdigest(), content=content_fingerprint(table, schema), **manifest_info)
     return uri
 
 
@@ -288,7 +329,9 @@ def write_folder(uri: str, build: Callable[[Path], None], **manifest_info: Any) 
                 if fs.exists(path):
                     fs.rm(path, recursive=True)
                 fs.put(tmp_dir.rstrip("/") + "/", path, recursive=True)
-    write_manifest(uri, files=files, sizes=sizes, **manifest_info)
+    # a folder's content is named by its write (hashing GBs of weights is not worth it): kept when the manifest is
+    # rewritten (a pruned checkpoint, its optimizer state dropped), new when the folder is written again
+    write_manifest(uri, files=files, sizes=sizes, content=f"write:{uuid.uuid4().hex}", **manifest_info)
     return uri
 
 

@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from mel.artifacts import TIMING
+
 ROLLOUTS = pa.schema([
     ("step", pa.int32()),
     ("prompt_index", pa.int32()),
@@ -66,7 +68,7 @@ VERDICTS = pa.schema([
     ("reward", pa.float32()),
     ("tests_passed", pa.int32()),
     ("tests_total", pa.int32()),
-    ("seconds", pa.float32()),
+    pa.field("seconds", pa.float32(), metadata=TIMING),
 ])
 
 PAIRS = pa.schema([
@@ -147,7 +149,7 @@ EVAL_RESULTS = pa.schema([
     ("passed", pa.bool_()),
     ("status", pa.string()),  # mel.verify.types.STATUSES
     ("detail", pa.string()),
-    ("seconds", pa.float32()),
+    pa.field("seconds", pa.float32(), metadata=TIMING),
 ])
 
 EVAL_PROBLEMS = pa.schema([
@@ -182,7 +184,7 @@ _STANDALONE_VERDICT = [
     ("detail", pa.string()),
     ("tests_passed", pa.int64()),
     ("tests_total", pa.int64()),
-    ("seconds", pa.float64()),
+    pa.field("seconds", pa.float64(), metadata=TIMING),
 ]
 
 VERIFY_CODE = pa.schema([

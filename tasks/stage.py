@@ -2,8 +2,10 @@
 
 Each task takes the stage's name, the run's config URI and hash, the run directory, the step, its input artifact
 URIs (by role) and the stats of the step's earlier stages, and returns the stage's ``StageResult`` (its output URIs
-and stats). It is cached with ``INPUTS + TASK_SOURCE`` (results persisted next to the run), and ``run_stage`` itself
-returns at once when the stage's outputs are already complete, so a rerun recomputes nothing that finished. A stage
+and stats). Whether it is done is `Stage.complete`'s to say (its outputs' manifests, and what its inputs held when
+they were made): ``run_stage`` reuses such outputs, and the task's cache (`tasks.common.ManifestCache`, results
+persisted next to the run) is keyed by the same check, so Prefect shows a done stage as ``Cached`` and never a stage
+whose files are gone or whose inputs changed. A stage
 with a ``report`` publishes it as a Prefect markdown artifact.
 
 On a Ray cluster (``cluster.ray``), a stage that needs the policy (``Resources(gpu=True)``) runs on the run's
@@ -19,7 +21,7 @@ from prefect import Task, task
 from prefect.artifacts import create_markdown_artifact
 
 from mel.stages.step import Stage, StageResult, StepStats, run_stage
-from tasks.common import STAGE_CACHE, run_config
+from tasks.common import ManifestCache, run_config, stamp
 
 
 @cache
@@ -41,13 +43,19 @@ def stage_task(stage: Stage) -> Task:
 
             result = run_stage(stage, cfg, run_dir, step, inputs, upstream, fanout=RayFanout(cfg),
                                placement=placement())
+        stamp(result.uri, result.reused)
         if stage.report is not None:
             report = stage.report(result)
             create_markdown_artifact(report.markdown, key=report.key, description=report.description)
         return result
 
+    def done(params: dict) -> tuple[str, bool]:
+        record = next(iter(stage.output_uris(params["run_dir"], params["step"]).values()))
+        return record, stage.complete(params["run_dir"], params["step"], params["inputs"])
+
     # task(**options)(run) is Prefect's task(run, **options), in the form its overloads type
-    return task(name=stage.name, task_run_name=_run_name, cache_policy=STAGE_CACHE, persist_result=True)(run)
+    return task(name=stage.name, task_run_name=_run_name, cache_policy=ManifestCache(done=done),
+                persist_result=True)(run)
 
 
 def _run_name() -> str:

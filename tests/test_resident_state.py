@@ -23,7 +23,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from mel import artifacts, schemas
+from mel import artifacts
 
 from conftest import REPO
 
@@ -108,15 +108,13 @@ def test_killed_inside_step_5_resumes_by_replay_and_ends_bit_identical(reference
     assert _weights(run_dir, 4) == _weights(reference, 4)
     assert _metrics(run_dir) == _metrics(reference)
 
-    # the same killed run, but a cached artifact changed since: step 4's verdicts, every reward flipped (a complete,
-    # consistent file, as a verification rerun whose verdicts came out otherwise would leave)
-    verdicts = str(changed / "step_0003" / "verdicts.parquet")
-    rows = artifacts.read_table(verdicts, schemas.VERDICTS).to_pylist()
-    for r in rows:
-        r["reward"], r["passed"] = 1.0 - r["reward"], not r["passed"]
-    kept = {k: v for k, v in artifacts.read_manifest(verdicts).items()
-            if k not in ("uri", "written_at", "sha256", "bytes", "rows", "columns")}
-    artifacts.write_rows(verdicts, rows, schemas.VERDICTS, **kept)
+    # the same killed run, but step 4's state as recorded is not what its update gives (other hardware, a kernel
+    # that is not deterministic): the replay from the cached artifacts says so and stops. (A cached input that
+    # changed since is no such case: the stages that read it run again, `Stage.complete`, tests/test_stage_table.py.)
+    checkpoint = str(changed / "step_0003" / "checkpoint")
+    info = artifacts.read_manifest(checkpoint)
+    info["fingerprint"]["weights"] = "0" * 64
+    artifacts.write_manifest(checkpoint, **{k: v for k, v in info.items() if k != "uri"})
     rerun = subprocess.run([sys.executable, "-m", "cli.main", *_args(changed)], cwd=REPO, env=env, text=True,
                            capture_output=True, timeout=600)  # a process of its own: what the user's terminal shows
     assert rerun.returncode == 1, rerun.stdout + rerun.stderr

@@ -87,7 +87,7 @@ def run_count(cfg: Config, ctx: StageContext, rollouts: str) -> CountStats:
     out = [{"prompt_index": p, "samples": len(t), "tokens": sum(t)} for p, t in sorted(per_prompt.items())]
     stats = CountStats(prompts=len(out), longest_completion=max(r["num_completion_tokens"] for r in rows),
                        seconds=time.perf_counter() - t0)
-    artifacts.write_rows(ctx.outputs["counts"], out, COUNTS, **stats.manifest())
+    artifacts.write_rows(ctx.outputs["counts"], out, COUNTS, **ctx.record(stats))
     return stats
 
 
@@ -269,3 +269,90 @@ def test_the_step_flow_ships_to_ray_workers_without_the_tables_tests_register():
 
     assert "test-with-count" in STEP_TABLES
     assert b"test_stage_table" not in ray.cloudpickle.dumps(train_step.with_options(name="shipped"))
+
+
+@dataclass(frozen=True)
+class RowsStats(StageStats):
+    rows: int
+    seconds: float
+
+
+def test_reuse_follows_what_the_inputs_hold_timings_left_out(tmp_path):
+    """`Stage.complete` is the one check of "done": outputs complete AND made from what the inputs hold now. A
+    verdicts file written again with the same verdicts (only the wall-clock ``seconds`` differ) leaves the stage
+    that reads it done; one verdict flipped makes it run again (before: reused, standing on verdicts that no longer
+    exist). A record from before inputs were recorded counts as made from them."""
+    passed: list[bool] = []
+    calls: list[list[bool]] = []
+
+    def run_verdicts(cfg, ctx: StageContext, checkpoint: str) -> RowsStats:
+        rows = [{"step": 0, "prompt_index": i, "sample_index": 0, "problem_id": f"p{i}", "passed": p, "status": "x",
+                 "detail": "", "reward": float(p), "tests_passed": 0, "tests_total": 0, "seconds": time.perf_counter()}
+                for i, p in enumerate(passed)]
+        stats = RowsStats(rows=len(rows), seconds=0.0)
+        artifacts.write_rows(ctx.outputs["verdicts"], rows, schemas.VERDICTS, **ctx.record(stats))
+        return stats
+
+    def run_reader(cfg, ctx: StageContext, verdicts: str) -> RowsStats:
+        calls.append(artifacts.read_table(verdicts).column("passed").to_pylist())
+        stats = RowsStats(rows=len(calls[-1]), seconds=0.0)
+        artifacts.write_rows(ctx.outputs["read"], [], COUNTS, **ctx.record(stats))
+        return stats
+
+    make = Stage("make", run_verdicts, RowsStats, inputs=("checkpoint",), outputs={"verdicts": "verdicts.parquet"})
+    reader = Stage("reader", run_reader, RowsStats, inputs=("verdicts",), outputs={"read": "read.parquet"})
+    run_dir, base = str(tmp_path / "run"), str(tmp_path / "base-model")  # a folder without a manifest: its URI
+    verdicts = make.output_uris(run_dir, 0)["verdicts"]
+
+    def step() -> bool:
+        """Both stages as the flow runs them; True when the reader was reused."""
+        from mel.stages.step import run_stage
+
+        run_stage(make, None, run_dir, 0, {"checkpoint": base}, StepStats())  # type: ignore[arg-type]
+        return run_stage(reader, None, run_dir, 0, {"verdicts": verdicts}, StepStats()).reused  # type: ignore[arg-type]
+
+    passed[:] = [True, False]
+    assert not step() and step() and calls == [[True, False]]
+    first = artifacts.read_manifest(verdicts)
+    artifacts.remove(verdicts)  # found damaged, say: written again, the same verdicts at other wall-clock times
+    assert step() and calls == [[True, False]]
+    again = artifacts.read_manifest(verdicts)
+    assert again["sha256"] != first["sha256"] and again["content"] == first["content"]
+    artifacts.remove(verdicts)
+    passed[:] = [True, True]  # a timeout that went the other way
+    assert not step() and calls == [[True, False], [True, True]]
+    assert artifacts.read_manifest(reader.output_uris(run_dir, 0)["read"])["inputs"] == {
+        "verdicts": ["step_0000/verdicts.parquet", artifacts.read_manifest(verdicts)["content"]]}  # a copy is done too
+    assert artifacts.read_manifest(verdicts)["inputs"] == {"checkpoint": [base, f"uri:{base}"]}
+
+    record = reader.output_uris(run_dir, 0)["read"]
+    legacy = {k: v for k, v in artifacts.read_manifest(record).items() if k not in ("inputs", "uri")}
+    artifacts.write_manifest(record, **legacy)  # as written before inputs were recorded
+    artifacts.remove(verdicts)
+    passed[:] = [False, False]
+    assert step() and len(calls) == 2
+
+
+def test_the_prefect_cache_key_is_the_manifests(tmp_path):
+    """`tasks.common.ManifestCache`: work that is not done gets the running task run's own key (no stored result can
+    stand in for it); done work gets the key of the task run its record names (`stamp`), whichever run asks."""
+    from types import SimpleNamespace
+
+    from tasks.common import TASK_RUN_KEY, ManifestCache
+
+    uri = str(tmp_path / "out.parquet")
+    done = [False]
+    policy = ManifestCache(done=lambda params: (uri, done[0]))
+
+    def key(run_id: str) -> str | None:
+        ctx = SimpleNamespace(task=SimpleNamespace(name="verify"), task_run=SimpleNamespace(id=run_id))
+        return policy.compute_key(ctx, {}, {})  # type: ignore[arg-type]
+
+    assert key("a") != key("b")  # not done: nothing to reuse
+    artifacts.write_rows(uri, [], COUNTS)
+    done[0] = True
+    assert key("a") != key("b")  # done but named by no task run: the next run stores its result
+    artifacts.annotate_manifest(uri, **{TASK_RUN_KEY: "a"})
+    assert key("b") == key("c") == key("a")  # done: the stored result of the run that made it
+    done[0] = False  # e.g. an input changed
+    assert key("b") != key("a")

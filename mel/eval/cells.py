@@ -134,10 +134,19 @@ def _say(text: str) -> None:
 
 # ------------------------------------------------------------------------------------------------------- generate
 
+def generations_uri(cell: EvalCell, eval_dir: str) -> str:
+    return artifacts.join(cell.folder(eval_dir), "generations.parquet")
+
+
+def problems_uri(cell: EvalCell, eval_dir: str) -> str:
+    """The cell's record: written last, so complete once the whole cell is."""
+    return artifacts.join(cell.folder(eval_dir), "problems.parquet")
+
+
 def run_eval_generate(cell: EvalCell, eval_dir: str) -> str:
     """``generations.parquet`` of the cell: ``sampling.samples`` completions per problem (read from
     ``checkpoint.samples_file`` instead when one is given). Reused when already complete."""
-    out = artifacts.join(cell.folder(eval_dir), "generations.parquet")
+    out = generations_uri(cell, eval_dir)
     if artifacts.is_complete(out):
         return out
     bench = _benchmark(cell)
@@ -230,9 +239,9 @@ def run_eval_verify(cell: EvalCell, eval_dir: str, generations_uri: str) -> str:
     carries the cell's description and scores, read by `write_summary`) and ``samples.jsonl``. Returns the problems
     artifact's URI; reused when already complete."""
     folder = cell.folder(eval_dir)
-    problems_uri = artifacts.join(folder, "problems.parquet")
-    if artifacts.is_complete(problems_uri):
-        return problems_uri
+    record = problems_uri(cell, eval_dir)
+    if artifacts.is_complete(record):
+        return record
     bench = _benchmark(cell)
     by_id = {it.problem_id: it for it in bench.items}
     generations = artifacts.read_table(generations_uri, schemas.EVAL_GENERATIONS).to_pylist()
@@ -260,8 +269,8 @@ def run_eval_verify(cell: EvalCell, eval_dir: str, generations_uri: str) -> str:
         "samples": cell.sampling.samples, "num_problems": len(by_id), "scores": scores,
         "verify_s": time.perf_counter() - t0, **sandbox,
     }
-    artifacts.write_rows(problems_uri, problem_rows, schemas.EVAL_PROBLEMS, **info)
-    return problems_uri
+    artifacts.write_rows(record, problem_rows, schemas.EVAL_PROBLEMS, **info)
+    return record
 
 
 def _verify_all(cell: EvalCell, bench, by_id: dict, generations: list[dict], programs: list[str]) -> list:

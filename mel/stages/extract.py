@@ -66,5 +66,5 @@ def run_extract(cfg: Config, ctx: StageContext, checkpoint: str, pairs: str) -> 
         })
     stats = ExtractStats(pairs=len(rows), built=sum(r["built_ok"] for r in rows), builder=cfg.mel.builder,
                          gen_tokens=sum(r["gen_tokens"] for r in rows), seconds=time.perf_counter() - t0)
-    artifacts.write_rows(ctx.outputs["experiences"], rows, schemas.EXPERIENCES, **stats.manifest())
+    artifacts.write_rows(ctx.outputs["experiences"], rows, schemas.EXPERIENCES, **ctx.record(stats))
     return stats

@@ -59,5 +59,5 @@ def run_pair(cfg: Config, ctx: StageContext, rollouts: str, verdicts: str) -> Pa
             })
     stats = PairStats(pairs=len(rows), prompts=len(groups), p_pair=p_pair(groups), contrastive=cfg.mel.contrastive,
                       seconds=time.perf_counter() - t0)
-    artifacts.write_rows(ctx.outputs["pairs"], rows, schemas.PAIRS, **stats.manifest())
+    artifacts.write_rows(ctx.outputs["pairs"], rows, schemas.PAIRS, **ctx.record(stats))
     return stats

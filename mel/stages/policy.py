@@ -62,14 +62,7 @@ def _run_dir(checkpoint_uri: str) -> str:
     return checkpoint_uri.rstrip("/").rsplit("/", 2)[0]  # RUN/step_NNNN/checkpoint
 
 
-def _relative(uri: str, run_dir: str) -> str:
-    """``uri`` relative to the run directory when inside it (a moved or copied run directory still resolves)."""
-    prefix = run_dir.rstrip("/") + "/"
-    return uri[len(prefix):] if uri.startswith(prefix) else uri
-
-
-def _resolve(ref: str, run_dir: str) -> str:
-    return ref if "://" in ref or ref.startswith("/") else artifacts.join(run_dir, ref)
+_relative, _resolve = artifacts.relative_to, artifacts.resolve
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,7 @@ def run_replay(cfg: Config, ctx: StageContext, checkpoint: str, experiences: str
         replay=cfg.mel.replay, replay_tokens=sum(r["replay_tokens"] for r in out_rows),
         seconds=time.perf_counter() - t0,
     )
-    artifacts.write_rows(ctx.outputs["meta_experiences"], out_rows, schemas.META_EXPERIENCES, **stats.manifest())
+    artifacts.write_rows(ctx.outputs["meta_experiences"], out_rows, schemas.META_EXPERIENCES, **ctx.record(stats))
     return stats
 
 

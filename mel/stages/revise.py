@@ -143,7 +143,7 @@ def run_revise(cfg: Config, ctx: StageContext, checkpoint: str, rollouts: str, v
         pairs=len(rows), seconds=time.perf_counter() - t0,
     )
     artifacts.write_rows(ctx.outputs["revisions"], attempts, schemas.REVISIONS)
-    artifacts.write_rows(ctx.outputs["pairs"], rows, schemas.PAIRS, **stats.manifest())  # the record, last
+    artifacts.write_rows(ctx.outputs["pairs"], rows, schemas.PAIRS, **ctx.record(stats))  # the record, last
     return stats
 
 

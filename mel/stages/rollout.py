@@ -74,5 +74,5 @@ def run_rollout(cfg: Config, ctx: StageContext, checkpoint: str) -> RolloutStats
     tokens = sum(r["num_completion_tokens"] for r in rows)
     stats = RolloutStats(samples=len(rows), completion_tokens=tokens,
                          gen_tokens_per_s=tokens / gen_s if gen_s > 0 else 0.0, seconds=time.perf_counter() - t0)
-    artifacts.write_rows(ctx.outputs["rollouts"], rows, schemas.ROLLOUTS, **stats.manifest(), checkpoint=checkpoint)
+    artifacts.write_rows(ctx.outputs["rollouts"], rows, schemas.ROLLOUTS, **ctx.record(stats), checkpoint=checkpoint)
     return stats

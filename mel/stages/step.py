@@ -172,6 +172,11 @@ class StageContext:
     outputs: Mapping[str, str]  # role -> URI of each of this stage's outputs
     upstream: StepStats  # the stats of the step's earlier stages
     fanout: Fanout = IN_PROCESS  # where independent work (verification) goes
+    inputs: Mapping[str, list[str]] = field(default_factory=dict)  # `provenance` of the inputs it was called with
+
+    def record(self, stats: StageStats) -> dict[str, Any]:
+        """The manifest keys of the stage's record: its stats and what its inputs held (`Stage.complete`)."""
+        return {**stats.manifest(), "inputs": dict(self.inputs)}
 
 
 @dataclass(frozen=True)
@@ -250,8 +255,24 @@ class Stage:
         base = step_dir(run_dir, step)
         return {role: artifacts.join(base, name) for role, name in self.outputs.items()}
 
-    def complete(self, run_dir: str, step: int) -> bool:
-        return all(artifacts.is_complete(u) for u in self.output_uris(run_dir, step).values())
+    def complete(self, run_dir: str, step: int, inputs: Mapping[str, str | None]) -> bool:
+        """THE check of "already done" (the run's resume check, `run_stage` and the Prefect cache all ask it): every
+        output complete (manifest written, data matching it), and the record made from what ``inputs`` hold now
+        (`provenance`: each input's URI and content, timings left out). A record from before inputs were recorded
+        counts as made from them."""
+        outputs = self.output_uris(run_dir, step)
+        if not all(artifacts.is_complete(u) for u in outputs.values()):
+            return False
+        recorded = artifacts.read_manifest(next(iter(outputs.values()))).get("inputs")
+        return recorded is None or recorded == provenance(inputs, run_dir)
+
+
+def provenance(inputs: Mapping[str, str | None], run_dir: str) -> dict[str, list[str]]:
+    """``{role: [uri, content]}`` of a stage's inputs (`mel.artifacts.content_id`; the URI relative to ``run_dir``
+    when inside it, so that a copied run directory is still done; an optional role no stage wrote is left out), as
+    its record's manifest keeps them (``inputs``)."""
+    return {role: [artifacts.relative_to(uri, run_dir), artifacts.content_id(uri)]
+            for role, uri in sorted(inputs.items()) if uri is not None}
 
 
 class StepTable:
@@ -331,11 +352,11 @@ def run_stage(stage: Stage, cfg: Config, run_dir: str, step: int, inputs: Mappin
     with the fanout's chunk placements."""
     outputs = stage.output_uris(run_dir, step)
     record = next(iter(outputs.values()))
-    if stage.complete(run_dir, step):
+    if stage.complete(run_dir, step, inputs):
         stats = stage.stats.from_manifest(record, artifacts.read_manifest(record))
         return StageResult(stage.name, step, outputs, stats, reused=True)
     NOTES.clear()
-    stats = stage.fn(cfg, StageContext(step, outputs, upstream, fanout), **inputs)
+    stats = stage.fn(cfg, StageContext(step, outputs, upstream, fanout, provenance(inputs, run_dir)), **inputs)
     if type(stats) is not stage.stats:
         raise TypeError(f"stage {stage.name!r} returned {type(stats).__name__}, not its {stage.stats.__name__}")
     notes = tuple(NOTES)
@@ -348,22 +369,39 @@ def run_stage(stage: Stage, cfg: Config, run_dir: str, step: int, inputs: Mappin
     return StageResult(stage.name, step, outputs, stats, notes=notes)
 
 
+def _recorded_uri(stages: list[Stage], run_dir: str, role: str) -> str:
+    """The URI step 0's first stage reading ``role`` recorded for it ("" when it has no record of it)."""
+    for s in stages:
+        record = next(iter(s.output_uris(run_dir, 0).values()))
+        if role in s.inputs and artifacts.is_complete(record):
+            return artifacts.resolve((artifacts.read_manifest(record).get("inputs") or {}).get(role, [""])[0], run_dir)
+    return ""
+
+
 def stage_inputs(stage: Stage, available: Mapping[str, str]) -> dict[str, str | None]:
     """The URIs of ``stage``'s input roles among the step's artifacts so far (optional ones None when absent)."""
     return {**{r: available[r] for r in stage.inputs}, **{r: available.get(r) for r in stage.optional}}
 
 
 def completed_run_metrics(table: StepTable, run_dir: str, config_hash: str, steps: int) -> list[dict] | None:
-    """The run's per-step metrics if every output of every enabled stage of all ``steps`` steps is complete under
-    ``run_dir`` for this config; None if anything is missing (then the flow has work to do)."""
+    """The run's per-step metrics if every enabled stage of all ``steps`` steps is done under ``run_dir`` for this
+    config (`Stage.complete`, each with the inputs the flow would give it); None if anything is left (then the flow
+    has work to do)."""
     from mel.config import load_config
 
     config_uri = artifacts.join(run_dir, "config.yaml")
     if not artifacts.is_complete(config_uri) or artifacts.read_manifest(config_uri).get("config_hash") != config_hash:
         return None
-    stages = table.enabled(load_config(config_uri))
-    if not all(s.complete(run_dir, step) for step in range(steps) for s in stages):
-        return None
+    cfg = load_config(config_uri)
+    stages = table.enabled(cfg)
+    for step in range(steps):
+        # the step's input: the base model (as step 0's records name it: the config fixes it) or the last checkpoint
+        available = {role: table.uri(run_dir, step - 1, role, cfg) if step else _recorded_uri(stages, run_dir, role)
+                     for role in table.inputs}
+        for s in stages:
+            if not s.complete(run_dir, step, stage_inputs(s, available)):
+                return None
+            available.update(s.output_uris(run_dir, step))
     metrics_uri = artifacts.join(run_dir, "metrics.parquet")
     if not artifacts.is_complete(metrics_uri) or artifacts.read_manifest(metrics_uri).get("steps") != steps:
         return None

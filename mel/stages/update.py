@@ -209,5 +209,5 @@ def run_update(cfg: Config, ctx: StageContext, checkpoint: str, rollouts: str, v
     )
     step_stats = ctx.upstream.add("update", stats)
     artifacts.write_rows(ctx.outputs["metrics"], [step_stats.metrics_row(ctx.step)], step_stats.metrics_schema(),
-                         **stats.manifest(), step_stats=step_stats.to_record(), checkpoint=ckpt_out)
+                         **ctx.record(stats), step_stats=step_stats.to_record(), checkpoint=ckpt_out)
     return stats

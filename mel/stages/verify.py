@@ -63,7 +63,7 @@ def run_verify(cfg: Config, ctx: StageContext, rollouts: str) -> VerifyStats:
         statuses[v.status] = statuses.get(v.status, 0) + 1
     stats = VerifyStats(samples=len(rows), passed=sum(v.passed for v in verdicts), statuses=statuses,
                         isolation=_isolation(cfg, problems), seconds=time.perf_counter() - t0)
-    artifacts.write_rows(ctx.outputs["verdicts"], rows, schemas.VERDICTS, **stats.manifest())
+    artifacts.write_rows(ctx.outputs["verdicts"], rows, schemas.VERDICTS, **ctx.record(stats))
     return stats
 
 
