@@ -187,13 +187,17 @@ class EngineCache:
 
 ENGINE_CACHE = EngineCache()
 
-EngineFactory = Callable[..., RolloutEngine]
-ENGINES: Registry[EngineFactory] = Registry("rollout engine")
+ENGINES: Registry[type[RolloutEngine]] = Registry("rollout engine")  # engine classes, by name
 
 
 def make_engine(name: str, model_path: str, **options) -> RolloutEngine:
     """Build the engine ``name`` on the model folder ``model_path``."""
-    return ENGINES.get(name)(model_path, **options)
+    return ENGINES.get(name)(model_path, **options)  # type: ignore[call-arg]
+
+
+def engine_capabilities(name: str) -> Capabilities:
+    """What the engine ``name`` can do, before one is built (a class attribute of each engine)."""
+    return ENGINES.get(name).capabilities
 
 
 def format_chat(tokenizer, prompt: str, use_chat_template: bool, system_prompt: str | None) -> str:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from mel import artifacts, schemas
 from mel.checkpoints import ReplayMismatch
 from mel.config import Config
-from mel.engines.base import ENGINE_CACHE, LazyEngine, format_chat
+from mel.engines.base import ENGINE_CACHE, LazyEngine, engine_capabilities, format_chat
 from mel.fingerprint import Fingerprint, fingerprint
 from mel.stages.common import derive_seed
 from mel.stages.step import NOTES
@@ -130,7 +130,7 @@ def engine_on_state(cfg: Config, uri: str, state: "TrainerState"):
     an engine that takes weights in memory (vLLM) is built on the newest written ancestor's folder and given them.
     ``state`` stays resident as the trainer state of ``uri``."""
     TRAINER.put(state_key(uri), state)
-    if cfg.rollout.engine == "transformers":
+    if engine_capabilities(cfg.rollout.engine).model_in_memory:  # the transformers engine
         return build_engine(cfg, weights_folder(uri), model=state.model, tokenizer=state.tokenizer)
     engine = build_engine(cfg, weights_folder(uri))
     if not engine.capabilities.takes_weights:

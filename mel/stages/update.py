@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from mel import artifacts
 from mel.config import Config
-from mel.engines.base import ENGINE_CACHE, RolloutEngine
+from mel.engines.base import ENGINE_CACHE, RolloutEngine, engine_capabilities
 from mel.experience import group_outcomes
 from mel.fingerprint import fingerprint
 from mel.stages.common import set_threads
@@ -165,7 +165,7 @@ def keep_state(cfg: Config, state: TrainerState, receiver: RolloutEngine | None,
     in memory (None for the transformers engine)."""
     TRAINER.put(state_key(checkpoint), state)
     if receiver is None:
-        if cfg.rollout.engine == "transformers":
+        if engine_capabilities(cfg.rollout.engine).model_in_memory:  # the transformers engine, on the trained model
             ENGINE_CACHE.put(engine_key(cfg, checkpoint), build_engine(cfg, weights_folder(checkpoint),
                                                                        model=state.model, tokenizer=state.tokenizer))
         return None
