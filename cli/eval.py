@@ -61,13 +61,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from mel.console import show
     from mel.data.loaders import DatasetError
     from mel.eval.plan import EvalRequest, plan_cells
-    from mel.eval.cells import write_summary
+    from mel.eval.cells import cell_done, write_summary
 
     try:
         params = _flow_params(args)
         eval_dir, cells = plan_cells(EvalRequest.from_params(**params))  # a bad request fails here, before Prefect
-        if all(artifacts.is_complete(artifacts.join(c.folder(eval_dir), "problems.parquet")) for c in cells) \
-                and not args.force_flow:
+        if all(cell_done(c, eval_dir) for c in cells) and not args.force_flow:
             print(f"mel eval: all {len(cells)} cells reused (complete under {eval_dir})", file=sys.stderr)
             _, rows = write_summary(eval_dir)
         else:

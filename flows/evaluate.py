@@ -21,13 +21,12 @@ from typing import Literal, cast
 
 from prefect import flow
 
-from mel import artifacts
 from mel.config import Config
 from mel.engines.base import ENGINE_CACHE
 from mel.eval.before_after import BeforeAfter, before_after
 from mel.eval.plan import EvalRequest, ends_request, plan_cells
 from mel.progress import progress
-from mel.eval.cells import EvalCell, problems_uri, write_summary
+from mel.eval.cells import EvalCell, cell_done, write_summary
 from flows.params import BenchmarkName
 from flows.caching import results_storage, run_cached
 from tasks.evaluate import eval_generate, eval_verify
@@ -43,7 +42,7 @@ def run_cells(cells: list[EvalCell], eval_dir: str) -> list[dict]:
     """Generate and verify every cell (complete ones are reused), then rebuild the summary; returns its rows."""
     storage = results_storage(eval_dir)
     for i, cell in enumerate(cells, start=1):
-        if artifacts.is_complete(problems_uri(cell, eval_dir)):
+        if cell_done(cell, eval_dir):
             print(f"[{i}/{len(cells)}] {cell.describe()}: reused", file=sys.stderr, flush=True)
             continue
         print(f"[{i}/{len(cells)}] {cell.describe()}", file=sys.stderr, flush=True)

@@ -348,10 +348,11 @@ def eval_request(sweep: Sweep, run_dir: str):
 
 def eval_complete(req) -> bool:
     """Every cell of an eval request is complete (its ``problems.parquet``): ``mel eval`` would reuse them all."""
+    from mel.eval.cells import cell_done
     from mel.eval.plan import plan_cells
 
     eval_dir, cells = plan_cells(req)
-    return all(artifacts.is_complete(artifacts.join(c.folder(eval_dir), "problems.parquet")) for c in cells)
+    return all(cell_done(c, eval_dir) for c in cells)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 from prefect import task
 
 from mel import artifacts
-from mel.eval.cells import EvalCell, generations_uri, problems_uri, run_eval_generate, run_eval_verify
+from mel.eval.cells import EvalCell, cell_done, generations_uri, problems_uri, run_eval_generate, run_eval_verify
 from tasks.common import ManifestCache, stamp
 
 
@@ -17,8 +17,7 @@ def _generated(params: dict) -> tuple[str, bool]:
 
 
 def _verified(params: dict) -> tuple[str, bool]:
-    uri = problems_uri(params["cell"], params["eval_dir"])
-    return uri, artifacts.is_complete(uri)
+    return problems_uri(params["cell"], params["eval_dir"]), cell_done(params["cell"], params["eval_dir"])
 
 
 @task(name="eval-generate", cache_policy=ManifestCache(done=_generated), persist_result=True)
@@ -31,7 +30,7 @@ def eval_generate(cell: EvalCell, eval_dir: str) -> str:
 
 @task(name="eval-verify", cache_policy=ManifestCache(done=_verified), persist_result=True)
 def eval_verify(cell: EvalCell, eval_dir: str, generations_uri: str) -> str:
-    reused = artifacts.is_complete(problems_uri(cell, eval_dir))
+    reused = cell_done(cell, eval_dir)
     uri = run_eval_verify(cell, eval_dir, generations_uri)
     stamp(uri, reused)
     return uri

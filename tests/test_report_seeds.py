@@ -259,3 +259,19 @@ def test_standard_error_and_mde_by_hand():
     assert minimum_detectable_effect(0.0) == 0.0
     with pytest.raises(ValueError, match="power"):
         minimum_detectable_effect(1.0, power=1.0)
+
+
+def test_rollouts_identical_and_no_meta_experience_kept_is_said(tmp_path):
+    """MEL whose every M was rejected by replay trains as GRPO does: with the same rollouts, the note says there is
+    nothing to measure, not that the comparison measures its extra loss term (its metrics: M = 0 at every step)."""
+    from mel.stages.table import METRICS
+
+    dirs = [make_seed_run(tmp_path, m, 0) for m in ("grpo", "mel")]
+    for d in dirs:
+        write_rollouts(Path(d), [[[1, 2], [3]], [[4]]])
+    rows = [{**dict.fromkeys(METRICS.names), "step": step, "num_experiences": 0} for step in (0, 1)]
+    artifacts.write_rows(str(Path(dirs[1]) / "metrics.parquet"), rows, METRICS, steps=2)
+    report = build_report(dirs, str(tmp_path / "report"), n_resamples=R, seed=3)
+    assert report.same_rollouts == ("mel seed 0: its rollouts were identical to grpo's in all 2 steps, and no "
+                                    "meta-experience entered its loss in any step: it trained as grpo did, so the "
+                                    "comparison has no difference to measure",)

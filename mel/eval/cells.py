@@ -143,6 +143,13 @@ def problems_uri(cell: EvalCell, eval_dir: str) -> str:
     return artifacts.join(cell.folder(eval_dir), "problems.parquet")
 
 
+def cell_done(cell: EvalCell, eval_dir: str) -> bool:
+    """THE check of an eval cell's "done" (`mel eval`'s pre-check, the flow, sweeps, the verify task's cache): its
+    record is complete. (Its folder is keyed by the checkpoint's content, the benchmark and the sampling: what it
+    reads is in its name.)"""
+    return artifacts.is_complete(problems_uri(cell, eval_dir))
+
+
 def run_eval_generate(cell: EvalCell, eval_dir: str) -> str:
     """``generations.parquet`` of the cell: ``sampling.samples`` completions per problem (read from
     ``checkpoint.samples_file`` instead when one is given). Reused when already complete."""
@@ -240,7 +247,7 @@ def run_eval_verify(cell: EvalCell, eval_dir: str, generations_uri: str) -> str:
     artifact's URI; reused when already complete."""
     folder = cell.folder(eval_dir)
     record = problems_uri(cell, eval_dir)
-    if artifacts.is_complete(record):
+    if cell_done(cell, eval_dir):
         return record
     bench = _benchmark(cell)
     by_id = {it.problem_id: it for it in bench.items}

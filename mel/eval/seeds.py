@@ -277,14 +277,22 @@ def identical_rollouts(run: RunData, baseline: RunData) -> int | None:
 
 
 def same_rollout_notes(groups: Sequence[SeedGroup], baseline: SeedGroup) -> list[str]:
-    """A sentence per (method, seed) whose rollouts were the baseline's run of the same seed's at every step."""
+    """A sentence per (method, seed) whose rollouts were the baseline's run of the same seed's at every step: the
+    comparison then measures only the method's extra loss term, or, where its metrics show that no meta-experience
+    entered that term in any step (MEL whose M were all rejected by replay), nothing at all."""
     out = []
     for g in groups:
         if g is baseline:
             continue
         for s in (s for s in g.seeds if s in baseline.runs):
             steps = identical_rollouts(g.runs[s], baseline.runs[s])
-            if steps:
-                out.append(f"{g.method} seed {s}: its rollouts were identical to {baseline.method}'s in all {steps} "
-                           "steps, so the comparison measures only its extra loss term")
+            if not steps:
+                continue
+            text = f"{g.method} seed {s}: its rollouts were identical to {baseline.method}'s in all {steps} steps"
+            kept = [r.get("num_experiences") for r in g.runs[s].training]
+            if kept and all(k == 0 for k in kept):
+                out.append(f"{text}, and no meta-experience entered its loss in any step: it trained as "
+                           f"{baseline.method} did, so the comparison has no difference to measure")
+            else:
+                out.append(f"{text}, so the comparison measures only its extra loss term")
     return out
