@@ -227,9 +227,10 @@ def resolve(ref: str, base: str) -> str:
 def content_id(uri: str) -> str:
     """What identifies a complete artifact's content, from its manifest: a table's `content_fingerprint` (before that
     was recorded: its file's sha256), a folder's write (`write_folder`: a checkpoint written again counts as new), a
-    resident checkpoint's state fingerprint, else when the manifest was written."""
-    if not is_complete(uri):  # the base model: a folder without a manifest, named by the config
-        return f"uri:{uri}"
+    resident checkpoint's state fingerprint, else when the manifest was written; "no manifest" for the base model's
+    folder (where it lives differs from machine to machine; what it is, the config says)."""
+    if not is_complete(uri):  # the base model: a folder without a manifest, fixed by the run's config (its hash)
+        return "no manifest"
     info = read_manifest(uri)
     for key in ("content", "sha256", "fingerprint"):
         if info.get(key):

@@ -22,6 +22,7 @@ from mel.stages.step import (
     StepTable,
     completed_run_metrics,
     read_metrics,
+    run_stage,
     stage_inputs,
 )
 from mel.stages.table import METRICS, STEP, STEP_TABLES
@@ -301,18 +302,18 @@ def test_reuse_follows_what_the_inputs_hold_timings_left_out(tmp_path):
 
     make = Stage("make", run_verdicts, RowsStats, inputs=("checkpoint",), outputs={"verdicts": "verdicts.parquet"})
     reader = Stage("reader", run_reader, RowsStats, inputs=("verdicts",), outputs={"read": "read.parquet"})
-    run_dir, base = str(tmp_path / "run"), str(tmp_path / "base-model")  # a folder without a manifest: its URI
+    run_dir, base = str(tmp_path / "run"), str(tmp_path / "base-model")  # a folder without a manifest
     verdicts = make.output_uris(run_dir, 0)["verdicts"]
 
     def step() -> bool:
         """Both stages as the flow runs them; True when the reader was reused."""
-        from mel.stages.step import run_stage
-
         run_stage(make, None, run_dir, 0, {"checkpoint": base}, StepStats())  # type: ignore[arg-type]
         return run_stage(reader, None, run_dir, 0, {"verdicts": verdicts}, StepStats()).reused  # type: ignore[arg-type]
 
     passed[:] = [True, False]
     assert not step() and step() and calls == [[True, False]]
+    moved = str(tmp_path / "elsewhere" / "base-model")  # the same base model on another machine: the config fixes it
+    assert run_stage(make, None, run_dir, 0, {"checkpoint": moved}, StepStats()).reused  # type: ignore[arg-type]
     first = artifacts.read_manifest(verdicts)
     artifacts.remove(verdicts)  # found damaged, say: written again, the same verdicts at other wall-clock times
     assert step() and calls == [[True, False]]
@@ -323,7 +324,7 @@ def test_reuse_follows_what_the_inputs_hold_timings_left_out(tmp_path):
     assert not step() and calls == [[True, False], [True, True]]
     assert artifacts.read_manifest(reader.output_uris(run_dir, 0)["read"])["inputs"] == {
         "verdicts": ["step_0000/verdicts.parquet", artifacts.read_manifest(verdicts)["content"]]}  # a copy is done too
-    assert artifacts.read_manifest(verdicts)["inputs"] == {"checkpoint": [base, f"uri:{base}"]}
+    assert artifacts.read_manifest(verdicts)["inputs"] == {"checkpoint": [base, "no manifest"]}
 
     record = reader.output_uris(run_dir, 0)["read"]
     legacy = {k: v for k, v in artifacts.read_manifest(record).items() if k not in ("inputs", "uri")}

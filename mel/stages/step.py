@@ -258,13 +258,16 @@ class Stage:
     def complete(self, run_dir: str, step: int, inputs: Mapping[str, str | None]) -> bool:
         """THE check of "already done" (the run's resume check, `run_stage` and the Prefect cache all ask it): every
         output complete (manifest written, data matching it), and the record made from what ``inputs`` hold now
-        (`provenance`: each input's URI and content, timings left out). A record from before inputs were recorded
-        counts as made from them."""
+        (`provenance`: each input's content, timings left out, compared role by role; the URIs are kept for the
+        record). A record from before inputs were recorded counts as made from them."""
         outputs = self.output_uris(run_dir, step)
         if not all(artifacts.is_complete(u) for u in outputs.values()):
             return False
         recorded = artifacts.read_manifest(next(iter(outputs.values()))).get("inputs")
-        return recorded is None or recorded == provenance(inputs, run_dir)
+        if recorded is None:
+            return True
+        now = provenance(inputs, run_dir)  # compared by content: a URI (the base model's folder) may move
+        return sorted(recorded) == sorted(now) and all(recorded[role][1] == now[role][1] for role in now)
 
 
 def provenance(inputs: Mapping[str, str | None], run_dir: str) -> dict[str, list[str]]:
