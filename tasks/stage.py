@@ -5,8 +5,7 @@ URIs (by role) and the stats of the step's earlier stages, and returns the stage
 and stats). Whether it is done is `Stage.complete`'s to say (its outputs' manifests, and what its inputs held when
 they were made): ``run_stage`` reuses such outputs, and the task's cache (`tasks.common.ManifestCache`, results
 persisted next to the run) is keyed by the same check, so Prefect shows a done stage as ``Cached`` and never a stage
-whose files are gone or whose inputs changed. A stage
-with a ``report`` publishes it as a Prefect markdown artifact.
+whose files are gone or whose inputs changed. A stage with a ``report`` publishes it as a Prefect markdown artifact.
 
 On a Ray cluster (``cluster.ray``), a stage that needs the policy (``Resources(gpu=True)``) runs on the run's
 resident policy worker (`tasks.policy_worker`), and the others run as Ray tasks with their table resources (the flow
