@@ -197,7 +197,8 @@ def remove(uri: str) -> None:
             fs.rm(path, recursive=True)
 
 
-TIMING = {"mel.timing": "wall-clock seconds: left out of the content fingerprint"}
+TIMING_KEY = "mel.timing"
+TIMING = {TIMING_KEY: "wall-clock seconds: left out of the content fingerprint"}
 """Field metadata of a column that measures time (a verdict's ``seconds``): two writes of the same content differ
 there, so `content_fingerprint` leaves it out."""
 
@@ -205,7 +206,7 @@ there, so `content_fingerprint` leaves it out."""
 def content_fingerprint(table: pa.Table, schema: pa.Schema) -> str:
     """sha256 of ``table``'s columns but those ``schema`` marks `TIMING`: what a reader of the artifact learns from
     it, so that an artifact written again with the same content (a damaged file recomputed) has the same one."""
-    keep = [f.name for f in schema if not (f.metadata and b"mel.timing" in f.metadata)]
+    keep = [f.name for f in schema if not (f.metadata and TIMING_KEY.encode() in f.metadata)]
     data = table.select(keep).combine_chunks()
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, pa.schema([pa.field(f.name, f.type) for f in data.schema])) as writer:

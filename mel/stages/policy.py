@@ -62,9 +62,6 @@ def _run_dir(checkpoint_uri: str) -> str:
     return checkpoint_uri.rstrip("/").rsplit("/", 2)[0]  # RUN/step_NNNN/checkpoint
 
 
-_relative, _resolve = artifacts.relative_to, artifacts.resolve
-
-
 @dataclass(frozen=True)
 class ResidentRecord:
     """What a resident checkpoint's manifest holds (URIs resolved against its run directory)."""
@@ -76,15 +73,16 @@ class ResidentRecord:
 
     def manifest(self, uri: str) -> dict:
         run_dir = _run_dir(uri)
-        return {"step": self.step, "resident": True, "parent": _relative(self.parent, run_dir),
-                "update_inputs": {k: v and _relative(v, run_dir) for k, v in self.inputs.to_record().items()},
+        return {"step": self.step, "resident": True, "parent": artifacts.relative_to(self.parent, run_dir),
+                "update_inputs": {k: v and artifacts.relative_to(v, run_dir)
+                                  for k, v in self.inputs.to_record().items()},
                 "fingerprint": self.fingerprint.to_record()}
 
     @classmethod
     def read(cls, uri: str) -> "ResidentRecord":
         info, run_dir = artifacts.read_manifest(uri), _run_dir(uri)
-        inputs = UpdateInputs(**{k: v and _resolve(v, run_dir) for k, v in info["update_inputs"].items()})
-        return cls(step=int(info["step"]), parent=_resolve(info["parent"], run_dir), inputs=inputs,
+        inputs = UpdateInputs(**{k: v and artifacts.resolve(v, run_dir) for k, v in info["update_inputs"].items()})
+        return cls(step=int(info["step"]), parent=artifacts.resolve(info["parent"], run_dir), inputs=inputs,
                    fingerprint=Fingerprint.from_record(info["fingerprint"]))
 
 

@@ -73,11 +73,6 @@ class UpdateStats(StageStats):
     experience_tokens: int
     seconds: float  # loading, the update and the checkpoint
 
-    _FROM_FIELDS = ("reward_mean", "reward_std", "pass_rate", "prompt_pass_rate", "mixed_group_rate",
-                    "all_negative_rate", "loss", "pg_loss", "kl", "clip_frac", "grad_norm", "entropy", "lr",
-                    "train_tokens_per_s", "logprob_drift_max", "logprob_drift_mean", "weight_sync_s",
-                    "num_experiences", "experience_tokens", "nll_loss", "nll_coef", "grad_norm_rl", "grad_norm_nll",
-                    "nll_rl_grad_ratio")
     metric_columns = (
         pa.field("reward_mean", pa.float64()),  # mean reward over the step's samples
         pa.field("reward_std", pa.float64()),
@@ -110,8 +105,9 @@ class UpdateStats(StageStats):
     )
 
     def metrics(self, step: StepStats) -> dict:
-        return {**{name: getattr(self, name) for name in self._FROM_FIELDS}, "update_s": self.seconds,
-                "p_pair": self.mixed_group_rate}
+        # every column but two is the field of the same name
+        named = {f.name: getattr(self, f.name) for f in self.metric_columns if f.name not in ("update_s", "p_pair")}
+        return {**named, "update_s": self.seconds, "p_pair": self.mixed_group_rate}
 
     def summary(self) -> str:
         text = (f"reward {self.reward_mean:.3f}, loss {self.loss:+.4f}, kl {self.kl:.4f}, "
