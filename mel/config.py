@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import posixpath
 import types
 import typing
@@ -353,12 +354,15 @@ class RunEvalConfig:
     """Benchmark names (``mel eval --list``), e.g. [easy_code_heldout, easy_code_train]."""
     config: str | None = None
     """An eval config (``configs/eval/*.yaml``: samplings, generation budget, data root), relative to the config file
-    that names it; default: ``mel eval``'s."""
+    that names it (``--set``: to the working directory); kept absolute, so that the run directory's ``config.yaml``
+    names the same file. Default: ``mel eval``'s."""
     limit: int | None = None
     """The first N problems of each benchmark only."""
 
     def __post_init__(self) -> None:
         check(self.limit is None or self.limit >= 1, "eval.limit", "null or at least 1")
+        if self.config is not None and "://" not in self.config:  # the run's config.yaml names the same file
+            object.__setattr__(self, "config", os.path.abspath(self.config))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import pytest
 from conftest import REPO, published_artifacts
 from cli.main import main
 from mel import artifacts
-from mel.config import config_hash, load_config
+from mel.config import config_hash, load_config, to_yaml
 from mel.data import load_taskset
 from mel.data.easy_code import HELDOUT_SIZE, easy_code_problems, easy_code_split
 from mel.eval.before_after import before_after
@@ -37,6 +37,23 @@ def test_the_eval_section_is_not_hashed_and_its_eval_config_is_relative_to_the_f
     cfg = load_config(str(cfg_file))
     assert cfg.eval.config == str(tmp_path / "ev.yaml")
     assert config_hash(cfg) == config_hash(load_config(TINY))
+
+
+def test_a_runs_saved_config_names_the_eval_config_it_ran_with(tmp_path, monkeypatch):
+    """A config read by a relative path (``mel run configs/x.yaml`` from the repository) names its eval config by a
+    path that the run directory's copy (``config.yaml``, read again by reports and resumes) resolves to the same
+    file."""
+    (tmp_path / "configs" / "eval").mkdir(parents=True)
+    (tmp_path / "configs" / "eval" / "ev.yaml").write_text("samplings: [{temperature: 0}]\n")
+    (tmp_path / "configs" / "x.yaml").write_text(
+        f"base: {TINY}\neval:\n  benchmarks: [toy_regex]\n  config: eval/ev.yaml\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("configs/x.yaml")
+    assert cfg.eval.config == str(tmp_path / "configs" / "eval" / "ev.yaml")
+    (tmp_path / "runs" / "r").mkdir(parents=True)
+    (tmp_path / "runs" / "r" / "config.yaml").write_text(to_yaml(cfg))
+    assert load_config("runs/r/config.yaml").eval.config == cfg.eval.config
+    assert load_config(TINY, ["eval.config=configs/eval/ev.yaml"]).eval.config == cfg.eval.config
 
 
 def test_an_unknown_eval_benchmark_fails_before_training(capsys, tmp_path):
