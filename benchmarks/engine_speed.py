@@ -3,6 +3,8 @@
 - ``generate``: ``model.generate`` over the left-padded batch (the loop the transformers engine used before: every row
   decodes until the longest one ends, each prompt prefilled once per sample, every step's full logits kept);
 - ``decode``: the transformers engine's own sampling loop (`mel.engines.decode`; the reference of the ratios);
+- ``decode-multinomial``: the same loop drawing each token with ``torch.multinomial`` (as it did before its one-number
+  inverse-CDF draw; the same distribution, other random draws);
 - ``vllm-fp32``, ``vllm-bf16``: the vLLM engine (`mel.engines.vllm_engine`, ``make_engine("vllm", ...)``) in float32
   and bfloat16, ``enforce_eager=True`` (no ``torch.compile``; the project's default, ``rollout.vllm_enforce_eager``);
 - ``vllm-fp32-compiled``, ``vllm-bf16-compiled``: the same with ``torch.compile`` (``enforce_eager=False``).
@@ -63,7 +65,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 BENIGN_VLLM_WARNINGS = ("Attempted to load weight", "doesn't allow to use `torch.set_num_threads`",
                         "is already registered. Overwriting", "Unknown vLLM environment variable detected: VLLM_DIST")
 
-# name -> (dtype, enforce_eager) of the vLLM engines; "generate" and "decode" are the transformers engine's loops
+# name -> (dtype, enforce_eager) of the vLLM engines
 VLLM_ENGINES = {
     "vllm-fp32": ("float32", True),
     "vllm-bf16": ("bfloat16", True),
@@ -71,7 +73,8 @@ VLLM_ENGINES = {
     "vllm-bf16-compiled": ("bfloat16", False),
 }
 SHORT_DTYPE = {"float32": "fp32", "bfloat16": "bf16"}
-ENGINE_NAMES = ("generate", "decode", *VLLM_ENGINES)
+HF_LOOPS = ("generate", "decode", "decode-multinomial")  # the transformers engine's loops, sharing one engine
+ENGINE_NAMES = (*HF_LOOPS, *VLLM_ENGINES)
 DEFAULT_ENGINES = ("generate", "decode", "vllm-fp32", "vllm-fp32-compiled", "vllm-bf16")
 REFERENCE = "decode"
 
@@ -102,6 +105,24 @@ def decode_loop(engine, prompts, temperature, max_tokens, seed):
     done = decode(engine.model, prompts, temperature=temperature, max_tokens=max_tokens, seed=seed,
                   stop_ids=engine.stop_ids, pad_id=engine.pad_id)
     return sum(len(d.token_ids) for d in done)
+
+
+def multinomial_draw(probs, generator):
+    """`mel.engines.decode._draw` as it was: ``torch.multinomial``."""
+    import torch
+
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def decode_multinomial_loop(engine, prompts, temperature, max_tokens, seed):
+    from mel.engines import decode as module
+
+    own = module._draw
+    module._draw = multinomial_draw
+    try:
+        return decode_loop(engine, prompts, temperature, max_tokens, seed)
+    finally:
+        module._draw = own
 
 
 def vllm_loop(engine, prompt_ids, n, temperature, max_tokens, seed):
@@ -210,12 +231,13 @@ def main(argv: list[str] | None = None) -> None:
 
     timed: dict[str, Timed] = {}
     first_vllm: str | None = None  # the first vLLM engine built also pays vLLM's one-time set-up in this process
-    if {"generate", "decode"} & set(args.engines):
+    if set(HF_LOOPS) & set(args.engines):
         t0 = time.perf_counter()
         hf = make_engine("transformers", path, batch_size=batch)
         startup = time.perf_counter() - t0
-        shared = "shared" if {"generate", "decode"} <= set(args.engines) else ""
-        for name, loop in (("generate", generate_loop), ("decode", decode_loop)):
+        shared = "shared" if len(set(HF_LOOPS) & set(args.engines)) > 1 else ""
+        for name, loop in (("generate", generate_loop), ("decode", decode_loop),
+                           ("decode-multinomial", decode_multinomial_loop)):
             if name in args.engines:
                 timed[name] = Timed(lambda seed, loop=loop: loop(hf, rows, args.temperature, args.max_tokens, seed),
                                     startup, "hf fp32" + (f" ({shared})" if shared else ""))

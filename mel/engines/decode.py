@@ -8,9 +8,10 @@ than ``model.generate`` for RL rollouts (measured side by side by ``benchmarks/e
 - **only the sampled token's log-prob is kept** at each step, instead of every step's full logits.
 
 Sampling: logits / temperature, then top-p (the smallest set of tokens whose probability reaches ``top_p``), then one
-draw per row from a ``torch.Generator`` seeded with ``seed``; ``temperature <= 0`` is argmax. The log-prob reported for
-each token is of the raw logits divided by the temperature (the untempered ones when greedy), before top-p and before
-any logits processor, as ``generate``'s ``output_logits`` gave. Results are bit-reproducible for a given seed, batch,
+draw per row by inverse CDF (one uniform number per row) from a ``torch.Generator`` seeded with ``seed``;
+``temperature <= 0`` is argmax. The log-prob reported for each token is of the raw logits divided by the temperature
+(the untempered ones when greedy), before top-p and before any logits processor, as ``generate``'s ``output_logits``
+gave. Results are bit-reproducible for a given seed, batch,
 device and thread count.
 """
 from __future__ import annotations
@@ -41,7 +42,18 @@ def _pick(scores: torch.Tensor, temperature: float, top_p: float, generator: tor
         drop = sorted_p.cumsum(dim=-1) - sorted_p >= top_p  # tokens past the nucleus
         sorted_p = sorted_p.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return _draw(probs, generator)
+
+
+def _draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One index per row [b] from probabilities [b, V] (rows need not sum to 1), by inverse CDF: one uniform number
+    per row picks the first token whose cumulative probability exceeds it. The same distribution as
+    ``torch.multinomial``, which costs more on a 49k vocabulary (``benchmarks/engine_speed.py``, ``decode`` against
+    ``decode-multinomial``). A token of probability 0 (outside the nucleus) is never drawn: its cumulative value
+    equals its predecessor's."""
+    cdf = probs.cumsum(dim=-1)  # [b, V]
+    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
 
 
 @torch.no_grad()
