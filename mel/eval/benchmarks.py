@@ -346,6 +346,8 @@ _register(BenchmarkSpec("easy_code_train", "code", None, "the train part of easy
                         MAIN, _taskset("easy_code_train")))
 _register(BenchmarkSpec("easy_code_heldout", "code", None, "the held-out part of easy_code (the demo never trains "
                         "on it)", MAIN, _taskset("easy_code_heldout")))
+_register(BenchmarkSpec("easy_math", "math", None, "the built-in arithmetic word problems (48; R-MEL's configs train "
+                        "on them: not held out)", MAIN, _taskset("easy_math")))
 _register(BenchmarkSpec("toy_regex", "regex", None, "the tiny config's toy regex prompts (not held out)", MAIN,
                         _taskset("toy_regex")))
 
