@@ -417,10 +417,11 @@ def test_old_config_and_a_benchmark_not_evaluated_at_the_final_step(tmp_path):
 
 
 def test_training_diagnostics_by_hand(tmp_path):
-    """The NLL/RL gradient-norm ratio (mean and range over steps with M), R-MEL's prefix-constraint rejections and
-    the token match (summed tokens / summed allowance) of each run; a GRPO run has no row."""
+    """The NLL/RL gradient-norm ratio (mean and range over steps with M), the all-negative groups rescued (count and
+    share), R-MEL's prefix-constraint rejections and the token match (summed tokens / summed allowance) of each run;
+    a GRPO run has no row."""
     dirs = []
-    for method, extra in (("grpo", None), ("mel_code", None), ("rmel", (3, 0.5)), ("mel_extra", (0, 1.0))):
+    for method, extra in (("grpo", None), ("mel_code", None), ("rmel", (3, 0.5, 1)), ("mel_extra", (0, 1.0, 2))):
         run_dir = tmp_path / f"{method}-0123456789"
         write_config(run_dir, method)
         rows = []
@@ -430,8 +431,8 @@ def test_training_diagnostics_by_hand(tmp_path):
             if method != "grpo":
                 row.update(nll_coef=0.004, nll_rl_grad_ratio=(0.2, None)[s] if method == "mel_code" else 1.5 + s)
             if extra:
-                row.update(revise_groups=2, filter_rejections=extra[0] + s, revision_tokens=int(100 * extra[1]),
-                           token_allowance=100, token_match=extra[1])
+                row.update(revise_groups=2, rescued_groups=extra[2] * s, filter_rejections=extra[0] + s,
+                           revision_tokens=int(100 * extra[1]), token_allowance=100, token_match=extra[1])
             rows.append(row)
         artifacts.write_rows(str(run_dir / "metrics.parquet"), rows, METRICS, steps=2)
         dirs.append(str(run_dir))
@@ -440,6 +441,6 @@ def test_training_diagnostics_by_hand(tmp_path):
     lines = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
              for line in text.splitlines() if line.startswith("| ") and "---" not in line and "run" not in line[:6]}
     assert "grpo" not in lines
-    assert lines["mel_code"] == ["2", "0.004", "0.2", "0.2–0.2", MISSING, MISSING, MISSING, MISSING]
-    assert lines["rmel"] == ["2", "0.004", "2", "1.5–2.5", "4", "7", "100/200", "0.500"]
-    assert lines["mel_extra"] == ["2", "0.004", "2", "1.5–2.5", "4", "1", "200/200", "1.000"]
+    assert lines["mel_code"] == ["2", "0.004", "0.2", "0.2–0.2", MISSING, MISSING, MISSING, MISSING, MISSING]
+    assert lines["rmel"] == ["2", "0.004", "2", "1.5–2.5", "4", "1 (25%)", "7", "100/200", "0.500"]
+    assert lines["mel_extra"] == ["2", "0.004", "2", "1.5–2.5", "4", "2 (50%)", "1", "200/200", "1.000"]
