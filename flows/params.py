@@ -20,13 +20,13 @@ MethodName = Literal["grpo", "grpo_code", "mel", "mel_code", "mel_code_bifurcati
                      "rmel_b1", "rmel_code", "rmel_code_b1", "rmel_code_tau0", "rmel_tau0", "self_critique"]
 """The method files under ``configs/methods/`` (a test checks this list against the files)."""
 
-BenchmarkName = Literal["aime24", "aime25", "amc23", "easy_code", "easy_code_heldout", "easy_code_train", "gsm8k",
-                        "humaneval", "humaneval_plus", "jsonl", "math500", "mbpp", "mbpp_plus", "mbpp_train",
+BenchmarkName = Literal["aime24", "aime25", "amc23", "easy_code", "easy_code_heldout", "easy_code_train", "easy_math",
+                        "gsm8k", "humaneval", "humaneval_plus", "jsonl", "math500", "mbpp", "mbpp_plus", "mbpp_train",
                         "olympiadbench", "toy_regex"]
 """The benchmarks of ``mel.eval.benchmarks.BENCHMARKS`` (a test checks this list against the registry)."""
 
 ShippedSweep = Literal["configs/sweeps/learning.yaml", "configs/sweeps/nightly_tiny.yaml",
-                       "configs/sweeps/weekly_seeds.yaml"]
+                       "configs/sweeps/rescue.yaml", "configs/sweeps/weekly_seeds.yaml"]
 SHIPPED_SWEEPS = typing.get_args(ShippedSweep)
 """The sweep files under ``configs/sweeps/`` (a test checks this list against the files)."""
 

@@ -64,7 +64,7 @@ class CountingOutputs:
 
 def test_registry_names():
     assert BENCHMARKS.names() == sorted([*COUNTS, *EVALPLUS_FILES, "jsonl", "easy_code", "easy_code_train",
-                                        "easy_code_heldout", "toy_regex"])
+                                        "easy_code_heldout", "easy_math", "toy_regex"])
 
 
 @pytest.mark.parametrize("name,kind,count", [("easy_code", "code", 125), ("toy_regex", "regex", 16)])

@@ -36,7 +36,8 @@ from conftest import REPO
 pytestmark = pytest.mark.e2e
 SEED = 1208  # fixed: the same kill points every run
 CONFIG, BASE = str(REPO / "configs" / "methods" / "rmel_code.yaml"), str(REPO / "configs" / "tiny.yaml")
-OVERRIDES = ["run.steps=1", "data.prompts_per_step=4", "rollout.group_size=4"]
+OVERRIDES = ["run.steps=1", "data.prompts_per_step=4", "rollout.group_size=4", "run.seed=1"]  # seed 1: a group
+# with no passing sample, revised by generation (4 attempts); seeds 0, 2 and 3 have none (checked by the reference)
 ORDER = ["rollout", "verify", "pair", "revise", "extract", "replay", "update"]  # the run's stages (progress names)
 KILLED = ORDER + ["checkpoint"]  # the kill cases: "checkpoint" is the update's checkpoint write
 IN_CI = {"checkpoint"}  # the small form; the rest are marked slow (a kill inside a rollout: test_resident_state)
