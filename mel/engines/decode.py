@@ -11,8 +11,7 @@ Sampling: logits / temperature, then top-p (the smallest set of tokens whose pro
 draw per row by inverse CDF (one uniform number per row) from a ``torch.Generator`` seeded with ``seed``;
 ``temperature <= 0`` is argmax. The log-prob reported for each token is of the raw logits divided by the temperature
 (the untempered ones when greedy), before top-p and before any logits processor, as ``generate``'s ``output_logits``
-gave. Results are bit-reproducible for a given seed, batch,
-device and thread count.
+gave. Results are bit-reproducible for a given seed, batch, device and thread count.
 """
 from __future__ import annotations
 
