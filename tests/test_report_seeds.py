@@ -119,6 +119,17 @@ def test_groups_by_method_and_seed(pooled):
     assert "Seeds per method: `grpo` 0, 1, 2; `mel_code` 0, 1, 2; `mel` 0, 1, 3." in pooled.markdown
 
 
+def test_the_baseline_named_by_its_method_is_its_lowest_seed(pooled, tmp_path):
+    """``mel report ... --baseline grpo`` over a sweep's seeds: grpo's runs are its seeds, the lowest one is the
+    baseline run (as the sweep takes it), and the pooled section compares with the method."""
+    dirs = [r.run_dir for r in pooled.runs][::-1]  # the order given does not choose
+    by_method = build_report(dirs, str(tmp_path / "report"), baseline="grpo", ablation_base="mel", n_resamples=R,
+                             seed=3)
+    assert by_method.baseline == pooled.baseline == "grpo (grpo-s0)"
+    assert sorted(by_method.pooled_comparisons, key=lambda c: c.method) == sorted(pooled.pooled_comparisons,
+                                                                                  key=lambda c: c.method)
+
+
 def test_mean_over_seeds_by_hand(pooled):
     by = {m.method: m for m in pooled.pooled_means}
     # grpo: 2/5 on every seed -> 0.4; mel_code: 3/5, 3/5, 4/5 -> 2/3; mel: 1/5, 3/5, 5/5 -> 0.6

@@ -215,13 +215,18 @@ def name_runs(runs: Sequence[RunData]) -> list[RunData]:
 
 
 def find_run(runs: Sequence[RunData], name: str, role: str) -> RunData:
-    """The run shown as ``name``, else the only run of method ``name``."""
+    """The run shown as ``name``, else the only run of method ``name``, else, where that method's runs are its seeds
+    (each config known, each ``run.seed`` different), the lowest seed's: the one a sweep's report takes (its first
+    cell of the method; the seeds are pooled by method anyway)."""
     for r in runs:
         if r.name == name:
             return r
     by_method = [r for r in runs if r.method == name]
     if len(by_method) == 1:
         return by_method[0]
+    seeds = [(r.config or {}).get("run.seed") for r in by_method]
+    if by_method and None not in seeds and len(set(seeds)) == len(seeds):
+        return min(by_method, key=lambda r: (r.config or {})["run.seed"])
     known = ", ".join(r.name for r in runs)
     if by_method:
         raise ValueError(f"{role} {name!r} names {len(by_method)} runs; pass one of: {known}")
