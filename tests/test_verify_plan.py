@@ -172,3 +172,24 @@ def test_call_sources_are_the_parsers_segments(source: str) -> None:
     segment_of = _Segments(source)
     got = [segment_of(n) for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "f"]
     assert got == expected and all(expected)
+
+
+def test_the_hosts_compiled_calls_are_what_the_child_would_compile_and_used_only_where_they_fit() -> None:
+    """The planned calls' thunks compiled once by the host (`remote._compiled_calls`) give the child's own results;
+    the child ignores them for another interpreter's bytecode (its magic) or other bound names, and compiles the
+    sources instead."""
+    from mel.verify import _zygote
+    from mel.verify.remote import _compiled_calls
+
+    calls = [["f", "f(2)"], ["f", "candidate(3) + 1"]]
+    ns = {"f": lambda x: x * 10, "__builtins__": __builtins__}
+    local = {"candidate": ns["f"]}
+    compiled = _compiled_calls(tuple(c[1] for c in calls), "candidate")
+    assert compiled is not None and compiled[0] == _zygote._MAGIC and compiled[1] == ["candidate"]
+    thunks = _zygote._compile_calls(calls, ns, local, compiled)
+    assert [t() for t in thunks] == [20, 31]
+    other = _compiled_calls(("f(5)", "f(6)"), "candidate")  # code for other calls: it must not be the one run
+    assert [t() for t in _zygote._compile_calls(calls, ns, local, other)] == [50, 60]
+    for unusable in ((b"\0\0\r\n", *other[1:]), (other[0], [], other[2])):  # another magic; other bound names
+        assert [t() for t in _zygote._compile_calls(calls, ns, local, unusable)] == [20, 31]
+    assert _compiled_calls((), "") is None and _compiled_calls(("f(",), "") is None

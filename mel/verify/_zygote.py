@@ -21,13 +21,16 @@ order, its result tagged and sent as soon as it returns), and then answers calls
 ``{"error", "message"}``. The tests themselves -- every comparison on a result -- run in the host
 (``mel.verify.sandbox``), on fresh builtin values; the child is sent calls only, never an expected value.
 
-Frames between host and child: 4-byte big-endian length + JSON; the worker's own are fixed binary records.
+Frames between host and child: 4-byte big-endian length + a body: ``marshal`` from the host (trusted data, read in
+the child), JSON from the child (read by the host, which never unmarshals what a child wrote); the worker's own are
+fixed binary records.
     host -> worker (socket):  a JOB record (timeout_s, memory_mb, nproc, sweep)
     worker -> host (socket):  b"F" with the call pipe's write end, the reply pipe's read end and the child's pidfd
                               (the host ends a child left computing planned results it will not read)
     worker -> child (call pipe): the same JOB record (its limits), before the host gets the pipe
     host -> child (call pipe):   {"program", "setup", "calls": [[name, source], ...], "entry_point", "param",
-                                 "literal"} then {"name", "args"} per call; EOF ends the child
+                                 "literal", "thunks": [magic, params, marshalled code] or None} then {"name",
+                                 "args"} per call; EOF ends the child
     child -> host (reply pipe):  {"syntax_error"} | {"runtime_error", "memory"}
                                  | {"ready": {name: "call" | ["value", v]}}, then one reply per planned call
                                  ({"value"} | {"error", "message"}, with "unbound" where the called name was not
@@ -40,6 +43,7 @@ import builtins
 import collections
 import ctypes
 import json
+import marshal
 import os
 import resource
 import select
@@ -54,6 +58,7 @@ import time
 import bisect, functools, heapq, itertools, math, random, re, string, typing  # noqa: E401,F401
 
 _type = type
+_MAGIC = __import__("_frozen_importlib_external").MAGIC_NUMBER  # this interpreter's bytecode version
 OUTPUT_LIMIT = 8 << 20  # bytes of stdout+stderr a sample may write
 KEEP_OUTPUT = 2000
 # The fork server's own frames are fixed binary records (no JSON: the less Python runs in the worker while a child
@@ -144,9 +149,10 @@ def _read_exact(fd, n):
     return b"".join(chunks)
 
 
-def read_frame(fd):
+def read_request(fd):
+    """A frame from the host (``marshal``: the host is trusted; a child's frames are JSON, `write_frame`)."""
     (n,) = struct.unpack(">I", _read_exact(fd, 4))
-    return json.loads(_read_exact(fd, n))
+    return marshal.loads(_read_exact(fd, n))
 
 
 def write_frame(fd, obj):
@@ -193,7 +199,7 @@ def _child(call_r, reply_w, out_w, scratch):
         sys.set_int_max_str_digits(0)  # big-integer tasks print and parse long decimals
     send = lambda obj: write_frame(reply_w, obj)  # noqa: E731
     try:
-        job = read_frame(call_r)
+        job = read_request(call_r)
     except EOFError:
         os._exit(0)
     ns = {"__name__": "__main__", "__builtins__": builtins}
@@ -225,7 +231,7 @@ def _child(call_r, reply_w, out_w, scratch):
         send(reply)
     while True:
         try:
-            request = read_frame(call_r)
+            request = read_request(call_r)
         except EOFError:
             os._exit(0)
         send(_answer(lambda request=request: ns[request["name"]], request.get("args", ())))
@@ -260,7 +266,7 @@ def _planned(job, ns):
     if job.get("param") and entry in ns:  # HumanEval's check(candidate): candidate is the entry point
         local[job["param"]] = ns[entry]
     calls = job.get("calls") or ()
-    thunks = None if literal else _compile_calls(calls, ns, local)
+    thunks = None if literal else _compile_calls(calls, ns, local, job.get("thunks"))
     for k, (name, source) in enumerate(calls):
         if literal:  # io: the source is the argument list
             yield _answer(lambda source=source: ns[entry](*ast.literal_eval(source)))
@@ -271,15 +277,25 @@ def _planned(job, ns):
             yield {"error": "NameError", "message": "name %r is not defined" % name, "unbound": True}
 
 
-def _compile_calls(calls, ns, local):
+def thunk_source(params, sources):
+    """The source of a function of ``params`` returning one argument-less function per call source (one tuple)."""
+    return "lambda %s: (\n%s)" % (", ".join(params), "".join("lambda: (%s),\n" % c for c in sources))
+
+
+def _compile_calls(calls, ns, local, compiled=None):
     """Every planned call compiled at once (one ``compile`` instead of one per call): a function per call that
     evaluates its source with the program's names as globals and ``local`` (the check parameter) bound, as
-    ``eval(source, ns, local)`` does; None where they do not compile together (then each is compiled alone)."""
+    ``eval(source, ns, local)`` does; None where they do not compile together (then each is compiled alone).
+    ``compiled``: ``[magic, params, code]``, the host's `thunk_source` compiled once per test spec (used where this
+    interpreter's bytecode ``magic`` is the host's and ``params`` are the names bound here)."""
     if not calls:
         return None
-    source = "lambda %s: (\n%s)" % (", ".join(local), "".join("lambda: (%s),\n" % c[1] for c in calls))
     try:
-        thunks = eval(compile(source, "<test>", "eval", dont_inherit=True), ns)(*local.values())
+        if compiled and compiled[0] == _MAGIC and list(compiled[1]) == list(local):
+            code = marshal.loads(compiled[2])
+        else:
+            code = compile(thunk_source(local, [c[1] for c in calls]), "<test>", "eval", dont_inherit=True)
+        thunks = eval(code, ns)(*local.values())
     except BaseException:
         return None
     return thunks if _type(thunks) is tuple and len(thunks) == len(calls) else None
@@ -346,8 +362,10 @@ _scratch_base = []  # type: list[str]
 
 
 def _scratch_dir():
-    """A fresh scratch directory name: on a tmpfs where /tmp is none but /dev/shm is (removing a directory on a disk
-    file system costs up to milliseconds -- ext4 with ``discard`` -- on a tmpfs microseconds)."""
+    """The scratch directory's name, the same for every sample of this worker (the last one is removed before the
+    next child is forked; so the child's environment, which names it, need not change): on a tmpfs where /tmp is
+    none but /dev/shm is (removing a directory on a disk file system costs up to milliseconds -- ext4 with
+    ``discard`` -- on a tmpfs microseconds)."""
     if not _scratch_base:
         base = "/tmp"
         try:
@@ -358,7 +376,7 @@ def _scratch_dir():
         except (OSError, IndexError):
             pass
         _scratch_base.append(base)
-    return "%s/mel-sample-%d-%d" % (_scratch_base[0], os.getpid(), time.monotonic_ns())
+    return "%s/mel-sample-%d" % (_scratch_base[0], os.getpid())
 
 
 _environment_clean = []  # type: list[bool]
@@ -366,8 +384,8 @@ _environment_clean = []  # type: list[bool]
 
 def _child_environment(scratch):
     """The environment the child inherits, set here before the fork: changing it in the child would copy the pages
-    that libc's environment and Python's ``os.environ`` live on (about half a millisecond a sample). Only ``HOME``
-    and ``TMPDIR`` change from sample to sample; the rest is set once."""
+    that libc's environment and Python's ``os.environ`` live on (about half a millisecond a sample). ``HOME`` and
+    ``TMPDIR`` name the scratch directory (set again only where its name changed); the rest is set once."""
     if not _environment_clean:
         wanted = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
         for key in [k for k in os.environ if k not in wanted]:  # the worker's environment is clean already
@@ -376,7 +394,8 @@ def _child_environment(scratch):
             if os.environ.get(key) != value:
                 os.environ[key] = value
         _environment_clean.append(True)
-    os.environ["HOME"] = os.environ["TMPDIR"] = scratch
+    if os.environ.get("HOME") != scratch or os.environ.get("TMPDIR") != scratch:
+        os.environ["HOME"] = os.environ["TMPDIR"] = scratch
 
 
 class Child:
@@ -393,8 +412,12 @@ def prefork(ctl):
     (session, descriptors, scratch directory) then overlap with the host's work on the last sample instead of
     delaying the next one. The child runs nothing but this file's code until it has its limits."""
     scratch = _scratch_dir()
+    try:
+        os.mkdir(scratch, 0o700)
+    except FileExistsError:  # a sample left it behind, not removable: a name of its own for the next one
+        scratch = "%s-%d" % (scratch, time.monotonic_ns())
+        os.mkdir(scratch, 0o700)
     _child_environment(scratch)
-    os.mkdir(scratch, 0o700)
     call_r, call_w = os.pipe()
     reply_r, reply_w = os.pipe()
     out_r, out_w = os.pipe()
@@ -578,6 +601,7 @@ def _warm_up():
         ns = {"__builtins__": builtins}
         exec(compile(source, "<warm>", "exec", dont_inherit=True), ns)
         untag(json.loads(json.dumps(tag(ns["f"](5)))))
+        marshal.loads(marshal.dumps({"program": source, "calls": [["f", "f(5)"]], "thunks": None}))
     gc.collect()
     gc.freeze()
     try:

@@ -19,16 +19,19 @@ call ran.
 from __future__ import annotations
 
 import builtins
+import functools
 import json
+import marshal
 import os
 import select
 import struct
 import time
+from importlib.util import MAGIC_NUMBER
 from types import CodeType
 from typing import Any
 
 from mel.data.types import CodeTests
-from mel.verify._zygote import NonPlain, _remote_exception, tag, untag
+from mel.verify._zygote import NonPlain, _remote_exception, tag, thunk_source, untag
 from mel.verify.plan import PLANNED, Plan, PlannedCall, literal
 
 _BUILTIN_NAMES = frozenset(dir(builtins))
@@ -69,7 +72,8 @@ class Remote:
         return len(self.calls) - self.consumed
 
     def send(self, obj: Any) -> None:
-        data = json.dumps(obj).encode()
+        """A frame down the call pipe (``marshal``: plain data of this process, read by the child)."""
+        data = marshal.dumps(obj)
         data = struct.pack(">I", len(data)) + data
         try:
             while data:
@@ -187,7 +191,8 @@ def run_tests(remote: Remote, program: str, tests: CodeTests, plan: Plan) -> dic
     `Diverged` when the tests did not read the planned results in plan order."""
     remote.calls = plan.calls
     remote.send({"program": program, "setup": tests.setup_code, "calls": [[c.name, c.source] for c in plan.calls],
-                 "entry_point": plan.entry_point, "param": plan.param, "literal": plan.literal})
+                 "entry_point": plan.entry_point, "param": plan.param, "literal": plan.literal,
+                 "thunks": None if plan.literal else _compiled_calls(tuple(c.source for c in plan.calls), plan.param)})
     first = remote.receive()
     if "syntax_error" in first:
         return {"status": "syntax_error", "detail": str(first["syntax_error"]), "results": []}
@@ -214,6 +219,21 @@ def run_tests(remote: Remote, program: str, tests: CodeTests, plan: Plan) -> dic
     if remote.diverged:  # the test code caught Diverged and went on
         raise Diverged
     return results
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled_calls(sources: tuple[str, ...], param: str) -> tuple[bytes, list[str], bytes] | None:
+    """The planned calls' thunks (``_zygote.thunk_source``) compiled once per test spec here, for the child to load
+    instead of compiling them for every sample: ``(bytecode magic, parameters, marshalled code)``; the child compiles
+    the source itself where its interpreter's magic differs (a container's Python)."""
+    if not sources:
+        return None
+    params = [param] if param else []
+    try:
+        code = compile(thunk_source(params, sources), "<test>", "eval", dont_inherit=True)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None  # the child compiles them one by one, as without this
+    return MAGIC_NUMBER, params, marshal.dumps(code)
 
 
 def _run_io(remote: Remote, tests: CodeTests, plan: Plan, ns: dict, exports: dict) -> dict:
