@@ -286,3 +286,29 @@ def test_rollouts_identical_and_no_meta_experience_kept_is_said(tmp_path):
     assert report.same_rollouts == ("mel seed 0: its rollouts were identical to grpo's in all 2 steps, and no "
                                     "meta-experience entered its loss in any step: it trained as grpo did, so the "
                                     "comparison has no difference to measure",)
+
+
+def test_rollouts_and_updates_identical_are_said_to_leave_nothing_to_measure(tmp_path):
+    """R-MEL against MEL+Extra where neither rescued a group: the same rollouts and, step by step, the same loss and
+    gradient norm (with meta-experiences kept): nothing to measure. One differing gradient norm: its loss term."""
+    from mel.stages.table import METRICS
+
+    dirs = [make_seed_run(tmp_path, m, 0) for m in ("grpo", "mel")]
+    for d in dirs:
+        write_rollouts(Path(d), [[[1, 2], [3]], [[4]]])
+
+    def metrics(run_dir: str, norms: tuple[float, float]) -> None:
+        rows = [{**dict.fromkeys(METRICS.names), "step": step, "num_experiences": 1, "loss": 0.5, "grad_norm": norm}
+                for step, norm in enumerate(norms)]
+        artifacts.write_rows(str(Path(run_dir) / "metrics.parquet"), rows, METRICS, steps=2)
+
+    metrics(dirs[0], (1.0, 2.0))
+    metrics(dirs[1], (1.0, 2.0))
+    report = build_report(dirs, str(tmp_path / "report"), n_resamples=R, seed=3)
+    assert report.same_rollouts == ("mel seed 0: its rollouts were identical to grpo's in all 2 steps, and so were its "
+                                    "updates (the same loss and gradient norm at every step): it trained as grpo did, "
+                                    "so the comparison has no difference to measure",)
+    metrics(dirs[1], (1.0, 2.5))
+    report = build_report(dirs, str(tmp_path / "report2"), n_resamples=R, seed=3)
+    assert report.same_rollouts == ("mel seed 0: its rollouts were identical to grpo's in all 2 steps, so the "
+                                    "comparison measures only its extra loss term",)

@@ -23,7 +23,7 @@ SUMMARY_FILE = "summary.parquet"
 PROBLEMS_FILE = "problems.parquet"
 TRAINING_COLUMNS = ("step", "reward_mean", "p_pair", "p_accept", "retention", "nll_coef", "nll_rl_grad_ratio",
                     "num_experiences", "revise_groups", "rescued_groups", "filter_rejections", "revision_tokens",
-                    "token_allowance", "token_match")
+                    "token_allowance", "token_match", "loss", "grad_norm")
 SUMMARY_COLUMNS = ("cell", "step", "benchmark", "column", "sampling", "metric", "value", "num_problems")
 _COLUMN_ORDER = {"main": 0, "base": 1, "plus": 2}
 

@@ -276,10 +276,18 @@ def identical_rollouts(run: RunData, baseline: RunData) -> int | None:
     return len(steps)
 
 
+def _same_updates(run: RunData, baseline: RunData) -> bool:
+    """Both runs' metrics give the same loss and gradient norm at every step (all of them recorded)."""
+    mine, theirs = ([(r.get("step"), r.get("loss"), r.get("grad_norm")) for r in x.training] for x in (run, baseline))
+    return bool(mine) and mine == theirs and all(v is not None for row in mine for v in row)
+
+
 def same_rollout_notes(groups: Sequence[SeedGroup], baseline: SeedGroup) -> list[str]:
     """A sentence per (method, seed) whose rollouts were the baseline's run of the same seed's at every step: the
-    comparison then measures only the method's extra loss term, or, where its metrics show that no meta-experience
-    entered that term in any step (MEL whose M were all rejected by replay), nothing at all."""
+    comparison then measures only the method's extra loss term, or nothing at all where its metrics show that no
+    meta-experience entered that term in any step (MEL whose M were all rejected by replay) or that its updates were
+    the baseline's too (the same loss and gradient norm at every step: R-MEL and MEL+Extra when neither rescued a
+    group)."""
     out = []
     for g in groups:
         if g is baseline:
@@ -293,6 +301,9 @@ def same_rollout_notes(groups: Sequence[SeedGroup], baseline: SeedGroup) -> list
             if kept and all(k == 0 for k in kept):
                 out.append(f"{text}, and no meta-experience entered its loss in any step: it trained as "
                            f"{baseline.method} did, so the comparison has no difference to measure")
+            elif _same_updates(g.runs[s], baseline.runs[s]):
+                out.append(f"{text}, and so were its updates (the same loss and gradient norm at every step): it "
+                           f"trained as {baseline.method} did, so the comparison has no difference to measure")
             else:
                 out.append(f"{text}, so the comparison measures only its extra loss term")
     return out
