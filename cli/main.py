@@ -15,6 +15,7 @@ never imports Prefect or Ray; the pure core (``mel/``) imports nothing from eith
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -169,6 +170,14 @@ def _fill(text: str) -> str:
     return textwrap.fill(" ".join(text.split()), width=100)
 
 
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: a container's or ``taskset``'s share, not the machine's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def _verify_progress(label: str, what: str) -> "Callable[[int, int], None]":
     """A progress callback printing at most one line every 2 s (and the last one) to stderr."""
     import time
@@ -305,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--timeout", type=float, default=5.0, metavar="S",
                        help="seconds per sample (code: the whole program and all its tests; math: one comparison); "
                        "default 5")
-        p.add_argument("--workers", type=int, default=2, metavar="N", help="samples verified at once (default 2)")
+        p.add_argument("--workers", type=int, default=_usable_cpus(), metavar="N",
+                       help=f"samples verified at once (default: the CPUs this process may use, {_usable_cpus()} here)")
         p.set_defaults(fn=_cmd_verify)
     code.add_argument("--memory-mb", type=int, default=512, metavar="N",
                       help="address-space limit per sample in MiB (default 512)")

@@ -268,3 +268,19 @@ def test_verify_output_has_the_declared_schema_then_carried_columns_and_a_manife
         assert manifest["rows"] == 1 and manifest["passed"] == 1 and manifest["kind"] == kind
         assert manifest["columns"] == schema.names
         assert [name for name in (tmp_path / kind).iterdir() if ".tmp-" in name.name] == []
+
+
+def test_workers_default_to_the_cpus_the_command_may_use_not_the_machines():
+    """``--workers`` left out: one sample at a time per CPU in this process's affinity mask (a container's or
+    ``taskset``'s share), so a machine with more cores verifies more at once and a pinned command does not
+    oversubscribe its share."""
+    import os
+
+    from cli.main import build_parser
+
+    args = build_parser().parse_args(["verify", "code", "in.jsonl", "--out", "out.parquet"])
+    assert args.workers == len(os.sched_getaffinity(0))
+    pinned = ("import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); from cli.main import "
+              "build_parser; print(build_parser().parse_args(['verify', 'math', 'in.jsonl', '--out', 'o']).workers)")
+    out = subprocess.run([sys.executable, "-c", pinned], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "1"
