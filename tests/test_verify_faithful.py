@@ -131,6 +131,25 @@ def test_output_limit_reached_before_the_planned_calls_is_not_rerun(attempts) ->
     assert attempts == [True]
 
 
+def test_a_program_that_forks_gets_the_verdict_of_plain_pythons_original_process() -> None:
+    """A copy the program forks (at top level, or inside a call) runs apart, as it would under plain Python, where
+    the script's exit status is the original process's: it must not answer the tests in the original's place (the
+    copy and the original shared the pipes, and the verdict went either way from one run to the next)."""
+    asserts = ("assert f(2) == 3", "assert g() == 7")
+    programs = ["import os\nos.fork()\ndef f(x):\n    return x + 1\ndef g():\n    return 7\n",
+                "import os\ndef f(x):\n    return x + 1\ndef g():\n    return 7 if os.fork() else 8\n",
+                "import os\ndef f(x):\n    return x + 1\ndef g():\n    return 8 if os.fork() else 7\n"]
+    plain = []
+    for program in programs:
+        done = subprocess.run([sys.executable, "-I", "-c", program + "\n".join(asserts) + "\n"], cwd="/",
+                              capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+        plain.append(done.returncode == 0)
+    assert plain == [True, True, False]
+    verdicts = verify_code(programs * 4, [CodeTests(style="assert", asserts=asserts)] * 12, extract=False,
+                           timeout_s=10.0)
+    assert [v.passed for v in verdicts] == plain * 4, [(v.status, v.detail) for v in verdicts]
+
+
 # --- round trips ------------------------------------------------------------------------------------------------
 
 def test_a_fully_planned_sample_makes_one_round_trip(monkeypatch) -> None:

@@ -63,7 +63,9 @@ that leave the process group can outlive the sample, host files are readable and
 sample can slow other samples down (shared CPU). Test code is trusted and runs in this process (a test that loops
 forever without calling the program is not interrupted).
 Faithful to plain Python where the tests call the program with arguments the child can build (the planned calls:
-all 974 MBPP reference solutions get plain CPython's verdict, 164/164 HumanEval canonical solutions pass). Calls
+all 974 MBPP reference solutions get plain CPython's verdict, 164/164 HumanEval canonical solutions pass). A copy
+the program forks runs apart and answers nothing (it ends where it would first reply): the verdict is the original
+process's, as a plain script's exit status is. Calls
 through the proxy take positional plain arguments only; in-place changes a function makes to list/dict arguments are
 copied back, other argument mutations are not seen. Objects of the program's classes never reach the tests (a test
 that reads ``f(x).attr`` fails), and setup values built from program names live in the child only. A run that
