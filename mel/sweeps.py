@@ -86,7 +86,7 @@ class SweepReport:
     """The method (run name) compared against: default ``grpo`` when a cell is GRPO, else the first cell's. When the
     baseline method has several cells (seeds, grid points), its first cell is the baseline run."""
     ablation_base: str | None = None
-    """The method ablations are relative to (default: `mel.eval.report.default_ablation_base`)."""
+    """The method ablations are relative to (default: `mel.eval.compare.default_ablation_base`)."""
     n_resamples: int = 10000
     """Paired bootstrap resamples."""
     seed: int = 0

@@ -14,10 +14,11 @@ import pytest
 from mel import artifacts
 from mel.config import config_hash, load_config, to_yaml
 from mel.eval import plots, tables
-from mel.eval import report as rep
-from mel.eval.report import ScoreKey, build_report, config_changes
+from mel.eval.compare import config_changes, default_ablation_base
+from mel.eval.report import ScoreKey, build_report
 from mel.eval.tables import MISSING
-from mel.eval.runs import flatten_config
+from mel.eval.runs import RunData, Score, flatten_config
+from mel.eval.sections import main_section
 from mel.eval.stats import paired_bootstrap
 from mel.schemas import EVAL_PROBLEMS, EVAL_SUMMARY
 from mel.stages.table import METRICS
@@ -188,9 +189,9 @@ def test_main_table_is_the_synthetic_finals(three):
 
 
 def test_best_value_ties_are_all_bold():
-    runs = [rep.RunData(n, n, f"/r/{n}", None, (), {3: {MBPP_P1: rep.Score(v, 10, 3, "c")}}, ())
+    runs = [RunData(n, n, f"/r/{n}", None, (), {3: {MBPP_P1: Score(v, 10, 3, "c")}}, ())
             for n, v in (("a", 0.6), ("b", 0.6), ("c", 0.5))]
-    table = rep.main_section(runs, [MBPP_P1])[-1]
+    table = main_section(runs, [MBPP_P1])[-1]
     assert [row[2].bold for row in table.rows] == [True, True, False]
 
 
@@ -333,13 +334,13 @@ def test_runs_sharing_a_name(tmp_path):
 
 
 def test_default_ablation_base():
-    assert rep.default_ablation_base(["grpo", "mel_code", "mel_code_no_replay"]) == "mel_code"
+    assert default_ablation_base(["grpo", "mel_code", "mel_code_no_replay"]) == "mel_code"
     # mel prefixes all three mel_code names, but it is the longest prefix (the parent) of mel_code only
     names = ["mel", "mel_code", "mel_code_no_replay", "mel_code_no_contrastive"]
-    assert rep.default_ablation_base(names) == "mel_code"
-    assert rep.default_ablation_base(["mel", "mel_code", "mel_code_no_replay"]) == "mel_code"  # 1-1 tie: the longer
-    assert rep.default_ablation_base(["grpo", "mel_code", "rmel"]) is None
-    assert rep.default_ablation_base(["grpo"]) is None
+    assert default_ablation_base(names) == "mel_code"
+    assert default_ablation_base(["mel", "mel_code", "mel_code_no_replay"]) == "mel_code"  # 1-1 tie: the longer
+    assert default_ablation_base(["grpo", "mel_code", "rmel"]) is None
+    assert default_ablation_base(["grpo"]) is None
 
 
 def test_config_changes():

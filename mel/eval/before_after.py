@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mel.console import table
-from mel.eval.report import problem_reader
+from mel.eval.compare import problem_reader
 from mel.eval.runs import ScoreKey, load_run
 from mel.eval.stats import BootstrapResult, paired_bootstrap
 

@@ -50,7 +50,7 @@ from mel.eval.stats import (
 )
 
 ProblemValues = Callable[[RunData, ScoreKey, Score], "dict[str, float] | None"]
-"""A run's per-problem values of a score at its final step (``mel.eval.report.problem_reader``); None if missing."""
+"""A run's per-problem values of a score at its final step (``mel.eval.compare.problem_reader``); None if missing."""
 
 POWER = 0.8
 ROLLOUTS_FILE = "rollouts.parquet"
